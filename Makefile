@@ -1,0 +1,44 @@
+# The two commands: `make run` (everything, end to end) and `make test`.
+# Both bootstrap .venv from requirements/lock.txt first (idempotent: a second call installs nothing).
+SHELL := /bin/bash
+VENV ?= .venv
+BIN := $(VENV)/bin
+export DVC_NO_ANALYTICS := 1
+export DVC_SITE_CACHE_DIR := $(CURDIR)/.dvc/site-cache
+export MLFLOW_DISABLE_TELEMETRY := true
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+PYTEST_MARK := $(if $(filter true,$(CI)),-m "",)
+
+.PHONY: run test bootstrap data lint bench lock ui clean
+run: bootstrap data
+	$(BIN)/deepflow run
+
+test: bootstrap
+	$(BIN)/python -m pytest $(PYTEST_MARK)
+
+bootstrap:
+	@bash scripts/bootstrap.sh $(VENV)
+
+data: bootstrap
+	$(BIN)/dvc repro
+
+lint: bootstrap
+	$(BIN)/ruff check src flows tests bench
+
+bench: bootstrap data
+	$(BIN)/python bench/lightning_vs_torch.py
+	$(BIN)/python bench/pipeline_breakdown.py
+
+ui: bootstrap
+	$(BIN)/deepflow ui
+
+# Re-resolve the lock after editing requirements/requirements.in (pip sees the local torch wheel).
+lock:
+	rm -rf .lock-venv && python3.11 -m venv .lock-venv
+	.lock-venv/bin/pip install -q -r requirements/requirements.in
+	.lock-venv/bin/pip freeze --exclude-editable > requirements/lock.txt
+	rm -rf .lock-venv
+
+clean:
+	rm -rf reports .prefect mlflow/mlflow.db mlflow/artifacts

@@ -1,0 +1,88 @@
+"""Prefect flows: sequencing only. The work lives in ``deepflow.steps``.
+
+``train_pipeline(use_case)``: validate -> train every member -> register best -> promote.
+"""
+
+from __future__ import annotations
+
+import time
+
+from deepflow import settings
+
+settings.apply_env_defaults()  # before Prefect reads its settings
+
+from prefect import flow, task  # noqa: E402
+from prefect.artifacts import create_markdown_artifact  # noqa: E402
+from prefect.runtime import flow_run  # noqa: E402
+
+from deepflow import report, steps, tracking, usecase  # noqa: E402
+
+
+@task(name="start-run")
+def start(use_case: str, overrides: list[str], flow_run_id: str | None) -> dict:
+    return steps.start_pipeline(use_case, overrides, flow_run_id)
+
+
+@task(name="validate")
+def validate(use_case: str, overrides: list[str], run_id: str) -> dict:
+    return steps.validate_data(use_case, overrides, run_id)
+
+
+@task(name="train")
+def train(use_case: str, overrides: list[str], member: str, kind: str, parent_run_id: str,
+          data_version: str) -> dict:
+    return steps.train_member(use_case, overrides, member, kind, parent_run_id, data_version)
+
+
+@task(name="register")
+def register(use_case: str, overrides: list[str], results: list[dict], validation: dict,
+             flow_run_id: str | None) -> dict:
+    return steps.register_best(use_case, overrides, results, validation, flow_run_id)
+
+
+@task(name="promote")
+def promote(use_case: str, overrides: list[str]) -> dict:
+    return steps.promote_challenger(use_case, overrides, actor="pipeline")
+
+
+@flow(name="train-pipeline")
+def train_pipeline(use_case: str = "fraud", overrides: list[str] | None = None,
+                   promote_challenger: bool = True) -> dict:
+    """Validate the data version, train all members, register the best, maybe promote it."""
+    t0 = time.perf_counter()
+    overrides = list(overrides or [])
+    uc = usecase.get(use_case, overrides)  # fails fast on unknown use case or config key
+    fr_id = str(flow_run.id) if flow_run.id else None
+    begun = start(use_case, overrides, fr_id)
+    run_id = begun["run_id"]
+    try:
+        checked = validate(use_case, overrides, run_id)
+        results = [
+            train.with_options(task_run_name=f"train-{member}")(
+                use_case, overrides, member, kind, run_id, checked["data_version"])
+            for member, kind in uc.members()
+        ]
+        registered = register(use_case, overrides, results, checked, fr_id)
+        promoted = promote(use_case, overrides) if promote_challenger else None
+    except BaseException:
+        tracking.end_run(run_id, ok=False)
+        raise
+    parts = [begun, checked, *results, registered, *([promoted] if promoted else [])]
+    summary = {
+        "use_case": use_case,
+        "primary": uc.primary_metric,
+        "run_id": run_id,
+        "flow_run_id": fr_id,
+        "data_version": checked["data_version"],
+        "members": results,
+        "registered": registered,
+        "promotion": promoted,
+    }
+    summary["timings"] = report.merge_timings([p["timings"] for p in parts],
+                                              time.perf_counter() - t0)
+    text = report.markdown(summary)
+    tracking.log_metrics(run_id, {f"time/{k}_s": v for k, v in summary["timings"].items()})
+    tracking.log_text(run_id, text, "summary.md")
+    tracking.end_run(run_id, ok=True)
+    create_markdown_artifact(text, key=f"{use_case}-summary", description=report.champion_line(summary))
+    return summary

@@ -1,0 +1,174 @@
+"""``deepflow`` command line: run | validate | train | promote | status | ui."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from deepflow import settings
+
+settings.apply_env_defaults()
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="deepflow: validated, tracked, promoted bake-offs of shallow, deep and classical models.")
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True)
+
+UseCaseArg = Annotated[str, typer.Argument(help="use case, e.g. fraud")]
+Overrides = Annotated[list[str] | None, typer.Argument(help="config overrides, key=value")]
+
+
+def _fail(message: str, code: int) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _check(use_case: str, overrides: list[str]) -> None:
+    """Unknown use case, unknown key or wrong type: one line, exit code 2."""
+    from deepflow import config, usecase
+
+    try:
+        usecase.get(use_case, overrides)
+    except (usecase.UnknownUseCase, config.ConfigError) as exc:
+        _fail(str(exc), 2)
+
+
+def _pipeline(use_case: str, overrides: list[str], promote: bool) -> dict:
+    sys.path.insert(0, str(settings.PROJECT_ROOT))  # flows/ lives beside src/
+    from deepflow.validation import ValidationFailed
+    from flows.pipeline import train_pipeline
+
+    start = time.perf_counter()
+    try:
+        summary = train_pipeline(use_case, overrides, promote_challenger=promote)
+    except ValidationFailed as exc:
+        _fail(str(exc), 1)
+    except FileNotFoundError as exc:
+        _fail(str(exc), 1)
+    # Orchestration includes what the flow body cannot see: Prefect start-up and flow overhead.
+    t = summary["timings"]
+    wall = time.perf_counter() - start
+    t["orchestration"] += wall - t["wall"]
+    t["wall"] = wall
+    return summary
+
+
+def _print_summaries(summaries: list[dict]) -> None:
+    from deepflow import report
+
+    table = Table(title="deepflow pipeline summary")
+    all_rows = [row for s in summaries for row in report.rows(s)]
+    columns = list(dict.fromkeys(k for row in all_rows for k in row))
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("use case", "member", "kind") else "right")
+    for row in all_rows:
+        table.add_row(*[report.fmt(row.get(c, "")) for c in columns])
+    out.print(table)
+    for s in summaries:
+        out.print(report.champion_line(s), highlight=False)
+        t = s["timings"]
+        out.print("  time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()), highlight=False)
+
+
+@app.command()
+def run(use_cases: Annotated[list[str] | None, typer.Argument(help="default: all default use cases")] = None,
+        override: Annotated[list[str] | None, typer.Option("--set", "-s", help="key=value")] = None) -> None:
+    """Run the full pipeline (validate, train, register, promote) for each use case."""
+    from deepflow import usecase
+
+    names = use_cases or usecase.default_names()
+    for name in names:
+        _check(name, override or [])
+    _print_summaries([_pipeline(name, override or [], promote=True) for name in names])
+
+
+@app.command()
+def validate(use_case: UseCaseArg, overrides: Overrides = None) -> None:
+    """Check the prepared data against the use case's Great Expectations suites."""
+    from deepflow import steps
+    from deepflow.validation import ValidationFailed
+
+    _check(use_case, overrides or [])
+    try:
+        info = steps.validate_data(use_case, overrides or [])
+    except (ValidationFailed, FileNotFoundError) as exc:
+        _fail(str(exc), 1)
+    out.print(f"{use_case}: validation passed ({info['expectations']} expectations, data "
+              f"{info['data_version']}); report: {info['report_path']}", highlight=False)
+
+
+@app.command()
+def train(use_case: UseCaseArg, overrides: Overrides = None) -> None:
+    """Validate, train all members and register the best as @challenger (no promotion)."""
+    _check(use_case, overrides or [])
+    _print_summaries([_pipeline(use_case, overrides or [], promote=False)])
+
+
+@app.command()
+def promote(use_case: UseCaseArg) -> None:
+    """Compare @challenger with @champion on the current test split; move @champion if it wins."""
+    from deepflow import steps
+
+    _check(use_case, [])
+    try:
+        result = steps.promote_challenger(use_case, actor=f"cli:{os.environ.get('USER', 'unknown')}")
+    except (LookupError, FileNotFoundError) as exc:
+        _fail(str(exc), 1)
+    verdict = "promoted" if result["promoted"] else "not promoted"
+    out.print(f"{use_case}: v{result['challenger']} {verdict}; @champion = v{result['champion']}. "
+              f"Why: {'; '.join(result['reasons'])}", highlight=False)
+
+
+@app.command()
+def status() -> None:
+    """Registered models: champion and challenger versions, key metrics, data version."""
+    from deepflow import tracking
+
+    table = Table(title=f"registry at {settings.tracking_uri()}")
+    for col in ("model", "alias", "version", "member", "test metrics", "data version", "decision"):
+        table.add_column(col)
+    for model in tracking.registered_models():
+        for alias in (tracking.CHAMPION, tracking.CHALLENGER):
+            mv = tracking.version_by_alias(model.name, alias)
+            if mv is None:
+                table.add_row(model.name, alias, "-", "", "", "", "")
+                continue
+            tags = mv.tags
+            metrics = ", ".join(f"{k.removeprefix('test/')}={v}" for k, v in sorted(tags.items())
+                                if k.startswith("test/"))
+            table.add_row(model.name, alias, mv.version, tags.get("deepflow.member", ""), metrics,
+                          tags.get("deepflow.data_version", "")[:12], tags.get("deepflow.decision", ""))
+    out.print(table)
+
+
+@app.command()
+def ui(port: int = 5000, host: str = "127.0.0.1") -> None:
+    """Start the MLflow UI on the embedded store (Ctrl-C stops it)."""
+    from deepflow import tracking
+
+    tracking.client()  # creates the SQLite schema if this is a fresh clone
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", settings.tracking_uri(),
+           "--host", host, "--port", str(port), "--workers", "1"]
+    if root := settings.artifact_root():
+        cmd += ["--default-artifact-root", root]
+    out.print(f"MLflow UI: http://{host}:{port}  (store {settings.tracking_uri()})", highlight=False)
+    try:
+        subprocess.run(cmd, env=env, check=False)
+    except KeyboardInterrupt:
+        pass
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

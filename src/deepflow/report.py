@@ -1,0 +1,62 @@
+"""Pipeline summaries: one dict per run, rendered as Markdown (Prefect/MLflow) or a terminal table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+TIMING_CATEGORIES = ("orchestration", "validation", "training", "evaluation", "tracking")
+
+
+def merge_timings(parts: list[dict[str, float]], wall_s: float) -> dict[str, float]:
+    """Sum step timings; orchestration is what the wall clock saw that no step accounted for."""
+    total: dict[str, float] = {c: 0.0 for c in TIMING_CATEGORIES}
+    for part in parts:
+        for k, v in part.items():
+            total[k] = total.get(k, 0.0) + v
+    total["orchestration"] = max(wall_s - sum(v for k, v in total.items() if k != "orchestration"), 0)
+    total["wall"] = wall_s
+    return total
+
+
+def rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per trained member, with the registered/champion markers."""
+    primary = summary["primary"]
+    reg = summary.get("registered") or {}
+    out = []
+    for r in summary["members"]:
+        out.append({
+            "use case": summary["use_case"],
+            "member": r["member"],
+            "kind": r["kind"],
+            f"val/{primary}": r["val"][primary],
+            **{f"test/{k}": v for k, v in r["test"].items()},
+            "ms/row": r["latency_ms_batch1"],
+            "registered": f"v{reg['version']}" if reg.get("run_id") == r["run_id"] else "",
+        })
+    return out
+
+
+def champion_line(summary: dict[str, Any]) -> str:
+    promo = summary.get("promotion")
+    reg = summary.get("registered") or {}
+    if not promo:
+        return f"{summary['use_case']}: v{reg.get('version')} is @challenger (promotion not run)"
+    verdict = "promoted to @champion" if promo["promoted"] else "not promoted"
+    return (f"{summary['use_case']}: v{promo['challenger']} ({reg.get('member')}) {verdict}; "
+            f"@champion = v{promo['champion']}. Why: {'; '.join(promo['reasons'])}")
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    table = rows(summary)
+    head = list(table[0])
+    lines = [f"# {summary['use_case']} pipeline", "", "| " + " | ".join(head) + " |",
+             "|" + "---|" * len(head)]
+    for row in table:
+        lines.append("| " + " | ".join(fmt(row[h]) for h in head) + " |")
+    lines += ["", champion_line(summary), "", "Time (s): " + ", ".join(
+        f"{k} {v:.1f}" for k, v in summary["timings"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)

@@ -1,0 +1,69 @@
+"""Where things live, and the environment defaults that keep every tool local, quiet and offline.
+
+Standard variables win: set ``MLFLOW_TRACKING_URI`` or ``PREFECT_API_URL`` to use servers.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Editable install: src/deepflow/settings.py -> repository root.
+PROJECT_ROOT = Path(os.environ.get("DEEPFLOW_ROOT", Path(__file__).resolve().parents[2]))
+
+QUIET_ENV = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_UI_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DVC_NO_ANALYTICS": "1",
+    "DO_NOT_TRACK": "1",
+    "HF_HUB_OFFLINE": "1",
+    "GIT_PYTHON_REFRESH": "quiet",
+    # A loaded 2-core machine can take longer than the 20 s default to start Prefect's
+    # temporary API server.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+}
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("DEEPFLOW_DATA_DIR", PROJECT_ROOT / "data"))
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow' / 'mlflow.db'}"
+
+
+def artifact_root() -> str | None:
+    """Where new experiments put artifacts; None lets a tracking server decide."""
+    if env := os.environ.get("DEEPFLOW_ARTIFACT_ROOT"):
+        return Path(env).resolve().as_uri()
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
+    return None
+
+
+def apply_env_defaults() -> None:
+    """Set quiet/offline defaults and embedded stores; never overrides what the user set."""
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("MLFLOW_TRACKING_URI", tracking_uri())
+    os.environ.setdefault("PREFECT_HOME", str(PROJECT_ROOT / ".prefect"))
+    os.environ.setdefault("DVC_SITE_CACHE_DIR", str(PROJECT_ROOT / ".dvc" / "site-cache"))
+    os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def stage_params(section: str) -> dict:
+    """One section of ``params.yaml`` (dotted path), as DVC stages see it."""
+    import yaml
+
+    node = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    for part in section.split("."):
+        node = node[part]
+    return node
+
+
+def reports_dir() -> Path:
+    """Human-readable reports (validation, summaries); also logged to MLflow."""
+    return Path(os.environ.get("DEEPFLOW_REPORTS_DIR", PROJECT_ROOT / "reports"))

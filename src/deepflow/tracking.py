@@ -1,0 +1,193 @@
+"""The one door to MLflow: runs, metrics, artifacts, models, the registry and its aliases.
+
+Every call names its ``run_id``: MLflow's fluent "active run" is thread-local and collides under
+Prefect's task runners. The only fluent use is scoped inside ``log_scorer``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import yaml
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from deepflow import settings
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+MODEL_REQUIREMENTS = ("torch", "scikit-learn", "xgboost", "pandas", "numpy", "cloudpickle")
+
+
+def client() -> MlflowClient:
+    settings.apply_env_defaults()
+    mlflow.set_tracking_uri(settings.tracking_uri())
+    return MlflowClient(settings.tracking_uri())
+
+
+def experiment_id(name: str) -> str:
+    """The experiment named after the use case, created with a local artifact root if needed."""
+    c = client()
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    return c.create_experiment(name, artifact_location=settings.artifact_root())
+
+
+def start_run(experiment: str, run_name: str, parent_run_id: str | None = None,
+              tags: dict[str, str] | None = None) -> str:
+    all_tags = {"mlflow.runName": run_name, **(tags or {})}
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    return client().create_run(experiment_id(experiment), tags=all_tags, run_name=run_name).info.run_id
+
+
+def end_run(run_id: str, ok: bool = True) -> None:
+    client().set_terminated(run_id, "FINISHED" if ok else "FAILED")
+
+
+def log_params(run_id: str, params: dict[str, Any]) -> None:
+    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        client().log_batch(run_id, params=items[i : i + 100])
+
+
+def log_metrics(run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    """One batched call per set of metrics (per epoch, not per step)."""
+    ts = int(pd.Timestamp.now().timestamp() * 1000)
+    client().log_batch(run_id, metrics=[Metric(k, float(v), ts, step) for k, v in metrics.items()])
+
+
+def set_tags(run_id: str, tags: dict[str, Any]) -> None:
+    client().log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def log_figure(run_id: str, figure, path: str) -> None:
+    import matplotlib.pyplot as plt
+
+    client().log_figure(run_id, figure, path)
+    plt.close(figure)
+
+
+def log_dict(run_id: str, data: dict, path: str) -> None:
+    client().log_dict(run_id, data, path)
+
+
+def log_text(run_id: str, text: str, path: str) -> None:
+    client().log_text(run_id, text, path)
+
+
+def log_artifact(run_id: str, local_path: Path, artifact_dir: str | None = None) -> None:
+    client().log_artifact(run_id, str(local_path), artifact_dir)
+
+
+# --- models ----------------------------------------------------------------------------------
+
+
+class ScorerModel(mlflow.pyfunc.PythonModel):
+    """pyfunc face of a scorer: a frame of raw feature columns in, one score per row out."""
+
+    def __init__(self, scorer) -> None:
+        self.scorer = scorer
+
+    def predict(self, context, model_input, params=None):  # noqa: ARG002 (pyfunc signature)
+        return self.scorer.predict(model_input)
+
+
+def log_scorer(run_id: str, scorer, input_example: pd.DataFrame) -> str:
+    """Log ``scorer`` as the run's pyfunc model (with signature and example); return its URI."""
+    from mlflow.models import infer_signature
+
+    signature = infer_signature(input_example, np.asarray(scorer.predict(input_example)))
+    requirements = [f"{p}=={metadata.version(p)}" for p in MODEL_REQUIREMENTS]
+    client()  # make sure the tracking URI is set before the fluent call below
+    with mlflow.start_run(run_id=run_id, nested=True):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=ScorerModel(scorer),
+            signature=signature,
+            input_example=input_example,
+            pip_requirements=requirements,
+        )
+    return info.model_uri
+
+
+def load_scorer(model_uri: str):
+    """The plain scorer behind a logged pyfunc (``models:/fraud@champion`` works)."""
+    return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().scorer
+
+
+def register(name: str, model_uri: str, run_id: str, tags: dict[str, Any]) -> str:
+    c = client()
+    try:
+        c.get_registered_model(name)
+    except MlflowException:
+        c.create_registered_model(name, description=f"deepflow {name} champion line")
+    mv = c.create_model_version(name, model_uri, run_id=run_id,
+                                tags={k: str(v) for k, v in tags.items()})
+    return mv.version
+
+
+def set_version_tags(name: str, version: str, tags: dict[str, Any]) -> None:
+    c = client()
+    for k, v in tags.items():
+        c.set_model_version_tag(name, version, k, str(v))
+
+
+def set_alias(name: str, alias: str, version: str) -> None:
+    client().set_registered_model_alias(name, alias, version)
+
+
+def version_by_alias(name: str, alias: str) -> ModelVersion | None:
+    try:
+        return client().get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def registered_models() -> list:
+    return list(client().search_registered_models())
+
+
+# --- lineage ---------------------------------------------------------------------------------
+
+
+def dvc_hash(stage: str, lock_path: Path | None = None) -> str:
+    """md5 of a DVC stage's first output as recorded in ``dvc.lock`` ("untracked" if absent)."""
+    lock_path = lock_path or settings.PROJECT_ROOT / "dvc.lock"
+    if not lock_path.exists():
+        return "untracked"
+    stages = (yaml.safe_load(lock_path.read_text()) or {}).get("stages", {})
+    outs = stages.get(stage, {}).get("outs", [])
+    return outs[0].get("md5", "untracked") if outs else "untracked"
+
+
+@functools.cache
+def git_commit() -> str:
+    """HEAD commit, suffixed ``-dirty`` when tracked files changed; "unknown" outside git."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=settings.PROJECT_ROOT, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+
+    try:
+        sha = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{sha}{'-dirty' if dirty else ''}" if sha else "unknown"
+
+
+def write_temp_json(data: dict) -> Path:
+    path = Path(tempfile.mkdtemp()) / "data.json"
+    path.write_text(json.dumps(data, indent=2, default=str))
+    return path

@@ -1,0 +1,132 @@
+"""The one place a Lightning Trainer is built, plus the leaf utilities every candidate shares.
+
+Metrics are logged to MLflow once per epoch, in one batch, against an explicit ``run_id``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import lightning as L
+import torch
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
+
+
+def seed_everything(seed: int, threads: int = 0) -> None:
+    """Same seed, same CPU results: seeds torch/numpy/random and pins the thread count."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    L.seed_everything(seed, workers=True, verbose=False)
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def batches(*tensors: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
+    """A loader that slices whole batches out of in-memory tensors (no per-row collate)."""
+    dataset = TensorDataset(*tensors)
+    base = (
+        RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
+        if shuffle
+        else SequentialSampler(dataset)
+    )
+    # batch_size=None: each sampled item is already a list of indices -> tensor[idx] per batch.
+    return DataLoader(dataset, batch_size=None, sampler=BatchSampler(base, batch_size, False))
+
+
+class EpochMetricsToMlflow(L.Callback):
+    """Log the epoch's ``train/*`` and ``val/*`` metrics to one MLflow run, one call per epoch."""
+
+    def __init__(self, log: Callable[[dict[str, float], int], None]) -> None:
+        self.sink = log
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = {
+            k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))
+        }
+        if metrics:
+            self.sink(metrics, trainer.current_epoch)
+
+
+class KeepBest(L.Callback):
+    """Keep the weights of the best epoch in memory (no checkpoint files to clean up)."""
+
+    def __init__(self, monitor: str, mode: str = "max") -> None:
+        self.monitor, self.mode = monitor, mode
+        self.best: float | None = None
+        self.best_epoch: int = -1
+        self.state: dict | None = None
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+            return
+        value = float(trainer.callback_metrics[self.monitor])
+        better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
+        if better:
+            self.best, self.best_epoch = value, trainer.current_epoch
+            self.state = copy.deepcopy(module.state_dict())
+
+    def restore(self, module: L.LightningModule) -> None:
+        if self.state is not None:
+            module.load_state_dict(self.state)
+
+
+@dataclass
+class FitResult:
+    best_value: float | None
+    best_epoch: int
+    epochs_run: int
+    steps: int
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def fit(
+    module: L.LightningModule,
+    train: DataLoader,
+    val: DataLoader,
+    *,
+    max_epochs: int,
+    monitor: str,
+    patience: int,
+    log: Callable[[dict[str, float], int], None] | None = None,
+    fast_dev_run: bool = False,
+) -> FitResult:
+    """Train ``module``; leave it holding its best-on-validation weights."""
+    import time
+
+    keep = KeepBest(monitor)
+    callbacks: list[L.Callback] = [
+        keep,
+        L.pytorch.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=patience),
+    ]
+    if log is not None:
+        callbacks.append(EpochMetricsToMlflow(log))
+    trainer = L.Trainer(
+        accelerator="auto",
+        devices=1,
+        max_epochs=max_epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        deterministic=True,
+        fast_dev_run=fast_dev_run,
+        callbacks=callbacks,
+    )
+    start = time.perf_counter()
+    trainer.fit(module, train, val)
+    seconds = time.perf_counter() - start
+    keep.restore(module)
+    module.cpu().eval()
+    return FitResult(
+        best_value=keep.best,
+        best_epoch=keep.best_epoch,
+        epochs_run=trainer.current_epoch,
+        steps=trainer.global_step,
+        seconds=seconds,
+    )

@@ -1,0 +1,67 @@
+"""The fraud data contract, as Great Expectations suites (one per validated frame).
+
+``rows``: every transaction of every split. ``splits``: one row per split (time bounds, counts),
+so that "time-ordered, non-overlapping splits" is an expectation like any other.
+"""
+
+from __future__ import annotations
+
+import great_expectations.expectations as gxe
+import pandas as pd
+
+from deepflow.usecases.fraud.config import FraudConfig
+
+SPLITS = ("train", "val", "test")
+NUMERIC = ["int8", "int16", "int32", "int64", "float32", "float64"]
+
+
+def frames(cfg: FraudConfig, splits: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """The frames the suites look at, built from the prepared splits."""
+    rows = pd.concat([df.assign(split=name) for name, df in splits.items()], ignore_index=True)
+    summary = []
+    prev_max = None
+    for name in SPLITS:
+        t = (splits[name][cfg.time_column] - pd.Timestamp(0)) // pd.Timedelta(seconds=1)  # epoch s
+        summary.append(
+            {
+                "split": name,
+                "rows": len(t),
+                "positives": int(splits[name][cfg.label].sum()),
+                "t_min": t.min() if len(t) else None,
+                "t_max": t.max() if len(t) else None,
+                "prev_t_max": prev_max,
+            }
+        )
+        prev_max = summary[-1]["t_max"]
+    return {"rows": rows, "splits": pd.DataFrame(summary)}
+
+
+def suites(cfg: FraudConfig) -> dict[str, list]:
+    label, key = cfg.label, cfg.id_column
+    required = [key, label, cfg.time_column, cfg.entity_column, *cfg.features]
+    rows: list = [gxe.ExpectTableColumnsToMatchSet(column_set=required, exact_match=False)]
+    for col in [key, label, cfg.entity_column, *cfg.features]:
+        rows.append(gxe.ExpectColumnValuesToNotBeNull(column=col))
+    for col in cfg.features:
+        rows.append(gxe.ExpectColumnValuesToBeInTypeList(column=col, type_list=NUMERIC))
+    rows += [
+        gxe.ExpectColumnValuesToBeInSet(column=label, value_set=[0, 1]),
+        gxe.ExpectColumnMeanToBeBetween(
+            column=label, min_value=cfg.fraud_rate_min, max_value=cfg.fraud_rate_max
+        ),
+        gxe.ExpectColumnValuesToBeUnique(column=key),
+    ]
+    rows += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0) for c in cfg.nonnegative]
+    rows += [
+        gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=1)
+        for c in cfg.unit_interval
+    ]
+    splits = [
+        gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS)),
+        gxe.ExpectColumnValuesToBeBetween(column="rows", min_value=1),
+        gxe.ExpectColumnValuesToBeBetween(column="positives", min_value=1),
+        gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+            column_A="t_min", column_B="prev_t_max", ignore_row_if="either_value_is_missing"
+        ),
+    ]
+    return {"rows": rows, "splits": splits}

@@ -1,0 +1,154 @@
+"""Fraud candidates: plain PyTorch networks, plus one LightningModule that trains any of them.
+
+Every network maps raw feature rows ``(B, F)`` to one score per row ``(B,)``; standardisation is
+a layer of the network, so the preprocessing used in training ships with the model.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+from sklearn.metrics import average_precision_score
+from torch import nn
+
+
+class Standardize(nn.Module):
+    """(x - mean) / std with statistics frozen from the training split."""
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.as_tensor(np.where(std > 0, std, 1.0), dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+# --- shallow: one hidden layer ---------------------------------------------------------------
+
+
+class ShallowNet(nn.Module):
+    """A neural network in the textbook sense: one hidden layer. Returns logits (B,)."""
+
+    def __init__(self, scaler: Standardize, hidden: int = 64) -> None:
+        super().__init__()
+        n_in = scaler.mean.numel()
+        self.scaler = scaler
+        self.body = nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, F) -> (B,)
+        return self.body(self.scaler(x)).squeeze(-1)
+
+
+# --- deep: residual MLP ----------------------------------------------------------------------
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, width: int, dropout: float) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.LayerNorm(width),
+            nn.Linear(width, 2 * width),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(2 * width, width),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, W) -> (B, W)
+        return x + self.net(x)
+
+
+class DeepNet(nn.Module):
+    """Deep learning on tabular rows: a stem, ``blocks`` pre-norm residual blocks, a head."""
+
+    def __init__(self, scaler: Standardize, width: int = 128, blocks: int = 4, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.scaler = scaler
+        self.stem = nn.Linear(scaler.mean.numel(), width)
+        self.blocks = nn.Sequential(*[ResidualBlock(width, dropout) for _ in range(blocks)])
+        self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, F) -> (B,)
+        return self.head(self.blocks(self.stem(self.scaler(x)))).squeeze(-1)
+
+
+# --- autoencoder: unsupervised, scored by reconstruction error --------------------------------
+
+
+class AutoEncoder(nn.Module):
+    """Trained on genuine rows only; the score is the reconstruction error (B,)."""
+
+    def __init__(self, scaler: Standardize, hidden: int = 32, latent: int = 8) -> None:
+        super().__init__()
+        n_in = scaler.mean.numel()
+        self.scaler = scaler
+        self.encoder = nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, latent))
+        self.decoder = nn.Sequential(nn.Linear(latent, hidden), nn.ReLU(), nn.Linear(hidden, n_in))
+
+    def reconstruction(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.scaler(x)  # (B, F)
+        return z, self.decoder(self.encoder(z))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, F) -> (B,)
+        z, recon = self.reconstruction(x)
+        return ((recon - z) ** 2).mean(-1)
+
+
+# --- the Lightning system --------------------------------------------------------------------
+
+
+class FraudSystem(L.LightningModule):
+    """Loss, optimiser and ``val/auprc`` for any fraud network.
+
+    ``objective="bce"`` trains a classifier on logits; ``"reconstruction"`` trains an
+    autoencoder on genuine rows (the loader must hold only those) and still validates on AP.
+    """
+
+    def __init__(self, net: nn.Module, objective: str = "bce", lr: float = 1e-3,
+                 weight_decay: float = 1e-4) -> None:
+        super().__init__()
+        self.net = net
+        self.objective = objective
+        self.lr, self.weight_decay = lr, weight_decay
+        self.save_hyperparameters(ignore=["net"])
+        self._val_scores: list[torch.Tensor] = []
+        self._val_labels: list[torch.Tensor] = []
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.objective == "reconstruction":
+            z, recon = self.net.reconstruction(x)
+            return nn.functional.mse_loss(recon, z)
+        return nn.functional.binary_cross_entropy_with_logits(self.net(x), y)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
+        loss = self.loss(*batch)
+        self.log("train/loss", loss, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
+        x, y = batch
+        self._val_scores.append(self.net(x).detach())
+        self._val_labels.append(y)
+
+    def on_validation_epoch_end(self) -> None:
+        scores = torch.cat(self._val_scores).float().cpu().numpy()
+        labels = torch.cat(self._val_labels).cpu().numpy()
+        self._val_scores.clear()
+        self._val_labels.clear()
+        auprc = average_precision_score(labels, scores) if labels.min() != labels.max() else 0.0
+        self.log("val/auprc", float(auprc))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+
+def build_net(name: str, scaler: Standardize, m) -> tuple[nn.Module, str]:
+    """Candidate name -> (network, objective)."""
+    if name == "shallow":
+        return ShallowNet(scaler, m.shallow_hidden), "bce"
+    if name == "deep":
+        return DeepNet(scaler, m.deep_width, m.deep_blocks, m.dropout), "bce"
+    if name == "autoencoder":
+        return AutoEncoder(scaler, m.ae_hidden, m.ae_latent), "reconstruction"
+    raise KeyError(f"unknown fraud candidate {name!r} (known: shallow, deep, autoencoder)")

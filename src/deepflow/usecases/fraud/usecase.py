@@ -1,0 +1,130 @@
+"""The fraud use case, wired for the pipeline: data, contract, candidates, metrics, plots.
+
+The same class serves any transaction schema through config alone (``paysim.yaml``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from deepflow import plots, training
+from deepflow.scoring import TorchScorer
+from deepflow.settings import PROJECT_ROOT
+from deepflow.usecases.fraud import baselines
+from deepflow.usecases.fraud.config import FraudConfig
+from deepflow.usecases.fraud.metrics import fraud_metrics
+from deepflow.usecases.fraud.models import FraudSystem, Standardize, build_net
+
+SPLITS = ("train", "val", "test")
+
+
+class FraudUseCase:
+    config_cls = FraudConfig
+    primary_metric = "auprc"  # logged as val/auprc and test/auprc
+
+    def __init__(self, name: str, cfg: FraudConfig) -> None:
+        self.name, self.cfg = name, cfg
+
+    # --- data ---------------------------------------------------------------------------------
+
+    @property
+    def prepared_dir(self) -> Path:
+        path = Path(self.cfg.prepared_dir)
+        return path if path.is_absolute() else PROJECT_ROOT / path
+
+    def load_splits(self) -> dict[str, pd.DataFrame]:
+        missing = [s for s in SPLITS if not (self.prepared_dir / f"{s}.parquet").exists()]
+        if missing:
+            raise FileNotFoundError(
+                f"{self.name}: no prepared data for {missing} in {self.prepared_dir} "
+                "(run `dvc repro` first)"
+            )
+        return {s: pd.read_parquet(self.prepared_dir / f"{s}.parquet") for s in SPLITS}
+
+    def validation_inputs(self, splits: dict[str, pd.DataFrame]) -> tuple[dict, dict]:
+        """(frames, suites) for ``validation.validate``."""
+        from deepflow.usecases.fraud import expectations
+
+        return expectations.frames(self.cfg, splits), expectations.suites(self.cfg)
+
+    def members(self) -> list[tuple[str, str]]:
+        """(name, kind) of everything trained in a run; kind is "candidate" or "baseline"."""
+        return [(c, "candidate") for c in self.cfg.candidates] + [
+            (b, "baseline") for b in self.cfg.baselines
+        ]
+
+    def registrable(self, kind: str) -> bool:
+        return kind == "candidate" or self.cfg.register_baselines
+
+    # --- training -----------------------------------------------------------------------------
+
+    def fit(self, name: str, kind: str, splits: dict[str, pd.DataFrame], log=None,
+            fast_dev_run: bool = False):
+        """Train one member; returns (scorer, info)."""
+        cfg = self.cfg
+        training.seed_everything(cfg.train.seed, cfg.train.threads)
+        if kind == "baseline":
+            return baselines.fit_baseline(name, cfg, splits["train"]), {}
+        train = splits["train"]
+        x_train = _tensor(train[cfg.features])
+        scaler = Standardize(x_train.mean(0).numpy(), x_train.std(0).numpy())
+        net, objective = build_net(name, scaler, cfg.model)
+        y_train = _tensor(train[cfg.label])
+        if objective == "reconstruction":  # the autoencoder learns what genuine looks like
+            x_train, y_train = x_train[y_train == 0], y_train[y_train == 0]
+        system = FraudSystem(net, objective, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        val = splits["val"]
+        result = training.fit(
+            system,
+            training.batches(x_train, y_train, batch_size=cfg.train.batch_size, shuffle=True,
+                             seed=cfg.train.seed),
+            training.batches(_tensor(val[cfg.features]), _tensor(val[cfg.label]),
+                             batch_size=8192, shuffle=False),
+            max_epochs=cfg.train.epochs,
+            monitor="val/auprc",
+            patience=cfg.train.patience,
+            log=log,
+            fast_dev_run=fast_dev_run,
+        )
+        output = "score" if objective == "reconstruction" else "logit"
+        info = {
+            "best_epoch": result.best_epoch,
+            "epochs_run": result.epochs_run,
+            "steps": result.steps,
+            "fit_seconds": result.seconds,
+            "parameters": sum(p.numel() for p in net.parameters()),
+        }
+        return TorchScorer(net, cfg.features, output), info
+
+    # --- evaluation ---------------------------------------------------------------------------
+
+    def evaluate(self, scores: np.ndarray, frame: pd.DataFrame) -> dict[str, float]:
+        c = self.cfg
+        return fraud_metrics(frame, scores, k=c.top_k, entity=c.entity_column, label=c.label,
+                             time=c.time_column)
+
+    def threshold(self, val_scores: np.ndarray, val: pd.DataFrame) -> float:
+        if self.cfg.threshold is not None:
+            return self.cfg.threshold
+        return plots.best_f1_threshold(val[self.cfg.label].to_numpy(), val_scores)
+
+    def figures(self, member: str, scores: np.ndarray, frame: pd.DataFrame, threshold: float):
+        y = frame[self.cfg.label].to_numpy()
+        return {
+            "plots/pr_curve.png": plots.pr_curve(y, scores, f"{self.name} {member}: test PR curve"),
+            "plots/confusion_matrix.png": plots.confusion(
+                y, (scores >= threshold).astype(int), ["genuine", "fraud"],
+                f"{member} @ {threshold:.3g}",
+            ),
+        }
+
+    def input_example(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return frame[self.cfg.features].head(5).reset_index(drop=True)
+
+
+def _tensor(values: pd.DataFrame | pd.Series) -> torch.Tensor:
+    return torch.from_numpy(values.to_numpy(dtype=np.float32, copy=True))

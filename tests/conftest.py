@@ -1,0 +1,58 @@
+"""Shared fixtures: a small simulated fraud dataset and an isolated MLflow store per test."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from deepflow import settings
+
+settings.apply_env_defaults()
+sys.path.insert(0, str(settings.PROJECT_ROOT))  # flows/ lives beside src/
+
+from deepflow.usecases.fraud.prepare import SplitParams, add_features, split  # noqa: E402
+from deepflow.usecases.fraud.simulate import SimulationParams, simulate  # noqa: E402
+
+SMALL = SimulationParams(n_customers=400, n_terminals=2000, n_days=60, seed=1,
+                         terminals_per_day=1, customers_per_day=1)
+SMALL_SPLIT = SplitParams(train_start="2018-05-10")
+FAST = ["train.epochs=2", "train.batch_size=512", "model.xgb_trees=20",
+        "model.deep_width=32", "model.deep_blocks=4", "promotion.floor=0.05"]
+
+
+@pytest.fixture(scope="session")
+def small_splits() -> dict[str, pd.DataFrame]:
+    """~13k transactions over 60 days, split with the handbook's protocol."""
+    return split(add_features(simulate(SMALL)), SMALL_SPLIT)
+
+
+@pytest.fixture
+def prepared_dir(tmp_path: Path, small_splits) -> Path:
+    out = tmp_path / "prepared"
+    out.mkdir()
+    for name, frame in small_splits.items():
+        frame.to_parquet(out / f"{name}.parquet", index=False)
+    return out
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh SQLite MLflow store + artifacts + reports under tmp_path."""
+    root = tmp_path / "mlflow"
+    root.mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    monkeypatch.setenv("DEEPFLOW_REPORTS_DIR", str(tmp_path / "reports"))
+    monkeypatch.delenv("DEEPFLOW_ARTIFACT_ROOT", raising=False)
+    yield root
+    import mlflow
+
+    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"))
+
+
+@pytest.fixture
+def fast_overrides(prepared_dir: Path) -> list[str]:
+    return [f"prepared_dir={prepared_dir}", *FAST]

@@ -1,0 +1,81 @@
+"""The Prefect flow end to end on a small sample, into a temporary MLflow store."""
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from deepflow import settings, tracking
+from deepflow.validation import ValidationFailed
+from flows.pipeline import train_pipeline
+
+
+def registry_state(client: MlflowClient) -> tuple[list[str], str | None, str | None]:
+    versions = sorted(v.version for v in client.search_model_versions("name='fraud'"))
+    champ = tracking.version_by_alias("fraud", "champion")
+    chall = tracking.version_by_alias("fraud", "challenger")
+    return ([str(v) for v in versions], champ and str(champ.version), chall and str(chall.version))
+
+
+def test_lifecycle_register_promote_and_fail_closed(store, prepared_dir, fast_overrides) -> None:
+    client = MlflowClient(settings.tracking_uri())
+
+    # 1. First run: the best candidate becomes v1, @challenger and (no champion yet) @champion.
+    summary = train_pipeline("fraud", fast_overrides)
+    assert registry_state(client) == (["1"], "1", "1")
+    assert {m["member"] for m in summary["members"]} == {
+        "shallow", "deep", "autoencoder", "logistic_regression", "xgboost"}
+    v1 = client.get_model_version("fraud", "1")
+    for tag in ("deepflow.data_version", "deepflow.git_commit", "deepflow.validation",
+                "deepflow.flow_run_id", "deepflow.member", "deepflow.decision", "test/auprc"):
+        assert v1.tags.get(tag), tag
+    assert v1.tags["deepflow.validation"].startswith("passed")
+    assert v1.tags["deepflow.flow_run_id"] == summary["flow_run_id"] != "none"
+    assert summary["promotion"]["promoted"] and summary["registered"]["member"] in {"shallow", "deep", "autoencoder"}
+
+    # Each member is its own run nested under the pipeline run, with per-epoch metrics and plots.
+    children = client.search_runs([client.get_experiment_by_name("fraud").experiment_id],
+                                  f"tags.mlflow.parentRunId = '{summary['run_id']}'")
+    assert len(children) == 5
+    shallow = next(r for r in children if r.data.tags["deepflow.member"] == "shallow")
+    history = client.get_metric_history(shallow.info.run_id, "val/auprc")
+    assert {0, 1} <= {m.step for m in history}  # one point per epoch (epochs=2), then the final
+    artifacts = {a.path for a in client.list_artifacts(shallow.info.run_id, "plots")}
+    assert {"plots/pr_curve.png", "plots/confusion_matrix.png"} <= artifacts
+    scorer = tracking.load_scorer("models:/fraud@champion")
+    test = pd.read_parquet(prepared_dir / "test.parquet")
+    assert scorer.predict(test.head(3)).shape == (3,)
+
+    # 2. Same data, same seed: v2 ties the champion on the same test split, so it is not promoted.
+    second = train_pipeline("fraud", fast_overrides)
+    assert registry_state(client) == (["1", "2"], "1", "2")
+    assert not second["promotion"]["promoted"]
+    assert client.get_model_version("fraud", "2").tags["deepflow.decision"] == "rejected"
+
+    # 3. Bad data: validation stops the run before training; the registry is untouched.
+    train = pd.read_parquet(prepared_dir / "train.parquet")
+    pd.concat([train, train.head(5)]).to_parquet(prepared_dir / "train.parquet")  # duplicate ids
+    with pytest.raises(ValidationFailed, match="expect_column_values_to_be_unique"):
+        train_pipeline("fraud", fast_overrides)
+    assert registry_state(client) == (["1", "2"], "1", "2")
+    train.to_parquet(prepared_dir / "train.parquet")
+
+    # 4. A crashed training: no new version, @champion stays where it was.
+    with pytest.raises(KeyError, match="unknown fraud candidate"):
+        train_pipeline("fraud", [*fast_overrides, "candidates=[shallow,transformer]"])
+    assert registry_state(client) == (["1", "2"], "1", "2")
+
+
+@pytest.mark.slow
+def test_paysim_schema_goes_through_the_same_pipeline(store, tmp_path) -> None:
+    from deepflow.usecases.fraud import paysim
+
+    out = tmp_path / "paysim"
+    out.mkdir()
+    raw = pd.read_csv(settings.PROJECT_ROOT / "data/external/paysim/paysim_sample.csv")
+    for name, frame in paysim.prepare(raw).items():
+        frame.to_parquet(out / f"{name}.parquet", index=False)
+    summary = train_pipeline("paysim", [f"prepared_dir={out}", "train.epochs=2"])
+    assert summary["promotion"]["promoted"]
+    assert tracking.version_by_alias("paysim", "champion") is not None
+    best = max(m["test"]["auprc"] for m in summary["members"])
+    assert best > 0.9  # PaySim is nearly separable: a schema check, not a benchmark
