@@ -6,8 +6,8 @@ import torch
 
 from deepflow import training, usecase
 from deepflow.scoring import TorchScorer
-from deepflow.usecases.fraud.models import FraudSystem, Standardize, build_net
 from deepflow.usecases.fraud.config import ModelConfig
+from deepflow.usecases.fraud.models import FraudSystem, Standardize, build_net
 
 F = 15
 

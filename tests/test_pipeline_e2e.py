@@ -2,11 +2,11 @@
 
 import pandas as pd
 import pytest
-from mlflow import MlflowClient
 
 from deepflow import settings, tracking
 from deepflow.validation import ValidationFailed
 from flows.pipeline import train_pipeline
+from mlflow import MlflowClient
 
 
 def registry_state(client: MlflowClient) -> tuple[list[str], str | None, str | None]:

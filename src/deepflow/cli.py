@@ -52,11 +52,9 @@ def _pipeline(use_case: str, overrides: list[str], promote: bool) -> dict:
         _fail(str(exc), 1)
     except FileNotFoundError as exc:
         _fail(str(exc), 1)
-    # Orchestration includes what the flow body cannot see: Prefect start-up and flow overhead.
-    t = summary["timings"]
-    wall = time.perf_counter() - start
-    t["orchestration"] += wall - t["wall"]
-    t["wall"] = wall
+    from deepflow import report
+
+    summary["timings"] = report.add_outer_wall(summary["timings"], time.perf_counter() - start)
     return summary
 
 

@@ -18,6 +18,14 @@ def merge_timings(parts: list[dict[str, float]], wall_s: float) -> dict[str, flo
     return total
 
 
+def add_outer_wall(timings: dict[str, float], wall_s: float) -> dict[str, float]:
+    """Charge what the flow body could not see (Prefect start-up, flow overhead) to orchestration."""
+    out = dict(timings)
+    out["orchestration"] += wall_s - out["wall"]
+    out["wall"] = wall_s
+    return out
+
+
 def rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per trained member, with the registered/champion markers."""
     primary = summary["primary"]

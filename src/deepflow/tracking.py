@@ -14,16 +14,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 import yaml
-from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+import mlflow
 from deepflow import settings
+from mlflow import MlflowClient
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 MODEL_REQUIREMENTS = ("torch", "scikit-learn", "xgboost", "pandas", "numpy", "cloudpickle")
@@ -106,8 +106,13 @@ class ScorerModel(mlflow.pyfunc.PythonModel):
 
 def log_scorer(run_id: str, scorer, input_example: pd.DataFrame) -> str:
     """Log ``scorer`` as the run's pyfunc model (with signature and example); return its URI."""
+    import logging
+
     from mlflow.models import infer_signature
 
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)  # the cloudpickle notice, each time
+    # Declare every feature as double: an integer column could not carry a missing value.
+    input_example = input_example.astype("float64")
     signature = infer_signature(input_example, np.asarray(scorer.predict(input_example)))
     requirements = [f"{p}=={metadata.version(p)}" for p in MODEL_REQUIREMENTS]
     client()  # make sure the tracking URI is set before the fluent call below

@@ -6,13 +6,21 @@ Metrics are logged to MLflow once per epoch, in one batch, against an explicit `
 from __future__ import annotations
 
 import copy
+import logging
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import lightning as L
 import torch
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    RandomSampler,
+    SequentialSampler,
+    TensorDataset,
+)
 
 
 def seed_everything(seed: int, threads: int = 0) -> None:
@@ -98,6 +106,8 @@ def fit(
     """Train ``module``; leave it holding its best-on-validation weights."""
     import time
 
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no GPU/TPU banners, tips
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     keep = KeepBest(monitor)
     callbacks: list[L.Callback] = [
         keep,
