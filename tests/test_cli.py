@@ -17,6 +17,7 @@ runner = CliRunner()
         (["train", "fraud", "train.epochs=abc"], "train.epochs: expected int"),
         (["run", "fraud", "--set", "lr=1"], "unknown config key 'lr'"),
         (["promote", "weather"], "unknown use case"),
+        (["train", "fraud", "candidates=[shallow,transformer]"], "candidates: unknown 'transformer'"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(args: list[str], message: str) -> None:

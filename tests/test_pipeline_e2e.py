@@ -59,10 +59,14 @@ def test_lifecycle_register_promote_and_fail_closed(store, prepared_dir, fast_ov
     assert registry_state(client) == (["1", "2"], "1", "2")
     train.to_parquet(prepared_dir / "train.parquet")
 
-    # 4. A crashed training: no new version, @champion stays where it was.
-    with pytest.raises(KeyError, match="unknown fraud candidate"):
-        train_pipeline("fraud", [*fast_overrides, "candidates=[shallow,transformer]"])
+    # 4. A crashed training (here: an impossible batch size): no new version, @champion stays
+    #    where it was, and the pipeline run is marked FAILED.
+    with pytest.raises(ValueError, match="batch_size"):
+        train_pipeline("fraud", [*fast_overrides, "train.batch_size=0"])
     assert registry_state(client) == (["1", "2"], "1", "2")
+    last = client.search_runs([client.get_experiment_by_name("fraud").experiment_id],
+                              "tags.`deepflow.kind` = 'pipeline'", order_by=["start_time DESC"])[0]
+    assert last.info.status == "FAILED"
 
 
 @pytest.mark.slow

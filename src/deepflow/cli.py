@@ -52,6 +52,8 @@ def _pipeline(use_case: str, overrides: list[str], promote: bool) -> dict:
         _fail(str(exc), 1)
     except FileNotFoundError as exc:
         _fail(str(exc), 1)
+    except Exception as exc:  # a crashed step: say what and where; the flow log has the traceback
+        _fail(f"{use_case} pipeline failed: {type(exc).__name__}: {exc} (@champion unchanged)", 1)
     from deepflow import report
 
     summary["timings"] = report.add_outer_wall(summary["timings"], time.perf_counter() - start)

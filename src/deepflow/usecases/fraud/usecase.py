@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from deepflow import plots, training
+from deepflow.config import ConfigError
 from deepflow.scoring import TorchScorer
 from deepflow.settings import PROJECT_ROOT
 from deepflow.usecases.fraud import baselines
@@ -20,6 +21,7 @@ from deepflow.usecases.fraud.metrics import fraud_metrics
 from deepflow.usecases.fraud.models import FraudSystem, Standardize, build_net
 
 SPLITS = ("train", "val", "test")
+CANDIDATES = ("shallow", "deep", "autoencoder")
 
 
 class FraudUseCase:
@@ -28,6 +30,10 @@ class FraudUseCase:
 
     def __init__(self, name: str, cfg: FraudConfig) -> None:
         self.name, self.cfg = name, cfg
+        for key, names, known in (("candidates", cfg.candidates, CANDIDATES),
+                                  ("baselines", cfg.baselines, baselines.KNOWN)):
+            if unknown := [n for n in names if n not in known]:
+                raise ConfigError(f"{key}: unknown {unknown[0]!r} (known: {', '.join(known)})")
 
     # --- data ---------------------------------------------------------------------------------
 
