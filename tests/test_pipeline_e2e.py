@@ -51,6 +51,14 @@ def test_lifecycle_register_promote_and_fail_closed(store, prepared_dir, fast_ov
     assert not second["promotion"]["promoted"]
     assert client.get_model_version("fraud", "2").tags["deepflow.decision"] == "rejected"
 
+    from typer.testing import CliRunner
+
+    from deepflow.cli import app
+
+    shown = CliRunner().invoke(app, ["status"])
+    assert shown.exit_code == 0, shown.output
+    assert "champion" in shown.output and "challenger" in shown.output and "auprc" in shown.output
+
     # 3. Bad data: validation stops the run before training; the registry is untouched.
     train = pd.read_parquet(prepared_dir / "train.parquet")
     pd.concat([train, train.head(5)]).to_parquet(prepared_dir / "train.parquet")  # duplicate ids

@@ -143,7 +143,7 @@ def status() -> None:
             tags = mv.tags
             metrics = ", ".join(f"{k.removeprefix('test/')}={v}" for k, v in sorted(tags.items())
                                 if k.startswith("test/"))
-            table.add_row(model.name, alias, mv.version, tags.get("deepflow.member", ""), metrics,
+            table.add_row(model.name, alias, str(mv.version), tags.get("deepflow.member", ""), metrics,
                           tags.get("deepflow.data_version", "")[:12], tags.get("deepflow.decision", ""))
     out.print(table)
 

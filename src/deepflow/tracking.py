@@ -10,6 +10,7 @@ import functools
 import json
 import subprocess
 import tempfile
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,10 @@ def log_artifact(run_id: str, local_path: Path, artifact_dir: str | None = None)
 
 
 # --- models ----------------------------------------------------------------------------------
+
+
+# MLflow nags at class creation that `predict` has no type hints; the scorer validates its input.
+warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
 
 
 class ScorerModel(mlflow.pyfunc.PythonModel):
