@@ -6,7 +6,6 @@ dicts, never DataFrames or models; each step reloads the prepared data it needs.
 
 from __future__ import annotations
 
-import platform
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -222,15 +221,3 @@ def _latency_ms(scorer: Any, one_row, repeats: int = 50) -> float:
         times.append(time.perf_counter() - start)
     return float(np.median(times) * 1000)
 
-
-def machine() -> dict[str, str]:
-    import os
-
-    import torch
-
-    return {
-        "cpu": platform.processor() or platform.machine(),
-        "cores": str(os.cpu_count()),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
-        "python": platform.python_version(),
-    }

@@ -7,9 +7,7 @@ Prefect's task runners. The only fluent use is scoped inside ``log_scorer``.
 from __future__ import annotations
 
 import functools
-import json
 import subprocess
-import tempfile
 import warnings
 from importlib import metadata
 from pathlib import Path
@@ -78,10 +76,6 @@ def log_figure(run_id: str, figure, path: str) -> None:
 
     client().log_figure(run_id, figure, path)
     plt.close(figure)
-
-
-def log_dict(run_id: str, data: dict, path: str) -> None:
-    client().log_dict(run_id, data, path)
 
 
 def log_text(run_id: str, text: str, path: str) -> None:
@@ -196,8 +190,3 @@ def git_commit() -> str:
         return "unknown"
     return f"{sha}{'-dirty' if dirty else ''}" if sha else "unknown"
 
-
-def write_temp_json(data: dict) -> Path:
-    path = Path(tempfile.mkdtemp()) / "data.json"
-    path.write_text(json.dumps(data, indent=2, default=str))
-    return path
