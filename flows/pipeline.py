@@ -13,7 +13,7 @@ settings.apply_env_defaults()  # before Prefect reads its settings
 
 from prefect import flow, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
-from prefect.runtime import flow_run  # noqa: E402
+from prefect.runtime import deployment, flow_run  # noqa: E402
 
 from deepflow import report, steps, tracking, usecase  # noqa: E402
 
@@ -36,13 +36,18 @@ def train(use_case: str, overrides: list[str], member: str, kind: str, parent_ru
 
 @task(name="register")
 def register(use_case: str, overrides: list[str], results: list[dict], validation: dict,
-             flow_run_id: str | None) -> dict:
-    return steps.register_best(use_case, overrides, results, validation, flow_run_id)
+             run_id: str, orchestration: dict) -> dict:
+    return steps.register_best(use_case, overrides, results, validation, run_id, orchestration)
 
 
 @task(name="promote")
-def promote(use_case: str, overrides: list[str]) -> dict:
-    return steps.promote_challenger(use_case, overrides, actor="pipeline")
+def promote(use_case: str, overrides: list[str], actor: str) -> dict:
+    return steps.promote_challenger(use_case, overrides, actor=actor)
+
+
+@task(name="bake-off-report")
+def bakeoff(use_case: str, overrides: list[str], summary: dict) -> dict:
+    return steps.bakeoff_report(use_case, overrides, summary)
 
 
 @flow(name="train-pipeline")
@@ -53,6 +58,8 @@ def train_pipeline(use_case: str = "fraud", overrides: list[str] | None = None,
     overrides = list(overrides or [])
     uc = usecase.get(use_case, overrides)  # fails fast on unknown use case or config key
     fr_id = str(flow_run.id) if flow_run.id else None
+    orchestration = {"flow_run_id": fr_id, "flow_run_name": flow_run.name,
+                     "deployment_id": str(deployment.id) if deployment.id else None}
     begun = start(use_case, overrides, fr_id)
     run_id = begun["run_id"]
     try:
@@ -62,12 +69,11 @@ def train_pipeline(use_case: str = "fraud", overrides: list[str] | None = None,
                 use_case, overrides, member, kind, run_id, checked["data_version"])
             for member, kind in uc.members()
         ]
-        registered = register(use_case, overrides, results, checked, fr_id)
-        promoted = promote(use_case, overrides) if promote_challenger else None
+        registered = register(use_case, overrides, results, checked, run_id, orchestration)
+        promoted = promote(use_case, overrides, f"pipeline:{fr_id}") if promote_challenger else None
     except BaseException:
         tracking.end_run(run_id, ok=False)
         raise
-    parts = [begun, checked, *results, registered, *([promoted] if promoted else [])]
     summary = {
         "use_case": use_case,
         "primary": uc.primary_metric,
@@ -78,6 +84,9 @@ def train_pipeline(use_case: str = "fraud", overrides: list[str] | None = None,
         "registered": registered,
         "promotion": promoted,
     }
+    made = bakeoff(use_case, overrides, summary)
+    summary["bakeoff"] = made["paths"]
+    parts = [begun, checked, *results, registered, *([promoted] if promoted else []), made]
     summary["timings"] = report.merge_timings([p["timings"] for p in parts],
                                               time.perf_counter() - t0)
     text = report.markdown(summary)

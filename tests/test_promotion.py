@@ -1,19 +1,63 @@
+"""Table-driven promotion policy: every gate, alone and together."""
+
 import math
 
-from deepflow.promotion import decide
+import pytest
+
+from deepflow.promotion import Evidence, Policy, decide
+from deepflow.stats import Interval
+
+POLICY = Policy(floor=0.3, margin=0.0, noninferiority={"roc_auc": 0.01}, max_latency_p95_ms=20.0,
+                max_size_mb=50.0)
 
 
-def test_first_model_becomes_champion_if_above_floor() -> None:
-    assert decide("auprc", 0.6, None, floor=0.3).promote
-    assert not decide("auprc", 0.2, None, floor=0.3).promote
+def ev(ap=0.70, auc=0.88, champ=None, gain=None, latency=2.0, size=1.0, champ_version="1", version="2"):
+    return Evidence(
+        metric="auprc", challenger_version=version, challenger={"auprc": ap, "roc_auc": auc},
+        latency_p95_ms=latency, size_mb=size,
+        champion_version=champ_version if champ else None, champion=champ,
+        gain=Interval(*gain, 0.95, 1000) if gain else None,
+    )
 
 
-def test_must_beat_champion_by_margin() -> None:
-    assert decide("auprc", 0.71, 0.70, margin=0.005).promote
-    d = decide("auprc", 0.703, 0.70, margin=0.005)
-    assert not d.promote and "not above margin" in d.reasons[0]
-    assert not decide("auprc", 0.70, 0.70).promote  # a tie keeps the champion
+CHAMP = {"auprc": 0.68, "roc_auc": 0.88}
+CASES = [
+    # name, evidence, promote, failing check
+    ("no champion yet", ev(), True, None),
+    ("no champion, floor missed", ev(ap=0.2), False, "floor"),
+    ("clear win", ev(champ=CHAMP, gain=(0.02, 0.01, 0.03)), True, None),
+    ("tie", ev(ap=0.68, champ=CHAMP, gain=(0.0, 0.0, 0.0)), False, "improvement"),
+    ("interval straddles the margin", ev(champ=CHAMP, gain=(0.02, -0.005, 0.045)), False, "improvement"),
+    ("above zero but not above margin",
+     ev(champ=CHAMP, gain=(0.02, 0.004, 0.03)), False, "improvement"),  # with margin 0.005 below
+    ("latency ceiling breached", ev(champ=CHAMP, gain=(0.02, 0.01, 0.03), latency=25.0), False, "latency"),
+    ("size ceiling breached", ev(size=80.0), False, "size"),
+    ("secondary metric inferior", ev(auc=0.86, champ=CHAMP, gain=(0.02, 0.01, 0.03)), False, "noninferior:roc_auc"),
+    ("secondary within allowed loss", ev(auc=0.875, champ=CHAMP, gain=(0.02, 0.01, 0.03)), True, None),
+    ("comparing a version with itself", ev(champ=CHAMP, gain=(0.0, 0.0, 0.0), champ_version="2"), False, "distinct"),
+]
+
+
+@pytest.mark.parametrize(("name", "evidence", "promote", "failing"), CASES, ids=[c[0] for c in CASES])
+def test_policy(name, evidence, promote, failing) -> None:
+    policy = Policy(**{**POLICY.__dict__, "margin": 0.005}) if "margin" in name else POLICY
+    decision = decide(policy, evidence)
+    assert decision.promote is promote, decision.summary()
+    failed = [c.name for c in decision.checks if not c.passed]
+    assert failed == ([failing] if failing else [])
+    assert decision.reasons and all(isinstance(r, str) for r in decision.reasons)
 
 
 def test_nan_never_promotes() -> None:
-    assert not decide("auprc", math.nan, None).promote
+    assert not decide(POLICY, ev(ap=math.nan)).promote
+
+
+def test_champion_without_gain_is_a_bug() -> None:
+    with pytest.raises(ValueError, match="paired-bootstrap"):
+        decide(POLICY, ev(champ=CHAMP))
+
+
+def test_decision_serialises_every_check() -> None:
+    d = decide(POLICY, ev(champ=CHAMP, gain=(0.02, 0.01, 0.03))).to_dict()
+    assert d["promote"] and {c["name"] for c in d["checks"]} == {
+        "floor", "latency", "size", "improvement", "noninferior:roc_auc"}

@@ -114,11 +114,11 @@ def train(use_case: UseCaseArg, overrides: Overrides = None) -> None:
 @app.command()
 def promote(use_case: UseCaseArg) -> None:
     """Compare @challenger with @champion on the current test split; move @champion if it wins."""
-    from deepflow import steps
+    from deepflow import ledger, steps
 
     _check(use_case, [])
     try:
-        result = steps.promote_challenger(use_case, actor=f"cli:{os.environ.get('USER', 'unknown')}")
+        result = steps.promote_challenger(use_case, actor=ledger.actor_for_cli())
     except (LookupError, FileNotFoundError) as exc:
         _fail(str(exc), 1)
     verdict = "promoted" if result["promoted"] else "not promoted"
@@ -146,6 +146,74 @@ def status() -> None:
             table.add_row(model.name, alias, str(mv.version), tags.get("deepflow.member", ""), metrics,
                           tags.get("deepflow.data_version", "")[:12], tags.get("deepflow.decision", ""))
     out.print(table)
+
+
+@app.command()
+def show(ref: Annotated[str, typer.Argument(help="USE_CASE, USE_CASE@ALIAS or USE_CASE:VERSION")]) -> None:
+    """Print the birth certificate of a registered version (default: @champion)."""
+    from deepflow import tracking
+
+    use_case, version = _resolve(ref)
+    try:
+        cert = tracking.birth_certificate(use_case, version)
+    except LookupError as exc:
+        _fail(str(exc), 1)
+    out.print_json(data=cert)
+
+
+def _resolve(ref: str) -> tuple[str, str]:
+    """``fraud`` / ``fraud@challenger`` / ``fraud:3`` -> (use case, version)."""
+    from deepflow import tracking, usecase
+
+    if ":" in ref:
+        use_case, version = ref.split(":", 1)
+    else:
+        use_case, _, alias = ref.partition("@")
+        alias = alias or tracking.CHAMPION
+        _check(use_case, [])
+        mv = tracking.version_by_alias(use_case, alias)
+        if mv is None:
+            _fail(f"{use_case} has no @{alias}", 1)
+        version = str(mv.version)
+    if use_case not in usecase.REGISTRY:
+        _fail(str(usecase.UnknownUseCase(use_case)), 2)
+    return use_case, version
+
+
+@app.command()
+def history(use_case: UseCaseArg) -> None:
+    """Every alias move of a use case, oldest first (the promotion ledger)."""
+    from deepflow import ledger
+
+    _check(use_case, [])
+    table = Table(title=f"{use_case}: alias moves")
+    for col in ("time (UTC)", "alias", "from", "to", "actor", "reason", "evidence"):
+        table.add_column(col, overflow="fold")
+    for m in ledger.history(use_case):
+        table.add_row(m.time, m.alias, f"v{m.from_version}" if m.from_version else "-", f"v{m.to_version}",
+                      m.actor, m.reason, m.evidence)
+    out.print(table)
+    if not ledger.consistent(use_case):
+        _fail(f"{use_case}@champion does not match the ledger's last move", 1)
+
+
+@app.command()
+def rollback(use_case: UseCaseArg,
+             reason: Annotated[str, typer.Option("--reason", help="why (recorded in the ledger)")],
+             to: Annotated[str | None, typer.Option("--to", help="version (default: the previous champion)")] = None,
+             ) -> None:
+    """Move @champion back and record it in the ledger."""
+    from mlflow.exceptions import MlflowException
+
+    from deepflow import steps
+
+    _check(use_case, [])
+    try:
+        move = steps.rollback(use_case, reason, to)
+    except (LookupError, ValueError, MlflowException) as exc:
+        _fail(str(getattr(exc, "message", exc)), 1)
+    out.print(f"{use_case}@champion: v{move['from_version']} -> v{move['to_version']} ({move['reason']})",
+              highlight=False)
 
 
 @app.command()

@@ -110,6 +110,11 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         if value not in typing.get_args(tp):
             raise ConfigError(f"{key}: expected one of {typing.get_args(tp)}, got {value!r}")
         return value
+    if origin is dict:
+        key_tp, val_tp = typing.get_args(tp) or (str, Any)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {_coerce(key_tp, k, f"{key}.{k}"): _coerce(val_tp, v, f"{key}.{k}") for k, v in value.items()}
     if origin in (list, tuple):
         (item_tp, *_) = typing.get_args(tp) or (Any,)
         if isinstance(value, str):  # key=a,b,c on the command line

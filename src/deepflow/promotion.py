@@ -1,38 +1,91 @@
-"""Promotion as a pure decision over numbers measured on the same test data."""
+"""Promotion as a pure decision over numbers measured in one run, on the same frozen test split.
+
+Every gate yields a ``Check``; the challenger is promoted only if all checks pass. The primary
+metric's gain must hold under a paired bootstrap: the lower end of its interval must clear the
+margin (a seeded bootstrap, so the same evidence always gives the same decision).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+
+from deepflow.stats import Interval
+
+
+@dataclass(frozen=True)
+class Policy:
+    floor: float = 0.0  # primary metric must reach this
+    margin: float = 0.0  # lower bound of the paired-bootstrap gain must be above this
+    noninferiority: dict[str, float] = field(default_factory=dict)  # metric -> allowed loss
+    max_latency_p95_ms: float | None = None  # batch 1, plain scorer
+    max_size_mb: float | None = None
+
+
+@dataclass(frozen=True)
+class Evidence:
+    metric: str
+    challenger_version: str
+    challenger: dict[str, float]
+    latency_p95_ms: float
+    size_mb: float
+    champion_version: str | None = None
+    champion: dict[str, float] | None = None
+    gain: Interval | None = None  # paired bootstrap of challenger - champion, primary metric
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    detail: str
 
 
 @dataclass(frozen=True)
 class Decision:
     promote: bool
-    reasons: list[str] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def reasons(self) -> list[str]:
+        failed = [c.detail for c in self.checks if not c.passed]
+        return failed or [c.detail for c in self.checks]
 
     def summary(self) -> str:
         return ("promote: " if self.promote else "keep champion: ") + "; ".join(self.reasons)
 
+    def to_dict(self) -> dict:
+        return {"promote": self.promote, "reasons": self.reasons, "checks": [asdict(c) for c in self.checks]}
 
-def decide(metric: str, challenger: float, champion: float | None, *, margin: float = 0.0,
-           floor: float = 0.0) -> Decision:
-    """Promote when the challenger clears the floor and beats the champion by ``margin``.
 
-    Both values must be measured on the same test split in the same run.
-    """
-    if challenger != challenger:  # NaN
-        return Decision(False, [f"challenger {metric} is NaN"])
-    if challenger < floor:
-        return Decision(False, [f"challenger {metric} {challenger:.4f} is below the floor {floor:.4f}"])
-    if champion is None:
-        return Decision(True, [f"no champion yet; challenger {metric} {challenger:.4f} >= floor {floor:.4f}"])
-    gain = challenger - champion
-    if gain > margin:
-        return Decision(True, [
-            f"challenger {metric} {challenger:.4f} beats champion {champion:.4f} "
-            f"by {gain:+.4f} > margin {margin:.4f}"
-        ])
-    return Decision(False, [
-        f"challenger {metric} {challenger:.4f} vs champion {champion:.4f}: "
-        f"gain {gain:+.4f} is not above margin {margin:.4f}"
-    ])
+def decide(policy: Policy, ev: Evidence) -> Decision:
+    m, value = ev.metric, ev.challenger[ev.metric]
+    ok = value >= policy.floor
+    checks = [Check("floor", ok, f"{m} {value:.4f} {'>=' if ok else '<'} floor {policy.floor:.4f}")]
+    if policy.max_latency_p95_ms is not None:
+        ok = ev.latency_p95_ms <= policy.max_latency_p95_ms
+        checks.append(Check("latency", ok, f"p95 latency {ev.latency_p95_ms:.2f} ms {'<=' if ok else '>'} "
+                                           f"ceiling {policy.max_latency_p95_ms:.2f} ms"))
+    if policy.max_size_mb is not None:
+        ok = ev.size_mb <= policy.max_size_mb
+        checks.append(Check("size", ok, f"model size {ev.size_mb:.2f} MB {'<=' if ok else '>'} "
+                                        f"ceiling {policy.max_size_mb:.2f} MB"))
+    if ev.champion_version is None or ev.champion is None:
+        checks.append(Check("champion", True, "no champion yet"))
+        return Decision(all(c.passed for c in checks), checks)
+    if ev.champion_version == ev.challenger_version:
+        checks.append(Check("distinct", False, f"v{ev.challenger_version} is already the champion"))
+        return Decision(False, checks)
+    if ev.gain is None:
+        raise ValueError("a challenger with a champion needs the paired-bootstrap gain")
+    ok = ev.gain.low > policy.margin
+    checks.append(Check("improvement", ok,
+                        f"{m} gain over v{ev.champion_version} {ev.gain.estimate:+.4f}, "
+                        f"{ev.gain.confidence:.0%} interval [{ev.gain.low:+.4f}, {ev.gain.high:+.4f}]: "
+                        f"lower end {'above' if ok else 'not above'} margin {policy.margin:+.4f}"))
+    for name, allowed in sorted(policy.noninferiority.items()):
+        ours, theirs = ev.challenger[name], ev.champion[name]
+        ok = ours >= theirs - allowed
+        checks.append(Check(f"noninferior:{name}", ok,
+                            f"{name} {ours:.4f} vs champion {theirs:.4f} "
+                            f"({'within' if ok else 'beyond'} allowed loss {allowed:.4f})"))
+    return Decision(all(c.passed for c in checks), checks)

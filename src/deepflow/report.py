@@ -38,7 +38,7 @@ def rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
             "kind": r["kind"],
             f"val/{primary}": r["val"][primary],
             **{f"test/{k}": v for k, v in r["test"].items()},
-            "ms/row": r["latency_ms_batch1"],
+            "p50 ms": r["latency_ms"]["p50"],
             "registered": f"v{reg['version']}" if reg.get("run_id") == r["run_id"] else "",
         })
     return out

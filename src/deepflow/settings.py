@@ -67,3 +67,8 @@ def stage_params(section: str) -> dict:
 def reports_dir() -> Path:
     """Human-readable reports (validation, summaries); also logged to MLflow."""
     return Path(os.environ.get("DEEPFLOW_REPORTS_DIR", PROJECT_ROOT / "reports"))
+
+
+def lock_dir() -> Path:
+    """Where alias-move locks live; every process that promotes must share it."""
+    return Path(os.environ.get("DEEPFLOW_LOCK_DIR", PROJECT_ROOT / ".locks"))

@@ -6,15 +6,18 @@ dicts, never DataFrames or models; each step reloads the prepared data it needs.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from deepflow import config, promotion, settings, tracking, usecase, validation
+from deepflow import bakeoff, certificate, config, ledger, promotion, settings, tracking, usecase, validation
 
 
 class Stopwatch:
@@ -97,12 +100,16 @@ def train_member(use_case: str, overrides: Sequence[str], member: str, kind: str
             val_metrics = uc.evaluate(val_scores, splits["val"])
             test_metrics = uc.evaluate(test_scores, splits["test"])
             threshold = uc.threshold(val_scores, splits["val"])
-            latency_ms = _latency_ms(scorer, uc.input_example(splits["test"]).head(1))
+            latency_ms = latency_percentiles(scorer, uc.input_example(splits["test"]).head(1))
+            size_mb = scorer_size_mb(scorer)
+            interval = uc.primary_interval(test_scores, splits["test"])
             figures = uc.figures(member, test_scores, splits["test"], threshold)
         with sw("tracking"):
             metrics = {f"val/{k}": v for k, v in val_metrics.items()}
             metrics |= {f"test/{k}": v for k, v in test_metrics.items()}
-            metrics |= {"latency_ms_batch1": latency_ms, **{f"info/{k}": v for k, v in info.items()}}
+            metrics |= {f"latency_ms_p{k[1:]}": v for k, v in latency_ms.items()}
+            metrics |= {"size_mb": size_mb, f"test/{primary}_low": interval.low,
+                        f"test/{primary}_high": interval.high, **{f"info/{k}": v for k, v in info.items()}}
             tracking.log_metrics(run_id, metrics, step=int(info.get("epochs_run", 0)))
             tracking.log_params(run_id, {"member": member, "kind": kind, "threshold": threshold})
             for path, fig in figures.items():
@@ -121,26 +128,34 @@ def train_member(use_case: str, overrides: Sequence[str], member: str, kind: str
         "threshold": threshold,
         "val": val_metrics,
         "test": test_metrics,
-        "latency_ms_batch1": latency_ms,
+        "latency_ms": latency_ms,
+        "size_mb": size_mb,
+        "interval": [interval.low, interval.high],
+        "parameters": info.get("parameters"),
         "primary": primary,
         "timings": dict(sw.seconds),
     }
 
 
-def register_best(use_case: str, overrides: Sequence[str], results: list[dict],
-                  validation_info: dict, flow_run_id: str | None) -> dict:
+def register_best(use_case: str, overrides: Sequence[str], results: list[dict], validation_info: dict,
+                  pipeline_run_id: str, orchestration: dict | None = None) -> dict:
     """Register the best registrable member (by validation metric) as ``@challenger``.
 
-    Hard rule: only called after validation of this exact data version passed.
+    Hard rule: only with a passing validation of the exact data version it was trained on.
     """
     uc = usecase.get(use_case, overrides)
+    current_data = tracking.dvc_hash(uc.cfg.dvc_stage)
     if validation_info.get("result") != "passed":
         raise RuntimeError(f"{use_case}: refusing to register without a passing validation")
+    if validation_info["data_version"] != current_data:
+        raise RuntimeError(f"{use_case}: data changed since validation ({validation_info['data_version']} -> "
+                           f"{current_data}); refusing to register")
     primary = uc.primary_metric
     pool = [r for r in results if uc.registrable(r["kind"])]
     if not pool:
         raise RuntimeError(f"{use_case}: no registrable candidate trained")
     best = max(pool, key=lambda r: r["val"][primary])
+    orchestration = orchestration or {}
     sw = Stopwatch()
     with sw("tracking"):
         tags = {
@@ -149,25 +164,34 @@ def register_best(use_case: str, overrides: Sequence[str], results: list[dict],
             "deepflow.git_commit": tracking.git_commit(),
             "deepflow.validation": f"passed ({validation_info['expectations']} expectations)",
             "deepflow.validation_suite": validation_info["suite"],
-            "deepflow.flow_run_id": flow_run_id or "none",
+            "deepflow.flow_run_id": orchestration.get("flow_run_id") or "none",
             "deepflow.config_hash": config.config_hash(uc.cfg),
             "deepflow.threshold": best["threshold"],
             f"val/{primary}": round(best["val"][primary], 6),
             **{f"test/{k}": round(v, 6) for k, v in best["test"].items()},
         }
-        version = tracking.register(use_case, best["model_uri"], best["run_id"], tags)
-        tracking.set_alias(use_case, tracking.CHALLENGER, version)
-    return {"version": version, "member": best["member"], "run_id": best["run_id"],
-            "timings": dict(sw.seconds)}
+        version = str(tracking.register(use_case, best["model_uri"], best["run_id"], tags))
+        cert = certificate.build(use_case=use_case, version=version, member=best, cfg=uc.cfg,
+                                 validation=validation_info, orchestration=orchestration,
+                                 pipeline_run_id=pipeline_run_id)
+        tracking.set_version_tags(use_case, version, certificate.tags(cert))
+        tracking.log_text(best["run_id"], certificate.dumps(cert), f"registry/v{version}/birth_certificate.json")
+        tracking.log_text(best["run_id"], certificate.model_card(cert, primary), f"registry/v{version}/model_card.md")
+        ledger.move_alias(use_case, tracking.CHALLENGER, version,
+                          reason=f"best on val/{primary} ({best['val'][primary]:.4f}) of {len(pool)} candidates",
+                          evidence=f"runs:/{pipeline_run_id}/summary.md",
+                          actor=f"pipeline:{orchestration.get('flow_run_id') or pipeline_run_id}")
+    return {"version": version, "member": best["member"], "run_id": best["run_id"], "timings": dict(sw.seconds)}
 
 
 def promote_challenger(use_case: str, overrides: Sequence[str] = (), actor: str = "pipeline") -> dict:
-    """Evaluate ``@challenger`` and ``@champion`` on today's test split; move ``@champion`` if won.
+    """Score ``@challenger`` and ``@champion`` on today's test split in this one run, apply the
+    policy, record the decision with the challenger, and move ``@champion`` through the ledger.
 
-    Anything that goes wrong before the alias move leaves ``@champion`` where it was.
+    Anything that goes wrong before the move leaves ``@champion`` where it was.
     """
     uc = usecase.get(use_case, overrides)
-    primary = uc.primary_metric
+    primary, p = uc.primary_metric, uc.cfg.promotion
     sw = Stopwatch()
     challenger = tracking.version_by_alias(use_case, tracking.CHALLENGER)
     if challenger is None:
@@ -176,48 +200,101 @@ def promote_challenger(use_case: str, overrides: Sequence[str] = (), actor: str 
     with sw("validation"):
         test = uc.load_splits()["test"]
     with sw("evaluation"):
-        chall_value = uc.evaluate(_scores(use_case, challenger.version, test), test)[primary]
-        champ_value = None
-        if champion is not None and champion.version != challenger.version:
-            champ_value = uc.evaluate(_scores(use_case, champion.version, test), test)[primary]
-    if champion is not None and champion.version == challenger.version:
-        decision = promotion.Decision(False, [f"v{challenger.version} is already champion"])
-    else:
-        p = uc.cfg.promotion
-        decision = promotion.decide(primary, chall_value, champ_value, margin=p.margin, floor=p.floor)
+        chall_scorer = tracking.load_scorer(f"models:/{use_case}/{challenger.version}")
+        chall_scores = chall_scorer.predict(test)
+        chall_metrics = uc.evaluate(chall_scores, test)
+        latency = latency_percentiles(chall_scorer, uc.input_example(test).head(1))
+        champ_metrics, gain = None, None
+        if champion is not None and str(champion.version) != str(challenger.version):
+            champ_scores = tracking.load_scorer(f"models:/{use_case}/{champion.version}").predict(test)
+            champ_metrics = uc.evaluate(champ_scores, test)
+            gain = uc.primary_gain(chall_scores, champ_scores, test)
+    evidence = promotion.Evidence(
+        metric=primary, challenger_version=str(challenger.version), challenger=chall_metrics,
+        latency_p95_ms=latency["p95"], size_mb=scorer_size_mb(chall_scorer),
+        champion_version=str(champion.version) if champion else None, champion=champ_metrics, gain=gain,
+    )
+    policy = promotion.Policy(floor=p.floor, margin=p.margin, noninferiority=dict(p.noninferiority),
+                              max_latency_p95_ms=p.max_latency_p95_ms, max_size_mb=p.max_size_mb)
+    decision = promotion.decide(policy, evidence)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    record = {"use_case": use_case, "decided_at": stamp, "decided_by": actor,
+              "data_version": tracking.dvc_hash(uc.cfg.dvc_stage), "test_rows": len(test),
+              "policy": asdict(policy), "evidence": asdict(evidence), **decision.to_dict()}
+    path = f"promotion/decision-{stamp}-v{challenger.version}.json"
+    evidence_uri = f"runs:/{challenger.run_id}/{path}"
     with sw("tracking"):
+        tracking.log_text(challenger.run_id, json.dumps(record, indent=2, default=str), path)
         tracking.set_version_tags(use_case, challenger.version, {
             "deepflow.decision": "promoted" if decision.promote else "rejected",
-            "deepflow.decision_reasons": "; ".join(decision.reasons),
+            "deepflow.decision_reasons": "; ".join(decision.reasons)[:5000],
             "deepflow.decided_by": actor,
-            f"deepflow.decision_{primary}": round(chall_value, 6),
+            "deepflow.decision_artifact": evidence_uri,
         })
         if decision.promote:
-            tracking.set_alias(use_case, tracking.CHAMPION, challenger.version)
+            ledger.move_alias(use_case, tracking.CHAMPION, str(challenger.version),
+                              reason=decision.summary()[:5000], evidence=evidence_uri, actor=actor)
     final = tracking.version_by_alias(use_case, tracking.CHAMPION)
     return {
-        "challenger": challenger.version,
-        "previous_champion": champion.version if champion else None,
-        "champion": final.version if final else None,
-        f"challenger_{primary}": chall_value,
-        f"champion_{primary}": champ_value,
+        "challenger": str(challenger.version),
+        "previous_champion": str(champion.version) if champion else None,
+        "champion": str(final.version) if final else None,
+        f"challenger_{primary}": chall_metrics[primary],
+        f"champion_{primary}": champ_metrics[primary] if champ_metrics else None,
+        "gain": asdict(gain) if gain else None,
         "promoted": decision.promote,
         "reasons": decision.reasons,
+        "decision_uri": evidence_uri,
         "timings": dict(sw.seconds),
     }
 
 
-def _scores(use_case: str, version: str, frame) -> np.ndarray:
-    return tracking.load_scorer(f"models:/{use_case}/{version}").predict(frame)
+def rollback(use_case: str, reason: str, to_version: str | None = None, actor: str | None = None) -> dict:
+    """Move ``@champion`` back (to ``to_version``, or to the version before the current one)."""
+    if not reason.strip():
+        raise ValueError("a rollback needs a reason")
+    current = tracking.version_by_alias(use_case, tracking.CHAMPION)
+    if current is None:
+        raise LookupError(f"{use_case}: no @champion to roll back")
+    if to_version is None:
+        previous = ledger.previous_champions(use_case)
+        if not previous:
+            raise LookupError(f"{use_case}: the ledger shows no champion before v{current.version}; use --to")
+        to_version = previous[-1]
+    if str(to_version) == str(current.version):
+        raise ValueError(f"{use_case}: v{to_version} is already @champion")
+    tracking.get_version(use_case, str(to_version))  # raises if it does not exist
+    move = ledger.move_alias(use_case, tracking.CHAMPION, str(to_version), reason=f"{ledger.ROLLBACK} {reason}",
+                             evidence=f"models:/{use_case}/{current.version}",
+                             actor=actor or ledger.actor_for_cli())
+    return asdict(move)
 
 
-def _latency_ms(scorer: Any, one_row, repeats: int = 50) -> float:
-    """Median single-row latency of the plain scorer (no server), in ms."""
-    scorer.predict(one_row)  # warm-up
+def bakeoff_report(use_case: str, overrides: Sequence[str], summary: dict) -> dict:
+    """Write the run's bake-off report (MD, HTML, PNG) under reports/ and log it to MLflow."""
+    uc = usecase.get(use_case, overrides)
+    sw = Stopwatch()
+    with sw("tracking"):
+        paths = bakeoff.write(summary, uc.families, settings.reports_dir() / use_case / "bakeoff")
+        for path in paths.values():
+            tracking.log_artifact(summary["run_id"], Path(path), "bakeoff")
+    return {"paths": paths, "timings": dict(sw.seconds)}
+
+
+def latency_percentiles(scorer: Any, one_row, repeats: int = 200) -> dict[str, float]:
+    """p50/p95 single-row latency of the plain scorer (no server), in ms."""
+    for _ in range(5):  # warm-up
+        scorer.predict(one_row)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         scorer.predict(one_row)
         times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1000)
+    p50, p95 = np.percentile(times, [50, 95]) * 1000
+    return {"p50": float(p50), "p95": float(p95)}
 
+
+def scorer_size_mb(scorer: Any) -> float:
+    import cloudpickle
+
+    return len(cloudpickle.dumps(scorer)) / 2**20

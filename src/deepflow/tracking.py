@@ -7,6 +7,7 @@ Prefect's task runners. The only fluent use is scoped inside ``log_scorer``.
 from __future__ import annotations
 
 import functools
+import json
 import subprocess
 import warnings
 from importlib import metadata
@@ -148,8 +149,31 @@ def set_version_tags(name: str, version: str, tags: dict[str, Any]) -> None:
         c.set_model_version_tag(name, version, k, str(v))
 
 
+def get_version(name: str, version: str) -> ModelVersion:
+    return client().get_model_version(name, version)
+
+
+def birth_certificate(name: str, version: str) -> dict:
+    """The JSON birth certificate logged with a registered version."""
+    try:
+        mv = get_version(name, version)
+    except MlflowException as exc:
+        raise LookupError(f"{name}: no version {version}") from exc
+    path = f"registry/v{version}/birth_certificate.json"
+    try:
+        local = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=path,
+                                                    tracking_uri=settings.tracking_uri())
+    except (MlflowException, OSError) as exc:
+        raise LookupError(f"{name} v{version} has no birth certificate ({path})") from exc
+    return json.loads(Path(local).read_text())
+
+
 def set_alias(name: str, alias: str, version: str) -> None:
     client().set_registered_model_alias(name, alias, version)
+
+
+def delete_alias(name: str, alias: str) -> None:
+    client().delete_registered_model_alias(name, alias)
 
 
 def version_by_alias(name: str, alias: str) -> ModelVersion | None:

@@ -32,8 +32,16 @@ class ModelConfig:
 
 @dataclass
 class PromotionConfig:
-    margin: float = 0.0  # challenger must beat the champion's primary metric by at least this
-    floor: float = 0.0  # and reach at least this value
+    """Gates for challenger -> champion (see deepflow.promotion)."""
+
+    floor: float = 0.0  # test/auprc must reach this
+    margin: float = 0.0  # lower end of the paired-bootstrap AUPRC gain must be above this
+    noninferiority: dict[str, float] = field(default_factory=lambda: {"roc_auc": 0.01})
+    max_latency_p95_ms: float | None = 20.0  # batch 1, plain scorer
+    max_size_mb: float | None = 50.0
+    resamples: int = 1000
+    confidence: float = 0.95
+    seed: int = 0
 
 
 @dataclass

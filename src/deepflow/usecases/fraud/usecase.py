@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from deepflow import plots, training
+from deepflow import plots, stats, training
 from deepflow.config import ConfigError
 from deepflow.scoring import TorchScorer
 from deepflow.settings import PROJECT_ROOT
@@ -27,6 +27,7 @@ CANDIDATES = ("shallow", "deep", "autoencoder")
 class FraudUseCase:
     config_cls = FraudConfig
     primary_metric = "auprc"  # logged as val/auprc and test/auprc
+    families = {"shallow": "shallow", "deep": "deep", "autoencoder": "deep"}  # for the bake-off verdict
 
     def __init__(self, name: str, cfg: FraudConfig) -> None:
         self.name, self.cfg = name, cfg
@@ -112,6 +113,18 @@ class FraudUseCase:
         c = self.cfg
         return fraud_metrics(frame, scores, k=c.top_k, entity=c.entity_column, label=c.label,
                              time=c.time_column)
+
+    def primary_interval(self, scores: np.ndarray, frame: pd.DataFrame) -> stats.Interval:
+        """Bootstrap interval of test AUPRC (seeded by the promotion policy)."""
+        p = self.cfg.promotion
+        return stats.bootstrap_ap(frame[self.cfg.label].to_numpy(), scores, resamples=p.resamples,
+                                  confidence=p.confidence, seed=p.seed)
+
+    def primary_gain(self, challenger: np.ndarray, champion: np.ndarray, frame: pd.DataFrame) -> stats.Interval:
+        """Paired-bootstrap interval of AUPRC(challenger) - AUPRC(champion) on the same rows."""
+        p = self.cfg.promotion
+        return stats.paired_bootstrap_ap(frame[self.cfg.label].to_numpy(), challenger, champion,
+                                         resamples=p.resamples, confidence=p.confidence, seed=p.seed)
 
     def threshold(self, val_scores: np.ndarray, val: pd.DataFrame) -> float:
         if self.cfg.threshold is not None:

@@ -1,0 +1,138 @@
+"""The bake-off report: every candidate and baseline of one pipeline run, side by side.
+
+Quality with its bootstrap interval, secondary metrics, size and cost, a quality-vs-latency plot,
+and a verdict on shallow vs. deep for this data, written from the numbers (never by hand).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+FAMILY_COLOURS = {"shallow": "tab:blue", "deep": "tab:red", "classical": "tab:grey"}
+
+
+def family(member: dict, families: dict[str, str]) -> str:
+    return "classical" if member["kind"] == "baseline" else families.get(member["member"], "deep")
+
+
+def table(summary: dict, families: dict[str, str]) -> str:
+    p = summary["primary"]
+    secondary = [k for k in summary["members"][0]["test"] if k != p]
+    head = ["member", "family", f"test/{p} [95% CI]", *[f"test/{k}" for k in secondary],
+            "parameters", "train s", "p50 ms", "p95 ms", "size MB", "registered"]
+    reg = summary.get("registered") or {}
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in summary["members"]:
+        lo, hi = m["interval"]
+        cells = [m["member"], family(m, families), f"{m['test'][p]:.4f} [{lo:.4f}, {hi:.4f}]",
+                 *[f"{m['test'][k]:.4f}" for k in secondary],
+                 f"{m['parameters']:,}" if m.get("parameters") else "–",
+                 f"{m['timings'].get('training', 0):.1f}", f"{m['latency_ms']['p50']:.2f}",
+                 f"{m['latency_ms']['p95']:.2f}", f"{m['size_mb']:.2f}",
+                 f"v{reg['version']}" if reg.get("run_id") == m["run_id"] else ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def verdict(summary: dict, families: dict[str, str]) -> str:
+    """One paragraph: best deep vs best shallow (and the classical reference), from the numbers."""
+    p = summary["primary"]
+    best: dict[str, dict] = {}
+    for m in summary["members"]:
+        f = family(m, families)
+        if f not in best or m["test"][p] > best[f]["test"][p]:
+            best[f] = m
+    parts = []
+    if "deep" in best and "shallow" in best:
+        d, s = best["deep"], best["shallow"]
+        gain = d["test"][p] - s["test"][p]
+        overlap = d["interval"][0] <= s["interval"][1] and s["interval"][0] <= d["interval"][1]
+        cost = d["latency_ms"]["p50"] / max(s["latency_ms"]["p50"], 1e-9)
+        size = (d.get("parameters") or 0) / max(s.get("parameters") or 1, 1)
+        if gain > 0 and not overlap:
+            claim = "depth pays here"
+        elif gain > 0:
+            claim = "depth helps a little, but the intervals overlap: not a clear win"
+        else:
+            claim = "depth does not pay here: the shallow network is as good or better"
+        parts.append(
+            f"On this data, {claim}. The best deep model (`{d['member']}`) reaches {p} "
+            f"{d['test'][p]:.4f} [{d['interval'][0]:.4f}, {d['interval'][1]:.4f}] against "
+            f"{s['test'][p]:.4f} [{s['interval'][0]:.4f}, {s['interval'][1]:.4f}] for the shallow "
+            f"network ({gain:+.4f}), with {size:.0f}x the parameters and {cost:.1f}x the single-row latency."
+        )
+    if "classical" in best:
+        c = best["classical"]
+        top = max(best.values(), key=lambda m: m["test"][p])
+        parts.append(
+            f"The best classical reference (`{c['member']}`) scores {c['test'][p]:.4f}; "
+            + ("it is the best model of this run." if top is c
+               else f"the best neural model beats it by {top['test'][p] - c['test'][p]:+.4f}.")
+        )
+    return " ".join(parts) or "Not enough families trained for a verdict."
+
+
+def plot(summary: dict, families: dict[str, str]) -> Figure:
+    p = summary["primary"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m in summary["members"]:
+        f = family(m, families)
+        y, (lo, hi) = m["test"][p], m["interval"]
+        x = m["latency_ms"]["p50"]
+        ax.errorbar(x, y, yerr=[[y - lo], [hi - y]], fmt="o", color=FAMILY_COLOURS[f], capsize=3)
+        ax.annotate(m["member"], (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    for f, colour in FAMILY_COLOURS.items():
+        ax.plot([], [], "o", color=colour, label=f)
+    ax.set(xscale="log", xlabel="p50 latency per row, batch 1 (ms, log)", ylabel=f"test/{p} (95% CI)",
+           title=f"{summary['use_case']}: quality vs latency")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def markdown(summary: dict, families: dict[str, str]) -> str:
+    promo = summary.get("promotion") or {}
+    return f"""# Bake-off: {summary['use_case']}
+
+Pipeline run `{summary['run_id']}`, data version `{summary['data_version']}`, all members trained
+and tested on the same frozen split. Intervals: seeded bootstrap of the test rows.
+
+{table(summary, families)}
+
+![quality vs latency](quality_vs_latency.png)
+
+## Verdict
+{verdict(summary, families)}
+
+## Promotion
+{('; '.join(promo.get('reasons', [])) or 'not run') if promo else 'not run'}
+"""
+
+
+def html(markdown_text: str) -> str:
+    import markdown as md
+
+    body = md.markdown(markdown_text, extensions=["tables"])
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}")
+    return f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head><body>{body}</body></html>"
+
+
+def write(summary: dict[str, Any], families: dict[str, str], directory) -> dict[str, str]:
+    """Write report.md, report.html and quality_vs_latency.png; return their paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    text = markdown(summary, families)
+    paths = {"md": directory / "report.md", "html": directory / "report.html",
+             "png": directory / "quality_vs_latency.png"}
+    paths["md"].write_text(text)
+    paths["html"].write_text(html(text))
+    fig = plot(summary, families)
+    fig.savefig(paths["png"], dpi=120)
+    plt.close(fig)
+    return {k: str(v) for k, v in paths.items()}
