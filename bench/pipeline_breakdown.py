@@ -76,8 +76,8 @@ def run(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     sys.path.insert(0, str(settings.PROJECT_ROOT))
     import lightning  # noqa: F401  (the heavy imports any training process pays)
-
     import mlflow  # noqa: F401
+
     from deepflow import report
     from flows.pipeline import train_pipeline
 

@@ -1,12 +1,16 @@
 """The Prefect flow end to end on a small sample, into a temporary MLflow store."""
 
+import json
+from pathlib import Path
+
+import mlflow
 import pandas as pd
 import pytest
+from mlflow import MlflowClient
 
-from deepflow import settings, tracking
+from deepflow import ledger, settings, tracking
 from deepflow.validation import ValidationFailed
 from flows.pipeline import train_pipeline
-from mlflow import MlflowClient
 
 
 def registry_state(client: MlflowClient) -> tuple[list[str], str | None, str | None]:
@@ -55,9 +59,40 @@ def test_lifecycle_register_promote_and_fail_closed(store, prepared_dir, fast_ov
 
     from deepflow.cli import app
 
-    shown = CliRunner().invoke(app, ["status"])
+    cli = CliRunner()
+    shown = cli.invoke(app, ["status"])
     assert shown.exit_code == 0, shown.output
     assert "champion" in shown.output and "challenger" in shown.output and "auprc" in shown.output
+
+    # Birth certificate: complete, printed by `deepflow show`.
+    cert = json.loads(cli.invoke(app, ["show", "fraud@champion"]).stdout)
+    assert cert["version"] == "1" and cert["data"]["md5"] == summary["data_version"]
+    for key in ("code", "validation", "orchestration", "config", "config_hash", "lock_hash", "seed",
+                "versions", "hardware", "training_seconds"):
+        assert cert[key] not in (None, "", {}), key
+    assert cert["orchestration"]["flow_run_id"] == summary["flow_run_id"]
+    assert json.loads(cli.invoke(app, ["show", "fraud:2"]).stdout)["version"] == "2"
+    assert v1.tags["cert.lock_hash"] == cert["lock_hash"]
+
+    # Decision evidence and the bake-off report are logged; the ledger has every move.
+    v2 = client.get_model_version("fraud", "2")
+    assert "gain over v1" in v2.tags["deepflow.decision_reasons"]
+    decision = json.loads(Path(mlflow.artifacts.download_artifacts(
+        v2.tags["deepflow.decision_artifact"], tracking_uri=settings.tracking_uri())).read_text())
+    assert decision["promote"] is False and decision["evidence"]["gain"]["low"] == 0.0
+    bakeoff = {a.path for a in client.list_artifacts(summary["run_id"], "bakeoff")}
+    assert bakeoff == {"bakeoff/report.md", "bakeoff/report.html", "bakeoff/quality_vs_latency.png"}
+    assert "## Verdict" in Path(summary["bakeoff"]["md"]).read_text()
+    moves = [(m.alias, m.from_version, m.to_version) for m in ledger.history("fraud")]
+    assert moves == [("challenger", None, "1"), ("champion", None, "1"), ("challenger", "1", "2")]
+
+    # Rollback round trip through the CLI.
+    assert cli.invoke(app, ["rollback", "fraud", "--to", "2", "--reason", "try v2"]).exit_code == 0
+    back = cli.invoke(app, ["rollback", "fraud", "--reason", "v2 misbehaves"])
+    assert back.exit_code == 0 and "v2 -> v1" in back.output
+    hist = cli.invoke(app, ["history", "fraud"])
+    assert hist.exit_code == 0 and "v2 misbehaves" in " ".join(hist.output.split())
+    assert registry_state(client) == (["1", "2"], "1", "2")
 
     # 3. Bad data: validation stops the run before training; the registry is untouched.
     train = pd.read_parquet(prepared_dir / "train.parquet")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -158,7 +159,7 @@ def show(ref: Annotated[str, typer.Argument(help="USE_CASE, USE_CASE@ALIAS or US
         cert = tracking.birth_certificate(use_case, version)
     except LookupError as exc:
         _fail(str(exc), 1)
-    out.print_json(data=cert)
+    typer.echo(json.dumps(cert, indent=2, default=str))  # plain JSON: pipe it into jq
 
 
 def _resolve(ref: str) -> tuple[str, str]:

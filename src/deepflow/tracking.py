@@ -14,16 +14,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 import pandas as pd
 import yaml
+from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-import mlflow
 from deepflow import settings
-from mlflow import MlflowClient
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 MODEL_REQUIREMENTS = ("torch", "scikit-learn", "xgboost", "pandas", "numpy", "cloudpickle")
