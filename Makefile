@@ -31,6 +31,8 @@ lint: bootstrap
 bench: bootstrap data
 	$(BIN)/python bench/lightning_vs_torch.py
 	$(BIN)/python bench/pipeline_breakdown.py
+	$(BIN)/python bench/pipeline_breakdown.py --server
+	$(BIN)/python bench/promotion_cost.py
 
 ui: bootstrap
 	$(BIN)/deepflow ui
