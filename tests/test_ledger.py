@@ -98,3 +98,19 @@ def test_concurrent_moves_leave_alias_and_ledger_agreeing(store, locks) -> None:
     # Serialised: every move starts where the previous one ended.
     assert all(b.from_version == a.to_version for a, b in zip(moves, moves[1:], strict=False))
     assert ledger.consistent("fraud")
+
+
+def test_no_registration_without_validation_of_the_exact_data(store, locks, prepared_dir) -> None:
+    import pandas as pd
+
+    overrides = [f"prepared_dir={prepared_dir}"]
+    checked = steps.validate_data("fraud", overrides)
+    result = {"member": "shallow", "kind": "candidate", "run_id": "r", "model_uri": "m", "threshold": 0.5,
+              "val": {"auprc": 0.5}, "test": {"auprc": 0.5}, "timings": {}}
+    with pytest.raises(RuntimeError, match="passing validation"):
+        steps.register_best("fraud", overrides, [result], {**checked, "result": "failed"}, "run")
+    test = pd.read_parquet(prepared_dir / "test.parquet")
+    test.iloc[:-1].to_parquet(prepared_dir / "test.parquet")  # the data moves on after validation
+    with pytest.raises(RuntimeError, match="changed after it was validated"):
+        steps.register_best("fraud", overrides, [result], checked, "run")
+    assert tracking.registered_models() == []

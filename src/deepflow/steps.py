@@ -70,8 +70,20 @@ def validate_data(use_case: str, overrides: Sequence[str], run_id: str | None = 
         "expectations": report.evaluated,
         "report_path": str(report_path),
         "data_version": tracking.dvc_hash(uc.cfg.dvc_stage),
+        "fingerprint": data_fingerprint(uc),
         "timings": dict(sw.seconds),
     }
+
+
+def data_fingerprint(uc: Any) -> str:
+    """sha256 of the prepared files exactly as they are on disk now (DVC's md5 is per `repro`)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(uc.prepared_dir.glob("*.parquet")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def train_member(use_case: str, overrides: Sequence[str], member: str, kind: str,
@@ -147,9 +159,9 @@ def register_best(use_case: str, overrides: Sequence[str], results: list[dict], 
     current_data = tracking.dvc_hash(uc.cfg.dvc_stage)
     if validation_info.get("result") != "passed":
         raise RuntimeError(f"{use_case}: refusing to register without a passing validation")
-    if validation_info["data_version"] != current_data:
-        raise RuntimeError(f"{use_case}: data changed since validation ({validation_info['data_version']} -> "
-                           f"{current_data}); refusing to register")
+    if (validation_info["data_version"], validation_info["fingerprint"]) != (current_data, data_fingerprint(uc)):
+        raise RuntimeError(f"{use_case}: the prepared data changed after it was validated; refusing to register "
+                           f"(validated {validation_info['data_version']}/{validation_info['fingerprint']})")
     primary = uc.primary_metric
     pool = [r for r in results if uc.registrable(r["kind"])]
     if not pool:
