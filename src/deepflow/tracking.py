@@ -90,18 +90,19 @@ def log_artifact(run_id: str, local_path: Path, artifact_dir: str | None = None)
 # --- models ----------------------------------------------------------------------------------
 
 
-# MLflow nags at class creation that `predict` has no type hints; the scorer validates its input.
-warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
+# MLflow warns at class creation that `predict` has no type hints (and forces the warning on with
+# its own filter); the scorer checks its own input, so the notice is swallowed here only.
+with warnings.catch_warnings():
+    warnings.showwarning = lambda *args, **kwargs: None
 
+    class ScorerModel(mlflow.pyfunc.PythonModel):
+        """pyfunc face of a scorer: a frame of raw feature columns in, one score per row out."""
 
-class ScorerModel(mlflow.pyfunc.PythonModel):
-    """pyfunc face of a scorer: a frame of raw feature columns in, one score per row out."""
+        def __init__(self, scorer) -> None:
+            self.scorer = scorer
 
-    def __init__(self, scorer) -> None:
-        self.scorer = scorer
-
-    def predict(self, context, model_input, params=None):  # noqa: ARG002 (pyfunc signature)
-        return self.scorer.predict(model_input)
+        def predict(self, context, model_input, params=None):  # noqa: ARG002 (pyfunc signature)
+            return self.scorer.predict(model_input)
 
 
 def log_scorer(run_id: str, scorer, input_example: pd.DataFrame) -> str:
