@@ -14,6 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from deepflow.stats import Interval  # noqa: E402
+
 FAMILY_COLOURS = {"shallow": "tab:blue", "deep": "tab:red", "classical": "tab:grey"}
 
 
@@ -40,27 +42,44 @@ def table(summary: dict, families: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def verdict(summary: dict, families: dict[str, str]) -> str:
-    """One paragraph: best deep vs best shallow (and the classical reference), from the numbers."""
+def best_by_family(summary: dict, families: dict[str, str]) -> dict[str, dict]:
     p = summary["primary"]
     best: dict[str, dict] = {}
     for m in summary["members"]:
         f = family(m, families)
         if f not in best or m["test"][p] > best[f]["test"][p]:
             best[f] = m
+    return best
+
+
+def verdict(summary: dict, families: dict[str, str], paired_gain: Interval | None = None) -> str:
+    """One paragraph: best deep vs best shallow (and the classical reference), from the numbers.
+
+    ``paired_gain``: paired-bootstrap interval of deep - shallow on the same test rows; when given,
+    it decides the claim (stronger than comparing the two marginal intervals).
+    """
+    p = summary["primary"]
+    best = best_by_family(summary, families)
     parts = []
     if "deep" in best and "shallow" in best:
         d, s = best["deep"], best["shallow"]
         gain = d["test"][p] - s["test"][p]
-        overlap = d["interval"][0] <= s["interval"][1] and s["interval"][0] <= d["interval"][1]
         cost = d["latency_ms"]["p50"] / max(s["latency_ms"]["p50"], 1e-9)
         size = (d.get("parameters") or 0) / max(s.get("parameters") or 1, 1)
-        if gain > 0 and not overlap:
-            claim = "depth pays here"
-        elif gain > 0:
-            claim = "depth helps a little, but the intervals overlap: not a clear win"
+        if paired_gain is not None:
+            evidence = (f"paired {paired_gain.confidence:.0%} interval of the gain "
+                        f"[{paired_gain.low:+.4f}, {paired_gain.high:+.4f}]")
+            if paired_gain.low > 0:
+                claim = f"depth pays here ({evidence} excludes zero)"
+            elif paired_gain.high < 0:
+                claim = f"depth costs quality here ({evidence} is below zero)"
+            else:
+                claim = f"depth is not a clear win here ({evidence} includes zero)"
         else:
-            claim = "depth does not pay here: the shallow network is as good or better"
+            overlap = d["interval"][0] <= s["interval"][1] and s["interval"][0] <= d["interval"][1]
+            claim = ("depth pays here" if gain > 0 and not overlap else
+                     "depth helps a little, but the intervals overlap: not a clear win" if gain > 0 else
+                     "depth does not pay here: the shallow network is as good or better")
         parts.append(
             f"On this data, {claim}. The best deep model (`{d['member']}`) reaches {p} "
             f"{d['test'][p]:.4f} [{d['interval'][0]:.4f}, {d['interval'][1]:.4f}] against "
@@ -96,7 +115,7 @@ def plot(summary: dict, families: dict[str, str]) -> Figure:
     return fig
 
 
-def markdown(summary: dict, families: dict[str, str]) -> str:
+def markdown(summary: dict, families: dict[str, str], paired_gain: Interval | None = None) -> str:
     promo = summary.get("promotion") or {}
     return f"""# Bake-off: {summary['use_case']}
 
@@ -108,7 +127,7 @@ and tested on the same frozen split. Intervals: seeded bootstrap of the test row
 ![quality vs latency](quality_vs_latency.png)
 
 ## Verdict
-{verdict(summary, families)}
+{verdict(summary, families, paired_gain)}
 
 ## Promotion
 {('; '.join(promo.get('reasons', [])) or 'not run') if promo else 'not run'}
@@ -124,10 +143,11 @@ def html(markdown_text: str) -> str:
     return f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head><body>{body}</body></html>"
 
 
-def write(summary: dict[str, Any], families: dict[str, str], directory) -> dict[str, str]:
+def write(summary: dict[str, Any], families: dict[str, str], directory,
+          paired_gain: Interval | None = None) -> dict[str, str]:
     """Write report.md, report.html and quality_vs_latency.png; return their paths."""
     directory.mkdir(parents=True, exist_ok=True)
-    text = markdown(summary, families)
+    text = markdown(summary, families, paired_gain)
     paths = {"md": directory / "report.md", "html": directory / "report.html",
              "png": directory / "quality_vs_latency.png"}
     paths["md"].write_text(text)

@@ -286,8 +286,15 @@ def bakeoff_report(use_case: str, overrides: Sequence[str], summary: dict) -> di
     """Write the run's bake-off report (MD, HTML, PNG) under reports/ and log it to MLflow."""
     uc = usecase.get(use_case, overrides)
     sw = Stopwatch()
+    best = bakeoff.best_by_family(summary, uc.families)
+    paired = None
+    if "deep" in best and "shallow" in best:  # deep vs shallow, paired on the same test rows
+        with sw("evaluation"):
+            test = uc.load_splits()["test"]
+            deep, shallow = (tracking.load_scorer(best[f]["model_uri"]).predict(test) for f in ("deep", "shallow"))
+            paired = uc.primary_gain(deep, shallow, test)
     with sw("tracking"):
-        paths = bakeoff.write(summary, uc.families, settings.reports_dir() / use_case / "bakeoff")
+        paths = bakeoff.write(summary, uc.families, settings.reports_dir() / use_case / "bakeoff", paired)
         for path in paths.values():
             tracking.log_artifact(summary["run_id"], Path(path), "bakeoff")
     return {"paths": paths, "timings": dict(sw.seconds)}
