@@ -114,3 +114,41 @@ def test_no_registration_without_validation_of_the_exact_data(store, locks, prep
     with pytest.raises(RuntimeError, match="changed after it was validated"):
         steps.register_best("fraud", overrides, [result], checked, "run")
     assert tracking.registered_models() == []
+
+
+WORKER = """
+import sys
+from deepflow import ledger
+for v in sys.argv[2:]:
+    ledger.move_alias("fraud", "champion", v, reason="proc " + sys.argv[1], evidence="e", actor=sys.argv[1])
+"""
+
+
+def race_two_processes(versions: list[str]) -> None:
+    """Two OS processes promoting into the same alias at the same time."""
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, name, *vs], env=os.environ.copy())
+             for name, vs in (("a", versions[0::2]), ("b", versions[1::2]))]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    moves = ledger.history("fraud", "champion")
+    assert len(moves) == len(versions)
+    assert moves[0].from_version is None
+    assert all(b.from_version == a.to_version for a, b in zip(moves, moves[1:], strict=False))
+    assert ledger.consistent("fraud")
+
+
+@pytest.mark.slow
+def test_two_processes_with_the_file_lock(store, locks) -> None:
+    race_two_processes(make_versions(8))
+
+
+@pytest.mark.slow
+def test_two_processes_with_the_postgres_advisory_lock(store, monkeypatch) -> None:
+    psycopg2 = pytest.importorskip("psycopg2")
+    url = "postgresql://postgres@127.0.0.1:5432/postgres"
+    try:
+        psycopg2.connect(url, connect_timeout=3).close()
+    except psycopg2.OperationalError:
+        pytest.skip("no PostgreSQL on 127.0.0.1:5432")
+    monkeypatch.setenv("DEEPFLOW_LOCK_URL", url)
+    monkeypatch.setenv("DEEPFLOW_LOCK_DIR", "/nonexistent/not-used")
+    race_two_processes(make_versions(8))

@@ -2,13 +2,18 @@
 
 Each move is an MLflow run in the ``deepflow-ledger`` experiment (tags only, never edited), so
 the ledger lives wherever the registry lives (embedded SQLite, or a PostgreSQL-backed server)
-and survives restarts with it. Moves of one use case are serialised by a file lock; the alias is
-set and the entry written under that lock, and a failed write puts the alias back.
+and survives restarts with it. Moves of one use case are serialised by a lock (a file lock, or a
+PostgreSQL advisory lock for several hosts); the alias is set and the entry written under that
+lock, and a failed write puts the alias back.
 """
 
 from __future__ import annotations
 
 import getpass
+import os
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
@@ -41,9 +46,38 @@ def actor_for_cli() -> str:
         return "cli:unknown"
 
 
-def lock(use_case: str) -> FileLock:
+def lock(use_case: str) -> AbstractContextManager:
+    """Serialise alias moves of one use case.
+
+    ``DEEPFLOW_LOCK_URL=postgresql://...``: a PostgreSQL advisory lock, for promoters on several
+    hosts (the team set-up). Otherwise a file lock in ``DEEPFLOW_LOCK_DIR`` (one host).
+    """
+    url = os.environ.get("DEEPFLOW_LOCK_URL", "")
+    if url.startswith(("postgresql://", "postgres://")):
+        return _advisory_lock(url, f"deepflow:{use_case}")
     settings.lock_dir().mkdir(parents=True, exist_ok=True)
     return FileLock(str(settings.lock_dir() / f"{use_case}.lock"), timeout=LOCK_TIMEOUT_S)
+
+
+@contextmanager
+def _advisory_lock(url: str, key: str) -> Iterator[None]:
+    import psycopg2
+
+    conn = psycopg2.connect(url, connect_timeout=10)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            deadline = time.monotonic() + LOCK_TIMEOUT_S
+            while True:
+                cur.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,))
+                if cur.fetchone()[0]:
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"could not take the PostgreSQL advisory lock {key!r} in {LOCK_TIMEOUT_S} s")
+                time.sleep(0.05)
+        yield
+    finally:
+        conn.close()  # closing the session releases its advisory locks
 
 
 def move_alias(use_case: str, alias: str, to_version: str, *, reason: str, evidence: str,
