@@ -24,6 +24,28 @@ FAST = ["train.epochs=2", "train.batch_size=512", "model.xgb_trees=20",
         "model.deep_width=32", "model.deep_blocks=4", "promotion.floor=0.05"]
 
 
+PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def postgres_up() -> bool:
+    """PostgreSQL on 127.0.0.1:5432 (trust auth) answers; False when there is none or no driver."""
+    try:
+        import psycopg2
+
+        psycopg2.connect(PG_URL, connect_timeout=3).close()
+        return True
+    except Exception:  # no driver, no server, refused: not available
+        return False
+
+
 @pytest.fixture(scope="session")
 def small_splits() -> dict[str, pd.DataFrame]:
     """~13k transactions over 60 days, split with the handbook's protocol."""

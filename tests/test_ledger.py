@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from deepflow import ledger, steps, tracking
+from tests.conftest import PG_URL, postgres_up
 
 
 def make_versions(n: int, name: str = "fraud") -> list[str]:
@@ -143,12 +144,8 @@ def test_two_processes_with_the_file_lock(store, locks) -> None:
 
 @pytest.mark.slow
 def test_two_processes_with_the_postgres_advisory_lock(store, monkeypatch) -> None:
-    psycopg2 = pytest.importorskip("psycopg2")
-    url = "postgresql://postgres@127.0.0.1:5432/postgres"
-    try:
-        psycopg2.connect(url, connect_timeout=3).close()
-    except psycopg2.OperationalError:
+    if not postgres_up():
         pytest.skip("no PostgreSQL on 127.0.0.1:5432")
-    monkeypatch.setenv("DEEPFLOW_LOCK_URL", url)
+    monkeypatch.setenv("DEEPFLOW_LOCK_URL", PG_URL)
     monkeypatch.setenv("DEEPFLOW_LOCK_DIR", "/nonexistent/not-used")
     race_two_processes(make_versions(8))

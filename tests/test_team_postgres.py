@@ -6,7 +6,6 @@ installed and stopped. The test makes its own database and drops it afterwards.
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,23 +14,11 @@ import uuid
 
 import pytest
 
+from tests.conftest import free_port, postgres_up
+
 psycopg2 = pytest.importorskip("psycopg2")
 
 PG = dict(host="127.0.0.1", port=5432, user="postgres")
-
-
-def postgres_up() -> bool:
-    try:
-        psycopg2.connect(dbname="postgres", connect_timeout=3, **PG).close()
-        return True
-    except psycopg2.OperationalError:
-        return False
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(db: str, artifacts, port: int) -> subprocess.Popen:

@@ -164,20 +164,18 @@ def show(ref: Annotated[str, typer.Argument(help="USE_CASE, USE_CASE@ALIAS or US
 
 def _resolve(ref: str) -> tuple[str, str]:
     """``fraud`` / ``fraud@challenger`` / ``fraud:3`` -> (use case, version)."""
-    from deepflow import tracking, usecase
+    from deepflow import tracking
 
-    if ":" in ref:
-        use_case, version = ref.split(":", 1)
-    else:
+    use_case, pinned, version = ref.partition(":")
+    if not pinned:
         use_case, _, alias = ref.partition("@")
+    _check(use_case, [])
+    if not pinned:
         alias = alias or tracking.CHAMPION
-        _check(use_case, [])
         mv = tracking.version_by_alias(use_case, alias)
         if mv is None:
             _fail(f"{use_case} has no @{alias}", 1)
         version = str(mv.version)
-    if use_case not in usecase.REGISTRY:
-        _fail(str(usecase.UnknownUseCase(use_case)), 2)
     return use_case, version
 
 

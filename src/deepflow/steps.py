@@ -11,7 +11,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -226,8 +226,7 @@ def promote_challenger(use_case: str, overrides: Sequence[str] = (), actor: str 
         latency_p95_ms=latency["p95"], size_mb=scorer_size_mb(chall_scorer),
         champion_version=str(champion.version) if champion else None, champion=champ_metrics, gain=gain,
     )
-    policy = promotion.Policy(floor=p.floor, margin=p.margin, noninferiority=dict(p.noninferiority),
-                              max_latency_p95_ms=p.max_latency_p95_ms, max_size_mb=p.max_size_mb)
+    policy = promotion.Policy(**{f.name: getattr(p, f.name) for f in fields(promotion.Policy)})
     decision = promotion.decide(policy, evidence)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     record = {"use_case": use_case, "decided_at": stamp, "decided_by": actor,
