@@ -58,7 +58,8 @@ def test_yaml_wrong_type_fails(tmp_path: Path) -> None:
 def test_shipped_configs_load() -> None:
     for name in usecase.REGISTRY:
         uc = usecase.get(name)
-        assert isinstance(uc.cfg, FraudConfig)
+        assert isinstance(uc.cfg, uc.config_cls) and uc.cfg.promotion.resamples > 0
+        assert uc.primary_metric and "deep" in uc.families.values() and "shallow" in uc.families.values()
     assert usecase.get("fraud", ["train.epochs=3"]).cfg.train.epochs == 3
 
 

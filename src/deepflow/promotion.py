@@ -21,6 +21,20 @@ class Policy:
     max_size_mb: float | None = None
 
 
+@dataclass
+class PromotionConfig:
+    """A use case's ``promotion:`` config block: the Policy's gates plus the bootstrap's settings."""
+
+    floor: float = 0.0  # the primary test metric must reach this
+    margin: float = 0.0  # lower end of the paired-bootstrap gain must be above this
+    noninferiority: dict[str, float] = field(default_factory=dict)  # secondary metric -> allowed loss
+    max_latency_p95_ms: float | None = 20.0  # batch 1, plain scorer
+    max_size_mb: float | None = 50.0
+    resamples: int = 1000
+    confidence: float = 0.95
+    seed: int = 0
+
+
 @dataclass(frozen=True)
 class Evidence:
     metric: str
@@ -83,7 +97,11 @@ def decide(policy: Policy, ev: Evidence) -> Decision:
                         f"{ev.gain.confidence:.0%} interval [{ev.gain.low:+.4f}, {ev.gain.high:+.4f}]: "
                         f"lower end {'above' if ok else 'not above'} margin {policy.margin:+.4f}"))
     for name, allowed in sorted(policy.noninferiority.items()):
-        ours, theirs = ev.challenger[name], ev.champion[name]
+        ours, theirs = ev.challenger.get(name), ev.champion.get(name)
+        if ours is None or theirs is None:  # fail closed: a gate that cannot be checked does not pass
+            who = "challenger" if ours is None else f"champion v{ev.champion_version}"
+            checks.append(Check(f"noninferior:{name}", False, f"{name} was not measured for the {who}"))
+            continue
         ok = ours >= theirs - allowed
         checks.append(Check(f"noninferior:{name}", ok,
                             f"{name} {ours:.4f} vs champion {theirs:.4f} "

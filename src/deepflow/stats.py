@@ -70,7 +70,7 @@ def bootstrap_ap(y: np.ndarray, scores: np.ndarray, *, resamples: int = 1000, co
     """Percentile interval of one model's average precision."""
     ap = RankedAP(np.asarray(y), np.asarray(scores, dtype=np.float64))
     values = np.array([ap(w) for w in _weights(len(y), resamples, seed)])
-    return _interval(ap(np.ones(len(y))), values, confidence)
+    return interval(ap(np.ones(len(y))), values, confidence)
 
 
 def paired_bootstrap_ap(y: np.ndarray, challenger: np.ndarray, champion: np.ndarray, *,
@@ -80,10 +80,16 @@ def paired_bootstrap_ap(y: np.ndarray, challenger: np.ndarray, champion: np.ndar
     b = RankedAP(np.asarray(y), np.asarray(champion, dtype=np.float64))
     diffs = np.array([a(w) - b(w) for w in _weights(len(y), resamples, seed)])
     ones = np.ones(len(y))
-    return _interval(a(ones) - b(ones), diffs, confidence)
+    return interval(a(ones) - b(ones), diffs, confidence)
 
 
-def _interval(estimate: float, values: np.ndarray, confidence: float) -> Interval:
+def weight_matrix(n: int, resamples: int, seed: int) -> np.ndarray:
+    """(resamples, n) bootstrap counts: row r says how often each of n rows is drawn in resample r."""
+    return np.stack(list(_weights(n, resamples, seed)))
+
+
+def interval(estimate: float, values: np.ndarray, confidence: float) -> Interval:
+    """Percentile interval of bootstrap ``values`` around the full-sample ``estimate``."""
     values = values[np.isfinite(values)]
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(values, [tail, 100 - tail]) if len(values) else (np.nan, np.nan)

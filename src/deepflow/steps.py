@@ -110,22 +110,26 @@ def train_member(use_case: str, overrides: Sequence[str], member: str, kind: str
             val_scores = scorer.predict(splits["val"])
             test_scores = scorer.predict(splits["test"])
             val_metrics = uc.evaluate(val_scores, splits["val"])
-            test_metrics = uc.evaluate(test_scores, splits["test"])
+            test_metrics, extra = split_extras(uc, scorer, uc.evaluate(test_scores, splits["test"]))
             threshold = uc.threshold(val_scores, splits["val"])
             latency_ms = latency_percentiles(scorer, uc.input_example(splits["test"]).head(1))
             size_mb = scorer_size_mb(scorer)
             interval = uc.primary_interval(test_scores, splits["test"])
             figures = uc.figures(member, test_scores, splits["test"], threshold)
+            texts = uc.reports(member, scorer, test_scores, splits["test"]) if hasattr(uc, "reports") else {}
         with sw("tracking"):
             metrics = {f"val/{k}": v for k, v in val_metrics.items()}
             metrics |= {f"test/{k}": v for k, v in test_metrics.items()}
             metrics |= {f"latency_ms_p{k[1:]}": v for k, v in latency_ms.items()}
+            metrics |= extra
             metrics |= {"size_mb": size_mb, f"test/{primary}_low": interval.low,
                         f"test/{primary}_high": interval.high, **{f"info/{k}": v for k, v in info.items()}}
             tracking.log_metrics(run_id, metrics, step=int(info.get("epochs_run", 0)))
             tracking.log_params(run_id, {"member": member, "kind": kind, "threshold": threshold})
             for path, fig in figures.items():
                 tracking.log_figure(run_id, fig, path)
+            for path, text in texts.items():
+                tracking.log_text(run_id, text, path)
             model_uri = tracking.log_scorer(run_id, scorer, uc.input_example(splits["test"]))
             tracking.set_tags(run_id, {"deepflow.model_uri": model_uri})
             tracking.end_run(run_id, ok=True)
@@ -140,6 +144,7 @@ def train_member(use_case: str, overrides: Sequence[str], member: str, kind: str
         "threshold": threshold,
         "val": val_metrics,
         "test": test_metrics,
+        "extra": extra,
         "latency_ms": latency_ms,
         "size_mb": size_mb,
         "interval": [interval.low, interval.high],
@@ -214,12 +219,13 @@ def promote_challenger(use_case: str, overrides: Sequence[str] = (), actor: str 
     with sw("evaluation"):
         chall_scorer = tracking.load_scorer(f"models:/{use_case}/{challenger.version}")
         chall_scores = chall_scorer.predict(test)
-        chall_metrics = uc.evaluate(chall_scores, test)
+        chall_metrics, _ = split_extras(uc, chall_scorer, uc.evaluate(chall_scores, test))
         latency = latency_percentiles(chall_scorer, uc.input_example(test).head(1))
         champ_metrics, gain = None, None
         if champion is not None and str(champion.version) != str(challenger.version):
-            champ_scores = tracking.load_scorer(f"models:/{use_case}/{champion.version}").predict(test)
-            champ_metrics = uc.evaluate(champ_scores, test)
+            champ_scorer = tracking.load_scorer(f"models:/{use_case}/{champion.version}")
+            champ_scores = champ_scorer.predict(test)
+            champ_metrics, _ = split_extras(uc, champ_scorer, uc.evaluate(champ_scores, test))
             gain = uc.primary_gain(chall_scores, champ_scores, test)
     evidence = promotion.Evidence(
         metric=primary, challenger_version=str(challenger.version), challenger=chall_metrics,
@@ -299,6 +305,15 @@ def bakeoff_report(use_case: str, overrides: Sequence[str], summary: dict) -> di
     return {"paths": paths, "timings": dict(sw.seconds)}
 
 
+def split_extras(uc: Any, scorer: Any, test_metrics: dict[str, float]) -> tuple[dict, dict]:
+    """Add a use case's optional model-level metrics (``uc.extra_metrics(scorer)``, e.g. behavioural
+    tests or a real-data sample) to the test metrics: ``test/x`` joins them as ``x`` (so promotion can
+    gate on it); any other name (``coco/map50``) is returned apart, to be logged as is."""
+    extra = uc.extra_metrics(scorer) if hasattr(uc, "extra_metrics") else {}
+    merged = test_metrics | {k.removeprefix("test/"): v for k, v in extra.items() if k.startswith("test/")}
+    return merged, {k: v for k, v in extra.items() if not k.startswith("test/")}
+
+
 def latency_percentiles(scorer: Any, one_row, repeats: int = 200) -> dict[str, float]:
     """p50/p95 single-row latency of the plain scorer (no server), in ms."""
     for _ in range(5):  # warm-up
@@ -315,4 +330,5 @@ def latency_percentiles(scorer: Any, one_row, repeats: int = 200) -> dict[str, f
 def scorer_size_mb(scorer: Any) -> float:
     import cloudpickle
 
-    return len(cloudpickle.dumps(scorer)) / 2**20
+    # plus frozen weights the scorer loads from an installed package rather than pickling them
+    return len(cloudpickle.dumps(scorer)) / 2**20 + getattr(scorer, "frozen_mb", 0.0)

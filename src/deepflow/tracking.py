@@ -112,9 +112,8 @@ def log_scorer(run_id: str, scorer, input_example: pd.DataFrame) -> str:
     from mlflow.models import infer_signature
 
     logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)  # the cloudpickle notice, each time
-    # Declare every feature as double: an integer column could not carry a missing value.
-    input_example = input_example.astype("float64")
-    signature = infer_signature(input_example, np.asarray(scorer.predict(input_example)))
+    output = scorer.predict(input_example)
+    signature = infer_signature(input_example, output if isinstance(output, pd.DataFrame) else np.asarray(output))
     requirements = [f"{p}=={metadata.version(p)}" for p in MODEL_REQUIREMENTS]
     client()  # make sure the tracking URI is set before the fluent call below
     with mlflow.start_run(run_id=run_id, nested=True):

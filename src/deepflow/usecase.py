@@ -33,6 +33,7 @@ REGISTRY: dict[str, Entry] = {
     # PaySim's balance columns all but give the label away.
     "paysim": Entry("deepflow.usecases.fraud.usecase", "FraudUseCase",
                     USECASES_DIR / "fraud" / "paysim.yaml", default=False),
+    "nlp": Entry("deepflow.usecases.nlp.usecase", "NlpUseCase", USECASES_DIR / "nlp" / "config.yaml", default=True),
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from deepflow.promotion import PromotionConfig
 from deepflow.usecases.fraud.prepare import FEATURES, WINDOWS
 
 
@@ -28,20 +29,6 @@ class ModelConfig:
     ae_latent: int = 8
     xgb_trees: int = 300
     xgb_depth: int = 6
-
-
-@dataclass
-class PromotionConfig:
-    """Gates for challenger -> champion (see deepflow.promotion)."""
-
-    floor: float = 0.0  # test/auprc must reach this
-    margin: float = 0.0  # lower end of the paired-bootstrap AUPRC gain must be above this
-    noninferiority: dict[str, float] = field(default_factory=lambda: {"roc_auc": 0.01})
-    max_latency_p95_ms: float | None = 20.0  # batch 1, plain scorer
-    max_size_mb: float | None = 50.0
-    resamples: int = 1000
-    confidence: float = 0.95
-    seed: int = 0
 
 
 @dataclass
@@ -70,4 +57,5 @@ class FraudConfig:
     threshold: float | None = None  # decision threshold; None = best F1 on the validation split
     train: TrainConfig = field(default_factory=TrainConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    promotion: PromotionConfig = field(default_factory=PromotionConfig)
+    promotion: PromotionConfig = field(  # ROC-AUC may drop by at most 0.01
+        default_factory=lambda: PromotionConfig(noninferiority={"roc_auc": 0.01}))

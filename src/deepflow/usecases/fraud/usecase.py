@@ -142,7 +142,8 @@ class FraudUseCase:
         }
 
     def input_example(self, frame: pd.DataFrame) -> pd.DataFrame:
-        return frame[self.cfg.features].head(5).reset_index(drop=True)
+        # Every feature as double: an integer column could not carry a missing value.
+        return frame[self.cfg.features].head(5).reset_index(drop=True).astype("float64")
 
 
 def _tensor(values: pd.DataFrame | pd.Series) -> torch.Tensor:

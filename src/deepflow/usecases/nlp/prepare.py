@@ -1,0 +1,125 @@
+"""DVC stage ``nlp_prepare``: any ``text,label`` file -> normalised, deduplicated, stratified splits.
+
+1. read a TSV/CSV (with or without a header; which columns hold text and label is a parameter),
+2. normalise the text (HTML entities, Unicode NFC, one space for any run of whitespace),
+3. drop exact duplicates, then *near* duplicates: messages equal after lower-casing, collapsing
+   digit runs and reducing punctuation/whitespace to one space (spam templates that differ only
+   in a phone number or prize amount). A near-duplicate group whose labels disagree is dropped
+   whole: it cannot be labelled honestly. All this happens **before** the split, so a template
+   cannot leak from train to test.
+4. split per class by a hash of (seed, dedup key): a message's split depends only on its own
+   content and the seed, so the split is fixed per data version and stable as data is added.
+
+Writes ``train/val/test.parquet`` (columns ``text``, ``label``) and ``dedup.json`` (counts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import html
+import json
+import re
+import unicodedata
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+SPLITS = ("train", "val", "test")
+_WS = re.compile(r"\s+")
+_DIGITS = re.compile(r"\d+")
+_NON_WORD = re.compile(r"[\W_]+")
+
+
+@dataclass(frozen=True)
+class PrepareParams:
+    sep: str = "\t"
+    header: bool = False  # without a header, columns are named by position ("0", "1", ...)
+    text_column: str = "1"
+    label_column: str = "0"
+    val_frac: float = 0.15
+    test_frac: float = 0.15
+    seed: int = 0
+
+
+def normalise(text: str) -> str:
+    return _WS.sub(" ", unicodedata.normalize("NFC", html.unescape(text))).strip()
+
+
+def dedup_key(text: str) -> str:
+    """Near-duplicate key: case, digits, punctuation and spacing do not make a message new."""
+    return _WS.sub(" ", _NON_WORD.sub(" ", _DIGITS.sub("0", text.lower()))).strip()
+
+
+def read(src: Path, p: PrepareParams) -> pd.DataFrame:
+    """The raw file as a (text, label) frame of strings."""
+    raw = src.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ValueError(f"{src}: not valid UTF-8 at byte {e.start} (line {line})") from e
+    frame = pd.read_csv(src, sep=p.sep, header=0 if p.header else None, dtype=str, keep_default_na=False,
+                        quoting=3 if p.sep == "\t" else 0)  # TSV: quotes are text, not quoting
+    frame.columns = [str(c) for c in frame.columns]
+    missing = [c for c in (p.text_column, p.label_column) if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{src}: no column(s) {missing} (columns: {list(frame.columns)})")
+    return pd.DataFrame({"text": frame[p.text_column], "label": frame[p.label_column].str.strip()})
+
+
+def deduplicate(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    frame = frame.assign(text=frame["text"].map(normalise))
+    counts = {"raw": len(frame)}
+    frame = frame[frame["text"] != ""]
+    counts["empty_dropped"] = counts["raw"] - len(frame)
+    frame = frame.drop_duplicates(["text", "label"])
+    counts["after_exact"] = len(frame)
+    frame = frame.assign(key=frame["text"].map(dedup_key))
+    labels_per_key = frame.groupby("key")["label"].nunique()
+    conflicting = labels_per_key.index[labels_per_key > 1]
+    counts["conflicting_groups_dropped"] = len(conflicting)
+    frame = frame[~frame["key"].isin(conflicting)].drop_duplicates("key")
+    counts["after_near"] = len(frame)
+    return frame.reset_index(drop=True), counts
+
+
+def split(frame: pd.DataFrame, p: PrepareParams) -> dict[str, pd.DataFrame]:
+    """Stratified by label; a row's split is decided by a hash of its dedup key and the seed."""
+    rank = frame["key"].map(lambda k: hashlib.sha256(f"{p.seed}:{k}".encode()).hexdigest())
+    parts: dict[str, list[pd.DataFrame]] = {s: [] for s in SPLITS}
+    for _, group in frame.assign(rank=rank).sort_values("rank").groupby("label", sort=True):
+        n = len(group)
+        n_test, n_val = round(n * p.test_frac), round(n * p.val_frac)
+        parts["test"].append(group.iloc[:n_test])
+        parts["val"].append(group.iloc[n_test:n_test + n_val])
+        parts["train"].append(group.iloc[n_test + n_val:])
+    return {s: pd.concat(parts[s]).sort_values("rank")[["text", "label"]].reset_index(drop=True) for s in SPLITS}
+
+
+def prepare(src: Path, out: Path, p: PrepareParams) -> dict[str, int]:
+    frame, counts = deduplicate(read(src, p))
+    out.mkdir(parents=True, exist_ok=True)
+    for name, part in split(frame, p).items():
+        part.to_parquet(out / f"{name}.parquet", index=False)
+        counts[name] = len(part)
+    (out / "dedup.json").write_text(json.dumps({"params": asdict(p), "counts": counts}, indent=2) + "\n")
+    return counts
+
+
+def main() -> None:
+    from deepflow.settings import stage_params
+
+    parser = argparse.ArgumentParser(description="normalise, deduplicate and split a text,label file")
+    parser.add_argument("--src", type=Path, default=Path("data/external/sms_spam/SMSSpamCollection"))
+    parser.add_argument("--out", type=Path, default=Path("data/prepared/nlp"))
+    parser.add_argument("--params", default="nlp.prepare", help="params.yaml section ('' for defaults)")
+    args = parser.parse_args()
+    params = PrepareParams(**(stage_params(args.params) if args.params else {}))
+    counts = prepare(args.src, args.out, params)
+    print(", ".join(f"{k} {v:,}" for k, v in counts.items()))
+
+
+if __name__ == "__main__":
+    main()

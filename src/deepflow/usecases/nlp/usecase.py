@@ -1,0 +1,233 @@
+"""The NLP use case, wired for the pipeline: text classification of short messages (SMS spam by
+default; any ``text,label`` data by config alone).
+
+Candidates: ``shallow`` (fastText-style bag of embeddings), ``deep`` (2-layer BiGRU with max and
+attention pooling), ``transfer`` (frozen all-MiniLM-L6-v2 + a small head); reference baseline
+``tfidf_lr`` (word + character TF-IDF, logistic regression). Decisions are the arg-max class.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from deepflow import plots, settings, stats, training
+from deepflow.config import ConfigError
+from deepflow.usecases.nlp import behaviour
+from deepflow.usecases.nlp.config import NlpConfig
+from deepflow.usecases.nlp.encoder import SentenceEncoder
+from deepflow.usecases.nlp.metrics import bootstrap_f1, paired_bootstrap_f1, text_metrics
+from deepflow.usecases.nlp.models import BiGRUNet, EmbeddingHead, FastTextNet, TextSystem, softmax
+from deepflow.usecases.nlp.prepare import SPLITS
+from deepflow.usecases.nlp.text import HashedBag, TokenIds, Vocabulary
+
+CANDIDATES = ("shallow", "deep", "transfer")
+BASELINES = ("tfidf_lr",)
+
+
+class TextScorer:
+    """Raw strings in (a ``text`` column), class probabilities (N, C) out.
+
+    Carries its own preprocessing, the featuriser: built on the training split's vocabulary
+    (``HashedBag``, ``TokenIds``) or the frozen sentence encoder.
+    """
+
+    def __init__(self, net: torch.nn.Module, labels: list[str], featurizer) -> None:
+        self.net, self.labels, self.featurizer = net.eval(), list(labels), featurizer
+
+    @property
+    def frozen_mb(self) -> float:
+        return getattr(self.featurizer, "frozen_mb", 0.0)
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        x = self.featurizer.encode(frame["text"].astype(str).tolist())
+        with torch.inference_mode():
+            return softmax(self.net(x))
+
+
+class TfidfScorer:
+    """The sklearn reference: the fitted pipeline takes raw strings."""
+
+    def __init__(self, pipeline, labels: list[str]) -> None:
+        self.pipeline, self.labels = pipeline, list(labels)
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.pipeline.predict_proba(frame["text"].astype(str).tolist()).astype(np.float64)
+
+
+class NlpUseCase:
+    config_cls = NlpConfig
+    primary_metric = "f1"
+    families = {"shallow": "shallow", "deep": "deep", "transfer": "transfer", "tfidf_lr": "classical"}
+
+    def __init__(self, name: str, cfg: NlpConfig) -> None:
+        self.name, self.cfg = name, cfg
+        for key, names, known in (("candidates", cfg.candidates, CANDIDATES), ("baselines", cfg.baselines, BASELINES)):
+            if unknown := [n for n in names if n not in known]:
+                raise ConfigError(f"{key}: unknown {unknown[0]!r} (known: {', '.join(known)})")
+        if cfg.positive is not None and cfg.positive not in cfg.labels:
+            raise ConfigError(f"positive: {cfg.positive!r} is not one of labels {cfg.labels}")
+        if cfg.behaviour.enabled and cfg.behaviour.target not in cfg.labels:
+            raise ConfigError(f"behaviour.target: {cfg.behaviour.target!r} is not one of labels {cfg.labels}")
+        self._behaviour: dict[int, behaviour.BehaviourResult] = {}
+
+    @property
+    def positive(self) -> int | None:
+        return None if self.cfg.positive is None else self.cfg.labels.index(self.cfg.positive)
+
+    # --- data ---------------------------------------------------------------------------------
+
+    @property
+    def prepared_dir(self) -> Path:
+        path = Path(self.cfg.prepared_dir)
+        return path if path.is_absolute() else settings.PROJECT_ROOT / path
+
+    def load_splits(self) -> dict[str, pd.DataFrame]:
+        missing = [s for s in SPLITS if not (self.prepared_dir / f"{s}.parquet").exists()]
+        if missing:
+            raise FileNotFoundError(f"{self.name}: no prepared data for {missing} in {self.prepared_dir} "
+                                    "(run `dvc repro` first)")
+        return {s: pd.read_parquet(self.prepared_dir / f"{s}.parquet") for s in SPLITS}
+
+    def validation_inputs(self, splits: dict[str, pd.DataFrame]) -> tuple[dict, dict]:
+        from deepflow.usecases.nlp import expectations
+
+        return expectations.frames(splits), expectations.suites(self.cfg)
+
+    def members(self) -> list[tuple[str, str]]:
+        return [(c, "candidate") for c in self.cfg.candidates] + [(b, "baseline") for b in self.cfg.baselines]
+
+    def registrable(self, kind: str) -> bool:
+        return kind == "candidate" or self.cfg.register_baselines
+
+    def y(self, frame: pd.DataFrame) -> np.ndarray:
+        ids = frame["label"].map({label: i for i, label in enumerate(self.cfg.labels)})
+        if ids.isna().any():
+            raise ValueError(f"labels outside {self.cfg.labels}: {sorted(set(frame['label'][ids.isna()]))[:5]}")
+        return ids.to_numpy(dtype=np.int64)
+
+    # --- training -----------------------------------------------------------------------------
+
+    def fit(self, name: str, kind: str, splits: dict[str, pd.DataFrame], log=None, fast_dev_run: bool = False):
+        cfg, m = self.cfg, self.cfg.model
+        training.seed_everything(cfg.train.seed, cfg.train.threads)
+        train, val = splits["train"], splits["val"]
+        if kind == "baseline":
+            return self._fit_tfidf(train, val)
+        n_classes = len(cfg.labels)
+        if name == "transfer":
+            featurizer = SentenceEncoder()
+            cache = settings.cache_dir() / "embeddings"  # the frozen encoder's output, per data version
+            x_train, x_val = (torch.from_numpy(featurizer.embed_cached(f["text"].tolist(), cache))
+                              for f in (train, val))
+            net = EmbeddingHead(featurizer.dim, n_classes, m.head_hidden, m.dropout)
+        else:
+            vocab = Vocabulary.build(train["text"], m.min_freq, m.max_vocab)  # training split only
+            if name == "shallow":
+                featurizer = HashedBag(vocab, m.fasttext_buckets, (m.char_ngram_min, m.char_ngram_max))
+                net = FastTextNet(featurizer.size, n_classes, m.fasttext_dim)
+            else:
+                featurizer = TokenIds(vocab, cfg.train.max_len)
+                net = BiGRUNet(len(vocab), n_classes, m.gru_dim, m.gru_hidden, m.gru_layers, m.dropout)
+            x_train, x_val = (featurizer.encode(f["text"].tolist()) for f in (train, val))
+        lr = cfg.train.lr.get(name)
+        if lr is None:
+            raise ConfigError(f"train.lr: no learning rate for {name!r} (have: {sorted(cfg.train.lr)})")
+        system = TextSystem(net, self.positive, lr=lr, weight_decay=cfg.train.weight_decay)
+        y_train, y_val = torch.tensor(self.y(train)), torch.tensor(self.y(val))
+        result = training.fit(
+            system,
+            training.batches(x_train, y_train, batch_size=cfg.train.batch_size, shuffle=True, seed=cfg.train.seed),
+            training.batches(x_val, y_val, batch_size=512, shuffle=False),
+            max_epochs=cfg.train.epochs, monitor="val/f1", patience=cfg.train.patience, log=log,
+            fast_dev_run=fast_dev_run,
+        )
+        info = {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "steps": result.steps,
+                "fit_seconds": result.seconds, "messages_per_s": len(train) * result.epochs_run / result.seconds,
+                "parameters": sum(p.numel() for p in net.parameters())}
+        return TextScorer(net, cfg.labels, featurizer), info
+
+    def _fit_tfidf(self, train: pd.DataFrame, val: pd.DataFrame):
+        """Word (1-2) + character (2-5) TF-IDF, logistic regression; C chosen on val/f1."""
+        import time
+
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline, make_union
+
+        started, best = time.perf_counter(), None
+        for c in self.cfg.model.tfidf_c:
+            pipeline = make_pipeline(
+                make_union(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
+                           TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2)),
+                LogisticRegression(C=c, max_iter=2000),
+            )
+            pipeline.fit(train["text"].tolist(), self.y(train))
+            scorer = TfidfScorer(pipeline, self.cfg.labels)
+            score = text_metrics(self.y(val), scorer.predict(val), self.positive)["f1"]
+            if best is None or score > best[0]:
+                best = (score, c, scorer)
+        seconds = time.perf_counter() - started
+        return best[2], {"C": best[1], "fit_seconds": seconds,
+                         "messages_per_s": len(train) * len(self.cfg.model.tfidf_c) / seconds}
+
+    # --- evaluation ---------------------------------------------------------------------------
+
+    def evaluate(self, scores: np.ndarray, frame: pd.DataFrame) -> dict[str, float]:
+        return text_metrics(self.y(frame), scores, self.positive)
+
+    def primary_interval(self, scores: np.ndarray, frame: pd.DataFrame) -> stats.Interval:
+        p = self.cfg.promotion
+        return bootstrap_f1(self.y(frame), scores, self.positive, resamples=p.resamples,
+                            confidence=p.confidence, seed=p.seed)
+
+    def primary_gain(self, challenger: np.ndarray, champion: np.ndarray, frame: pd.DataFrame) -> stats.Interval:
+        p = self.cfg.promotion
+        return paired_bootstrap_f1(self.y(frame), challenger, champion, self.positive, resamples=p.resamples,
+                                   confidence=p.confidence, seed=p.seed)
+
+    def threshold(self, val_scores: np.ndarray, val: pd.DataFrame) -> float:  # noqa: ARG002
+        return 0.5  # decisions are the arg-max class (for two classes: probability >= 0.5)
+
+    def extra_metrics(self, scorer) -> dict[str, float]:
+        """Behavioural tests on the test split (``test/behaviour_*``), when enabled."""
+        b = self.cfg.behaviour
+        if not b.enabled:
+            return {}
+        test = self.load_splits()["test"]
+        sample = test["text"].head(b.sample).tolist()
+        ham = test.loc[test["label"] != b.target, "text"].head(b.sample).tolist()
+        result = behaviour.run(lambda texts: scorer.predict(pd.DataFrame({"text": texts})), self.cfg.labels,
+                               b, sample, ham)
+        self._behaviour[id(scorer)] = result
+        return result.metrics()
+
+    def figures(self, member: str, scores: np.ndarray, frame: pd.DataFrame, threshold: float):  # noqa: ARG002
+        y = self.y(frame)
+        figs = {"plots/confusion_matrix.png": plots.confusion(y, scores.argmax(1), self.cfg.labels,
+                                                              f"{self.name} {member}: test")}
+        if self.positive is not None:
+            figs["plots/pr_curve.png"] = plots.pr_curve(y == self.positive, scores[:, self.positive],
+                                                        f"{self.name} {member}: test PR curve ({self.cfg.positive})")
+        return figs
+
+    def reports(self, member: str, scorer, scores: np.ndarray, frame: pd.DataFrame) -> dict[str, str]:
+        """Markdown artifacts: the misclassified test messages, and the failed behavioural cases."""
+        y, preds = self.y(frame), scores.argmax(1)
+        wrong = np.flatnonzero(preds != y)
+        lines = [f"# {self.name} {member}: {len(wrong)} of {len(y)} test messages misclassified", "",
+                 "| true | predicted | p(predicted) | text |", "|---|---|---|---|"]
+        for i in wrong[np.argsort(-scores[wrong, preds[wrong]])]:  # most confident mistakes first
+            text = frame["text"].iloc[i].replace("|", "\\|").replace("\n", " ")
+            lines.append(f"| {self.cfg.labels[y[i]]} | {self.cfg.labels[preds[i]]} | "
+                         f"{scores[i, preds[i]]:.3f} | {text} |")
+        out = {"reports/misclassified.md": "\n".join(lines) + "\n"}
+        if (result := self._behaviour.get(id(scorer))) is not None:
+            out["reports/behaviour.md"] = result.failures_markdown()
+        return out
+
+    def input_example(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return frame[["text"]].head(5).reset_index(drop=True)
