@@ -33,6 +33,7 @@ bench: bootstrap data
 	$(BIN)/python bench/pipeline_breakdown.py
 	$(BIN)/python bench/pipeline_breakdown.py --server
 	$(BIN)/python bench/promotion_cost.py
+	$(BIN)/python bench/nlp_latency.py
 
 ui: bootstrap
 	$(BIN)/deepflow ui

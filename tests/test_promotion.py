@@ -34,6 +34,8 @@ CASES = [
     ("size ceiling breached", ev(size=80.0), False, "size"),
     ("secondary metric inferior", ev(auc=0.86, champ=CHAMP, gain=(0.02, 0.01, 0.03)), False, "noninferior:roc_auc"),
     ("secondary within allowed loss", ev(auc=0.875, champ=CHAMP, gain=(0.02, 0.01, 0.03)), True, None),
+    ("secondary metric not measured for the champion (fail closed)",
+     ev(champ={"auprc": 0.68}, gain=(0.02, 0.01, 0.03)), False, "noninferior:roc_auc"),
     ("comparing a version with itself", ev(champ=CHAMP, gain=(0.0, 0.0, 0.0), champ_version="2"), False, "distinct"),
 ]
 

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from deepflow.stats import Interval  # noqa: E402
 
-FAMILY_COLOURS = {"shallow": "tab:blue", "deep": "tab:red", "classical": "tab:grey"}
+FAMILY_COLOURS = {"shallow": "tab:blue", "deep": "tab:red", "transfer": "tab:purple", "classical": "tab:grey"}
 
 
 def family(member: dict, families: dict[str, str]) -> str:
@@ -86,6 +86,16 @@ def verdict(summary: dict, families: dict[str, str], paired_gain: Interval | Non
             f"{s['test'][p]:.4f} [{s['interval'][0]:.4f}, {s['interval'][1]:.4f}] for the shallow "
             f"network ({gain:+.4f}), with {size:.0f}x the parameters and {cost:.1f}x the single-row latency."
         )
+    if "transfer" in best:
+        t = best["transfer"]
+        rivals = [best[f] for f in ("deep", "shallow") if f in best]
+        if rivals:
+            r = max(rivals, key=lambda m: m["test"][p])
+            parts.append(
+                f"The frozen pretrained encoder with a trained head (`{t['member']}`) scores {t['test'][p]:.4f} "
+                f"against {r['test'][p]:.4f} for the best network trained from scratch (`{r['member']}`), "
+                f"at {t['latency_ms']['p50'] / max(r['latency_ms']['p50'], 1e-9):.1f}x its single-row latency."
+            )
     if "classical" in best:
         c = best["classical"]
         top = max(best.values(), key=lambda m: m["test"][p])

@@ -22,13 +22,15 @@ from torch.utils.data import (
     TensorDataset,
 )
 
+_DEFAULT_THREADS = torch.get_num_threads()
+
 
 def seed_everything(seed: int, threads: int = 0) -> None:
-    """Same seed, same CPU results: seeds torch/numpy/random and pins the thread count."""
+    """Same seed, same CPU results: seeds torch/numpy/random and pins the thread count
+    (0 = torch's default, restored even if an earlier use case in this process changed it)."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     L.seed_everything(seed, workers=True, verbose=False)
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads or _DEFAULT_THREADS)
 
 
 def batches(*tensors: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:

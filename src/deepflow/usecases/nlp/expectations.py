@@ -23,13 +23,17 @@ def _utf8(text) -> bool:
     return "\ufffd" not in text  # the replacement character: bytes were lost before we saw them
 
 
+def _printable(text):
+    return text.encode("utf-8", "backslashreplace").decode() if isinstance(text, str) else text
+
+
 def frames(splits: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     rows = pd.concat([df.assign(split=name) for name, df in splits.items()], ignore_index=True)
     # A missing column fails the table rule on ``rows``; the other frames are still computed (on blanks).
     rows = rows.assign(**dict.fromkeys({"text", "label"} - set(rows.columns), ""))
     rows["utf8"] = rows["text"].map(_utf8)
     # Make bad strings printable (a lone surrogate becomes "\\udcff"), or GX could not even load them.
-    rows["text"] = rows["text"].map(lambda t: t.encode("utf-8", "backslashreplace").decode() if isinstance(t, str) else t)
+    rows["text"] = rows["text"].map(_printable)
     shares = (rows.groupby("split")["label"].value_counts(normalize=True).rename("share").reset_index())
     per_split = rows.groupby("split")["label"].nunique().rename("classes").reset_index()
     keys = rows.assign(key=rows["text"].map(lambda t: dedup_key(t) if isinstance(t, str) else ""))
