@@ -80,11 +80,12 @@ def verdict(summary: dict, families: dict[str, str], paired_gain: Interval | Non
             claim = ("depth pays here" if gain > 0 and not overlap else
                      "depth helps a little, but the intervals overlap: not a clear win" if gain > 0 else
                      "depth does not pay here: the shallow network is as good or better")
+        ratio = f"{size:.0f}" if size >= 10 else f"{size:.2g}"  # "100x", "0.12x"
         parts.append(
             f"On this data, {claim}. The best deep model (`{d['member']}`) reaches {p} "
             f"{d['test'][p]:.4f} [{d['interval'][0]:.4f}, {d['interval'][1]:.4f}] against "
             f"{s['test'][p]:.4f} [{s['interval'][0]:.4f}, {s['interval'][1]:.4f}] for the shallow "
-            f"network ({gain:+.4f}), with {size:.0f}x the parameters and {cost:.1f}x the single-row latency."
+            f"network ({gain:+.4f}), with {ratio}x the parameters and {cost:.1f}x the single-row latency."
         )
     if "transfer" in best:
         t = best["transfer"]
