@@ -34,6 +34,7 @@ bench: bootstrap data
 	$(BIN)/python bench/pipeline_breakdown.py --server
 	$(BIN)/python bench/promotion_cost.py
 	$(BIN)/python bench/nlp_latency.py
+	$(BIN)/python bench/traffic_throughput.py
 
 ui: bootstrap
 	$(BIN)/deepflow ui

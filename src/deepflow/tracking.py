@@ -114,7 +114,8 @@ def log_scorer(run_id: str, scorer, input_example: pd.DataFrame) -> str:
     logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)  # the cloudpickle notice, each time
     output = scorer.predict(input_example)
     signature = infer_signature(input_example, output if isinstance(output, pd.DataFrame) else np.asarray(output))
-    requirements = [f"{p}=={metadata.version(p)}" for p in MODEL_REQUIREMENTS]
+    packages = (*MODEL_REQUIREMENTS, *getattr(scorer, "requirements", ()))  # e.g. a frozen encoder's wheel
+    requirements = [f"{p}=={metadata.version(p)}" for p in packages]
     client()  # make sure the tracking URI is set before the fluent call below
     with mlflow.start_run(run_id=run_id, nested=True):
         info = mlflow.pyfunc.log_model(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from deepflow import config
+from deepflow.settings import PROJECT_ROOT
 
 USECASES_DIR = Path(__file__).parent / "usecases"
 
@@ -34,6 +35,8 @@ REGISTRY: dict[str, Entry] = {
     "paysim": Entry("deepflow.usecases.fraud.usecase", "FraudUseCase",
                     USECASES_DIR / "fraud" / "paysim.yaml", default=False),
     "nlp": Entry("deepflow.usecases.nlp.usecase", "NlpUseCase", USECASES_DIR / "nlp" / "config.yaml", default=True),
+    "traffic": Entry("deepflow.usecases.traffic.usecase", "TrafficUseCase",
+                     USECASES_DIR / "traffic" / "config.yaml", default=True),
 }
 
 
@@ -53,3 +56,19 @@ def get(name: str, overrides: Sequence[str] = ()) -> Any:
     entry = REGISTRY[name]
     cls = getattr(importlib.import_module(entry.module), entry.cls)
     return cls(name, config.load(cls.config_cls, entry.config_path, overrides))
+
+
+def project_path(path: str | Path) -> Path:
+    """A config path: absolute as given, else relative to the project root."""
+    path = Path(path)
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def read_splits(name: str, directory: Path, splits: Sequence[str] = ("train", "val", "test")):
+    """The prepared ``<split>.parquet`` files of a use case, or a FileNotFoundError saying what to run."""
+    import pandas as pd
+
+    missing = [s for s in splits if not (directory / f"{s}.parquet").exists()]
+    if missing:
+        raise FileNotFoundError(f"{name}: no prepared data for {missing} in {directory} (run `dvc repro` first)")
+    return {s: pd.read_parquet(directory / f"{s}.parquet") for s in splits}

@@ -11,10 +11,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from deepflow import plots, stats, training
+from deepflow import plots, stats, training, usecase
 from deepflow.config import ConfigError
 from deepflow.scoring import TorchScorer
-from deepflow.settings import PROJECT_ROOT
 from deepflow.usecases.fraud import baselines
 from deepflow.usecases.fraud.config import FraudConfig
 from deepflow.usecases.fraud.metrics import fraud_metrics
@@ -40,17 +39,10 @@ class FraudUseCase:
 
     @property
     def prepared_dir(self) -> Path:
-        path = Path(self.cfg.prepared_dir)
-        return path if path.is_absolute() else PROJECT_ROOT / path
+        return usecase.project_path(self.cfg.prepared_dir)
 
     def load_splits(self) -> dict[str, pd.DataFrame]:
-        missing = [s for s in SPLITS if not (self.prepared_dir / f"{s}.parquet").exists()]
-        if missing:
-            raise FileNotFoundError(
-                f"{self.name}: no prepared data for {missing} in {self.prepared_dir} "
-                "(run `dvc repro` first)"
-            )
-        return {s: pd.read_parquet(self.prepared_dir / f"{s}.parquet") for s in SPLITS}
+        return usecase.read_splits(self.name, self.prepared_dir, SPLITS)
 
     def validation_inputs(self, splits: dict[str, pd.DataFrame]) -> tuple[dict, dict]:
         """(frames, suites) for ``validation.validate``."""

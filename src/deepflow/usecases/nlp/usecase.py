@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from deepflow import plots, settings, stats, training
+from deepflow import plots, settings, stats, training, usecase
 from deepflow.config import ConfigError
 from deepflow.usecases.nlp import behaviour
 from deepflow.usecases.nlp.config import NlpConfig
@@ -41,6 +41,10 @@ class TextScorer:
     @property
     def frozen_mb(self) -> float:
         return getattr(self.featurizer, "frozen_mb", 0.0)
+
+    @property
+    def requirements(self) -> tuple[str, ...]:
+        return getattr(self.featurizer, "requirements", ())
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         x = self.featurizer.encode(frame["text"].astype(str).tolist())
@@ -82,15 +86,10 @@ class NlpUseCase:
 
     @property
     def prepared_dir(self) -> Path:
-        path = Path(self.cfg.prepared_dir)
-        return path if path.is_absolute() else settings.PROJECT_ROOT / path
+        return usecase.project_path(self.cfg.prepared_dir)
 
     def load_splits(self) -> dict[str, pd.DataFrame]:
-        missing = [s for s in SPLITS if not (self.prepared_dir / f"{s}.parquet").exists()]
-        if missing:
-            raise FileNotFoundError(f"{self.name}: no prepared data for {missing} in {self.prepared_dir} "
-                                    "(run `dvc repro` first)")
-        return {s: pd.read_parquet(self.prepared_dir / f"{s}.parquet") for s in SPLITS}
+        return usecase.read_splits(self.name, self.prepared_dir, SPLITS)
 
     def validation_inputs(self, splits: dict[str, pd.DataFrame]) -> tuple[dict, dict]:
         from deepflow.usecases.nlp import expectations

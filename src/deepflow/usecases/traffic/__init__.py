@@ -1,0 +1,1 @@
+"""Traffic: detection of vehicles and pedestrians in road-camera frames."""

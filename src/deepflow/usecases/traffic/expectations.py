@@ -1,0 +1,91 @@
+"""The traffic data contract, as Great Expectations suites over a manifest of the prepared splits.
+
+``images``: one row per image (decodes? decoded size vs the recorded one, boxes, content hash and
+the splits that hold the same pixels). ``boxes``: one row per labelled box (class, normalised
+edges, size in pixels). Decoding every image is the check itself: a truncated file fails here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import great_expectations.expectations as gxe
+import numpy as np
+import pandas as pd
+
+from deepflow.usecases.traffic.config import TrafficConfig
+from deepflow.usecases.traffic.labels import CLASSES, decode, parse_yolo
+
+SPLITS = ("train", "val", "test")
+EDGE_TOLERANCE = 1e-4  # YOLO text keeps 6 decimals: an edge may round just past the frame
+
+
+def _image_row(split: str, row) -> dict:
+    try:
+        pixels = np.asarray(decode(bytes(row.image)))
+        decoded = {"decodes": True, "decoded_width": pixels.shape[1], "decoded_height": pixels.shape[0],
+                   "content_hash": hashlib.sha256(pixels.tobytes()).hexdigest()[:20]}
+    except Exception as exc:  # noqa: BLE001 (any decoder error means: does not decode)
+        decoded = {"decodes": False, "decoded_width": None, "decoded_height": None,  # reported by "decodes"
+                   "content_hash": f"undecodable:{type(exc).__name__}:{split}/{row.image_id}"}
+    return {"split": split, "image": f"{split}/{row.image_id}", "width": int(row.width),
+            "height": int(row.height), **decoded}
+
+
+def _box_rows(split: str, row) -> list[dict]:
+    image = f"{split}/{row.image_id}"
+    try:
+        cls, b = parse_yolo(row.labels)
+    except ValueError:
+        return [{"split": split, "image": image, "class_name": f"unparseable label: {row.labels[:40]!r}",
+                 "left": 0.0, "top": 0.0, "right": 0.0, "bottom": 0.0, "width_px": 0.0, "height_px": 0.0}]
+    names = [CLASSES[c] if 0 <= c < len(CLASSES) else f"unknown class id {c}" for c in cls]
+    return [{"split": split, "image": image, "class_name": n,
+             "left": cx - w / 2, "top": cy - h / 2, "right": cx + w / 2, "bottom": cy + h / 2,
+             "width_px": w * row.width, "height_px": h * row.height}
+            for n, (cx, cy, w, h) in zip(names, b.tolist(), strict=True)]
+
+
+def frames(splits: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """The manifest the suites look at, built from the prepared splits."""
+    images, boxes = [], []
+    for split, frame in splits.items():
+        for row in frame.itertuples(index=False):
+            images.append(_image_row(split, row))
+            boxes.extend(_box_rows(split, row))
+    images = pd.DataFrame(images).astype({"decoded_width": "Int64", "decoded_height": "Int64"})
+    boxes = pd.DataFrame(boxes, columns=["split", "image", "class_name", "left", "top", "right", "bottom",
+                                         "width_px", "height_px"])
+    counts = boxes.groupby("image").size()
+    images["n_boxes"] = images["image"].map(counts).fillna(0).astype("int64")
+    # "train" for an image seen in one split; "test+train" when the same pixels sit in both
+    seen = images.groupby("content_hash")["split"].agg(lambda s: "+".join(sorted(set(s))))
+    images["splits_with_same_image"] = images["content_hash"].map(seen)
+    return {"images": images, "boxes": boxes}
+
+
+def suites(cfg: TrafficConfig) -> dict[str, list]:
+    images = [
+        gxe.ExpectTableRowCountToBeBetween(min_value=1),
+        gxe.ExpectColumnValuesToBeUnique(column="image"),
+        gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS)),
+        gxe.ExpectColumnValuesToBeInSet(column="decodes", value_set=[True]),
+        gxe.ExpectColumnPairValuesToBeEqual(column_A="width", column_B="decoded_width",
+                                            ignore_row_if="either_value_is_missing"),
+        gxe.ExpectColumnPairValuesToBeEqual(column_A="height", column_B="decoded_height",
+                                            ignore_row_if="either_value_is_missing"),
+        gxe.ExpectColumnValuesToBeBetween(column="n_boxes", min_value=0, max_value=cfg.max_boxes_per_image),
+        gxe.ExpectColumnValuesToBeInSet(column="splits_with_same_image", value_set=list(SPLITS)),
+    ]
+    boxes = [
+        gxe.ExpectColumnValuesToBeInSet(column="class_name", value_set=list(CLASSES)),
+        gxe.ExpectColumnValuesToBeBetween(column="left", min_value=-EDGE_TOLERANCE, max_value=1),
+        gxe.ExpectColumnValuesToBeBetween(column="top", min_value=-EDGE_TOLERANCE, max_value=1),
+        gxe.ExpectColumnValuesToBeBetween(column="right", min_value=0, max_value=1 + EDGE_TOLERANCE),
+        gxe.ExpectColumnValuesToBeBetween(column="bottom", min_value=0, max_value=1 + EDGE_TOLERANCE),
+        gxe.ExpectColumnValuesToBeBetween(column="width_px", min_value=cfg.min_box_px),
+        gxe.ExpectColumnValuesToBeBetween(column="height_px", min_value=cfg.min_box_px),
+        gxe.ExpectColumnDistinctValuesToContainSet(column="class_name", value_set=list(CLASSES),
+                                                   row_condition='split=="train"', condition_parser="pandas"),
+    ]
+    return {"images": images, "boxes": boxes}
