@@ -113,7 +113,9 @@ def log_scorer(run_id: str, scorer, input_example: pd.DataFrame) -> str:
 
     logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)  # the cloudpickle notice, each time
     output = scorer.predict(input_example)
-    signature = infer_signature(input_example, output if isinstance(output, pd.DataFrame) else np.asarray(output))
+    with warnings.catch_warnings():  # its "integer columns cannot hold missing values" hint: outputs never do
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        signature = infer_signature(input_example, output if isinstance(output, pd.DataFrame) else np.asarray(output))
     packages = (*MODEL_REQUIREMENTS, *getattr(scorer, "requirements", ()))  # e.g. a frozen encoder's wheel
     requirements = [f"{p}=={metadata.version(p)}" for p in packages]
     client()  # make sure the tracking URI is set before the fluent call below
