@@ -62,16 +62,18 @@ def _pipeline(use_case: str, overrides: list[str], promote: bool) -> dict:
 
 
 def _print_summaries(summaries: list[dict]) -> None:
-    from deepflow import report
+    from deepflow import report, usecase
 
-    table = Table(title="deepflow pipeline summary")
-    all_rows = [row for s in summaries for row in report.rows(s)]
-    columns = list(dict.fromkeys(k for row in all_rows for k in row))
-    for col in columns:
-        table.add_column(col, justify="left" if col in ("use case", "member", "kind") else "right")
-    for row in all_rows:
-        table.add_row(*[report.fmt(row.get(c, "")) for c in columns])
-    out.print(table)
+    for s in summaries:  # one table per use case: each has its own metrics
+        shown = getattr(usecase.use_case_class(s["use_case"]), "summary_metrics", None)
+        table = Table(title=f"{s['use_case']} pipeline summary")
+        all_rows = report.rows(s, shown)
+        columns = list(dict.fromkeys(k for row in all_rows for k in row))
+        for col in columns:
+            table.add_column(col, justify="left" if col in ("use case", "member", "kind") else "right")
+        for row in all_rows:
+            table.add_row(*[report.fmt(row.get(c, "")) for c in columns])
+        out.print(table)
     for s in summaries:
         out.print(report.champion_line(s), highlight=False)
         t = s["timings"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 TIMING_CATEGORIES = ("orchestration", "validation", "training", "evaluation", "tracking")
@@ -26,8 +27,9 @@ def add_outer_wall(timings: dict[str, float], wall_s: float) -> dict[str, float]
     return out
 
 
-def rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per trained member, with the registered/champion markers."""
+def rows(summary: dict[str, Any], metrics: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """One row per trained member, with the registered/champion markers; ``metrics`` picks the
+    test metrics shown (default: all)."""
     primary = summary["primary"]
     reg = summary.get("registered") or {}
     out = []
@@ -37,7 +39,7 @@ def rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
             "member": r["member"],
             "kind": r["kind"],
             f"val/{primary}": r["val"][primary],
-            **{f"test/{k}": v for k, v in r["test"].items()},
+            **{f"test/{k}": v for k, v in r["test"].items() if metrics is None or k in metrics},
             "p50 ms": r["latency_ms"]["p50"],
             "registered": f"v{reg['version']}" if reg.get("run_id") == r["run_id"] else "",
         })

@@ -51,11 +51,15 @@ def default_names() -> list[str]:
 
 def get(name: str, overrides: Sequence[str] = ()) -> Any:
     """Build a use case with its resolved config; raises UnknownUseCase or ConfigError."""
+    cls = use_case_class(name)
+    return cls(name, config.load(cls.config_cls, REGISTRY[name].config_path, overrides))
+
+
+def use_case_class(name: str) -> Any:
     if name not in REGISTRY:
         raise UnknownUseCase(name)
     entry = REGISTRY[name]
-    cls = getattr(importlib.import_module(entry.module), entry.cls)
-    return cls(name, config.load(cls.config_cls, entry.config_path, overrides))
+    return getattr(importlib.import_module(entry.module), entry.cls)
 
 
 def project_path(path: str | Path) -> Path:

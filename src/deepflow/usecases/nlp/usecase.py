@@ -65,6 +65,7 @@ class TfidfScorer:
 class NlpUseCase:
     config_cls = NlpConfig
     primary_metric = "f1"
+    summary_metrics = ("f1", "mcc", "pr_auc", "accuracy", "behaviour_pass_rate")  # the CLI's table
     families = {"shallow": "shallow", "deep": "deep", "transfer": "transfer", "tfidf_lr": "classical"}
 
     def __init__(self, name: str, cfg: NlpConfig) -> None:

@@ -24,6 +24,7 @@ CANDIDATES = ("shallow", "deep")
 class TrafficUseCase:
     config_cls = TrafficConfig
     primary_metric = "map50"  # logged as val/map50 and test/map50
+    summary_metrics = ("map50", "map", "ap50_car", "ap50_pedestrian")  # the CLI's table (all are logged)
     families = {"shallow": "shallow", "deep": "deep"}
 
     def __init__(self, name: str, cfg: TrafficConfig) -> None:
