@@ -35,6 +35,9 @@ bench: bootstrap data
 	$(BIN)/python bench/promotion_cost.py
 	$(BIN)/python bench/nlp_latency.py
 	$(BIN)/python bench/traffic_throughput.py
+	$(BIN)/deepflow run fraud nlp traffic
+	for uc in fraud nlp traffic; do $(BIN)/python bench/serving_latency.py --use-case $$uc; done
+	$(BIN)/python bench/batch_scoring.py
 
 ui: bootstrap
 	$(BIN)/deepflow ui

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -233,6 +234,42 @@ def ui(port: int = 5000, host: str = "127.0.0.1") -> None:
         subprocess.run(cmd, env=env, check=False)
     except KeyboardInterrupt:
         pass
+
+
+@app.command()
+def serve(host: str = "127.0.0.1", port: int = 8000,
+          reload_interval: Annotated[float, typer.Option(help="seconds between registry polls (0: off)")] = 5.0,
+          torch_threads: Annotated[int, typer.Option(help="torch intra-op threads per inference call")] = 1) -> None:
+    """Serve every use case's @champion over HTTP (FastAPI + uvicorn; Ctrl-C stops it)."""
+    from deepflow import serving
+
+    serving.serve(serving.ServeConfig(host=host, port=port, reload_interval=reload_interval,
+                                      torch_threads=torch_threads))
+
+
+@app.command()
+def score(use_case: UseCaseArg,
+          input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="CSV or parquet to score")],
+          output_path: Annotated[Path, typer.Argument(metavar="OUTPUT", help=".parquet or .csv; rejects go beside it")],
+          chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, help="rows per chunk")] = 100_000,
+          alias: Annotated[str, typer.Option("--alias", help="registry alias to score with")] = "champion",
+          version: Annotated[str | None, typer.Option("--version", help="a version (overrides --alias)")] = None,
+          ) -> None:
+    """Score a file with USE_CASE@ALIAS (loaded once); failed rows go to OUTPUT's .rejects file."""
+    sys.path.insert(0, str(settings.PROJECT_ROOT))  # flows/ lives beside src/
+    from deepflow.batch import BatchError
+    from flows.score import score_batch
+
+    try:
+        result = score_batch(use_case, str(input_path), str(output_path), chunk_size=chunk_size,
+                             alias=alias, version=version)
+    except (BatchError, FileNotFoundError) as exc:
+        _fail(str(exc), 1)
+    except Exception as exc:  # a crash mid-file: nothing was written under OUTPUT
+        _fail(f"{use_case} batch scoring failed: {type(exc).__name__}: {exc} (no output written)", 1)
+    out.print(f"{result['model']} v{result['version']}: {result['scored']:,} scored, "
+              f"{result['rejected']:,} rejected of {result['rows']:,} rows in {result['seconds']:.1f} s -> "
+              f"{result['output']} (rejects: {result['rejects']})", highlight=False, soft_wrap=True)
 
 
 def main() -> None:
