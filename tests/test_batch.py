@@ -171,3 +171,44 @@ def test_nlp_label_and_probability(store, tmp_path) -> None:
     clean, rej = batch.validate_text(pd.DataFrame({"text": ["fine", 7, None, "  "]}))
     assert list(clean.index) == [0] and list(rej["reason"]) == [
         "text: text is not a string (int)", "text: missing text", "text: empty text"]
+
+
+def test_traffic_folder_of_images_one_row_per_frame_with_counts(store, tmp_path) -> None:
+    """A folder of frames through a real (untrained) detector: one row per decodable file with its
+    detections and per-class counts; a file that is not an image is rejected by name."""
+    import io
+    import json
+
+    from PIL import Image
+
+    from deepflow.usecases.traffic.labels import CLASSES
+    from deepflow.usecases.traffic.models import ShallowNet
+    from deepflow.usecases.traffic.scorer import DetectorScorer
+
+    def png(size, colour) -> bytes:
+        buf = io.BytesIO()
+        Image.new("RGB", size, colour).save(buf, format="PNG")
+        return buf.getvalue()
+
+    torch.manual_seed(0)
+    scorer = DetectorScorer(ShallowNet(len(CLASSES), width=8), 64, min_score=0.0, max_det=20)
+    version = register_champion("traffic", scorer, pd.DataFrame({"image": [png((32, 24), (9, 9, 9))]}),
+                                {"deepflow.threshold": 0.0})
+    frames = tmp_path / "frames" / "cam1"
+    frames.mkdir(parents=True)
+    (frames / "a.png").write_bytes(png((80, 50), (200, 10, 10)))
+    (frames / "b.png").write_bytes(png((40, 60), (10, 200, 10)))
+    (frames / "notes.txt").write_text("not a frame")
+    (frames / "cut.png").write_bytes(png((40, 60), (1, 2, 3))[:40])  # truncated
+    result = batch.score_file("traffic", tmp_path / "frames", tmp_path / "out.parquet", chunk_size=2)
+    assert (result.rows, result.scored, result.rejected, result.version) == (4, 2, 2, version)
+    out = pd.read_parquet(tmp_path / "out.parquet")
+    assert list(out["file"]) == ["cam1/a.png", "cam1/b.png"] and set(out["version"]) == {version}
+    for _, r in out.iterrows():
+        dets = json.loads(r["detections"])
+        assert sum(r[f"count_{c}"] for c in CLASSES) == len(dets) > 0  # threshold 0: every kept box
+        assert all(d["class"] in CLASSES and d["x1"] <= d["x2"] for d in dets)
+    rejects = pd.read_parquet(tmp_path / "out.rejects.parquet")
+    assert sorted(rejects["row"]) == [2, 3]  # cut.png and notes.txt (files sorted by path)
+    assert all("not a decodable image" in r for r in rejects["reason"])
+    assert any("notes.txt" in r for r in rejects["reason"]) and any("cut.png" in r for r in rejects["reason"])

@@ -12,6 +12,10 @@ Two scorer shapes are supported, told apart by what the scorer carries:
   ``deepflow.threshold`` tag;
 * text (nlp): ``scorer.labels`` and a ``text`` column -> (N, C) class probabilities; the
   output holds the arg-max label and its probability.
+* image (traffic): a folder of image files (or a table with an ``image`` column of encoded
+  bytes) -> one output row per image: the detections above the version's threshold as JSON, and
+  the count of objects per class (the traffic-flow numbers). Files that do not decode as images
+  are rejected with their name.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ DEFAULT_CHUNK_SIZE = 100_000
 ROW = "row"  # the input row's 0-based position in the file, carried to output and rejects
 REJECT_COLUMNS = (ROW, "column", "reason")
 TEXT = "text"
+IMAGE, FILE = "image", "file"
+IMAGE_CHUNK = 256  # images read per chunk from a folder
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 
 
@@ -100,8 +106,10 @@ class Model:
             return "tabular"
         if hasattr(self.scorer, "labels"):
             return "text"
+        if hasattr(self.scorer, "max_det"):  # a detector: encoded images in, boxes out
+            return "image"
         raise BatchError(f"{self.name} v{self.version}: batch scoring supports tabular scorers (with "
-                         f"`features`) and text scorers (with `labels`), not {type(self.scorer).__name__}")
+                         f"`features`), text scorers (with `labels`) and detectors, not {type(self.scorer).__name__}")
 
 
 def resolve_version(name: str, alias: str | None = tracking.CHAMPION, version: str | None = None) -> tuple[str, Any]:
@@ -136,7 +144,15 @@ def load_model(name: str, alias: str | None = tracking.CHAMPION, version: str | 
 # --- input -----------------------------------------------------------------------------------
 
 
+def image_files(folder: Path) -> list[Path]:
+    """Every regular, non-hidden file below ``folder``, sorted (a non-image is rejected, not skipped)."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not any(
+        part.startswith(".") for part in p.relative_to(folder).parts))
+
+
 def file_format(path: Path) -> str:
+    if path.is_dir():
+        return "folder"
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise BatchError(f"{path}: unsupported extension {path.suffix!r} (use .parquet or .csv)")
@@ -144,6 +160,8 @@ def file_format(path: Path) -> str:
 
 
 def input_columns(path: Path) -> list[str]:
+    if file_format(path) == "folder":
+        return [FILE, IMAGE]
     if file_format(path) == "parquet":
         return list(pq.ParquetFile(path).schema_arrow.names)
     return list(pd.read_csv(path, nrows=0).columns)
@@ -151,7 +169,10 @@ def input_columns(path: Path) -> list[str]:
 
 def count_rows(path: Path) -> int | None:
     """Rows in a parquet file from its footer; None for CSV (not worth a pass over the file)."""
-    return pq.ParquetFile(path).metadata.num_rows if file_format(path) == "parquet" else None
+    fmt = file_format(path)
+    if fmt == "folder":
+        return len(image_files(path))
+    return pq.ParquetFile(path).metadata.num_rows if fmt == "parquet" else None
 
 
 def read_chunks(path: Path, chunk_size: int) -> Iterator[pd.DataFrame]:
@@ -163,7 +184,14 @@ def read_chunks(path: Path, chunk_size: int) -> Iterator[pd.DataFrame]:
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
     start = 0
-    if file_format(path) == "parquet":
+    if file_format(path) == "folder":  # a folder of images: (file, bytes) rows
+        files = image_files(path)
+        chunk_size = min(chunk_size, IMAGE_CHUNK)  # encoded frames, not rows of numbers: keep memory small
+        for i in range(0, len(files), chunk_size):
+            part = files[i:i + chunk_size]
+            yield pd.DataFrame({FILE: [str(f.relative_to(path)) for f in part],
+                                IMAGE: [f.read_bytes() for f in part]}, index=pd.RangeIndex(i, i + len(part)))
+    elif file_format(path) == "parquet":
         for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_size):
             frame = batch.to_pandas()
             frame.index = pd.RangeIndex(start, start + len(frame))
@@ -236,6 +264,27 @@ def validate_text(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return clean, rejects_frame(problems)
 
 
+def validate_image(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows whose ``image`` decodes, rejects[row, column, reason]); the reason names the file."""
+    import io
+
+    from PIL import Image
+
+    problems: dict[Any, list[tuple[str, str]]] = {}
+    for row, data in frame[IMAGE].items():
+        where = f" ({frame.at[row, FILE]})" if FILE in frame.columns else ""
+        if not isinstance(data, bytes | bytearray) or not data:
+            problems[row] = [(IMAGE, f"no image bytes{where}")]
+            continue
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                image.load()  # a full decode: a truncated file fails here, not at scoring time
+        except Exception as exc:  # PIL raises several types for bad bytes
+            problems[row] = [(IMAGE, f"not a decodable image{where}: {type(exc).__name__}")]
+    clean = frame.drop(index=list(problems)) if problems else frame
+    return clean, rejects_frame(problems)
+
+
 def rejects_frame(problems: dict[Any, list[tuple[str, str]]]) -> pd.DataFrame:
     rows = sorted(problems)
     return pd.DataFrame({
@@ -262,6 +311,8 @@ def score_chunk(model: Model, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Dat
         out["probability"] = np.asarray(scores, dtype=np.float64).reshape(-1)
         out["decision"] = out["probability"].to_numpy() >= model.threshold
         out["threshold"] = float(model.threshold)
+    elif model.kind == "image":
+        return score_images(model, frame)
     else:
         clean, rejects = validate_text(frame)
         width = len(model.scorer.labels)
@@ -274,6 +325,34 @@ def score_chunk(model: Model, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Dat
         out["version"] = pd.Series(model.version, index=clean.index, dtype=str)
         out["label"] = pd.Series(labels[best], index=clean.index, dtype=str)
         out["probability"] = proba[np.arange(len(proba)), best].astype(np.float64) if len(proba) else np.empty(0)
+    return out.reset_index(drop=True), rejects
+
+
+def score_images(model: Model, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One output row per decodable image: detections at or above the threshold (JSON) and counts per class."""
+    import json
+
+    from deepflow.usecases.traffic.labels import CLASSES
+
+    clean, rejects = validate_image(frame)
+    threshold = model.threshold if model.threshold is not None else 0.0
+    found = model.scorer.predict(clean[[IMAGE]].reset_index(drop=True)) if len(clean) else None
+    out = clean.drop(columns=[IMAGE])
+    out.insert(0, ROW, clean.index.to_numpy(dtype=np.int64))
+    out["model"] = pd.Series(model.name, index=clean.index, dtype=str)
+    out["version"] = pd.Series(model.version, index=clean.index, dtype=str)
+    kept = found[found["score"] >= threshold] if found is not None else None
+    boxes, counts = [], {c: [] for c in CLASSES}
+    for pos in range(len(clean)):
+        mine = kept[kept["image"] == pos] if kept is not None else pd.DataFrame()
+        boxes.append(json.dumps([{k: (round(float(r[k]), 2) if k != "class" else r[k]) for k in
+                                  ("x1", "y1", "x2", "y2", "class", "score")} for _, r in mine.iterrows()]))
+        for c in CLASSES:
+            counts[c].append(int((mine["class"] == c).sum()) if len(mine) else 0)
+    out["threshold"] = float(threshold)
+    out["detections"] = pd.Series(boxes, index=clean.index, dtype=str)
+    for c in CLASSES:
+        out[f"count_{c}"] = pd.Series(counts[c], index=clean.index, dtype="int64")
     return out.reset_index(drop=True), rejects
 
 
@@ -331,10 +410,12 @@ def rejects_path(output: Path) -> Path:
 
 
 def check_schema(model: Model, columns: list[str], path: Path) -> None:
-    needed = list(model.scorer.features) if model.kind == "tabular" else [TEXT]
+    needed = {"tabular": lambda: list(model.scorer.features), "text": lambda: [TEXT],
+              "image": lambda: [IMAGE]}[model.kind]()
     if missing := [c for c in needed if c not in columns]:
         raise BatchError(f"{path}: missing column(s) {', '.join(missing)} needed by {model.name} v{model.version}")
-    clash = {ROW, "model", "version", "probability", "decision", "threshold", "label"} & (set(columns) - set(needed))
+    outputs = {ROW, "model", "version", "probability", "decision", "threshold", "label", "detections"}
+    clash = outputs & (set(columns) - set(needed))
     if clash:
         raise BatchError(f"{path}: input column(s) {', '.join(sorted(clash))} clash with output columns; rename them")
 
@@ -367,8 +448,10 @@ def score_file(use_case: str, input_path: str | Path, output_path: str | Path, *
     t0 = time.perf_counter()
     source, target = Path(input_path), Path(output_path)
     if not source.exists():
-        raise BatchError(f"{source}: no such input file")
+        raise BatchError(f"{source}: no such input file or folder")
     file_format(source), file_format(target)
+    if file_format(target) == "folder":
+        raise BatchError(f"{target}: the output must be a .parquet or .csv file, not a folder")
     if source.resolve() == target.resolve():
         raise BatchError("the output must not overwrite the input")
     model = model or load_model(use_case, alias, version, threshold)
