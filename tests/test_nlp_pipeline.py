@@ -41,10 +41,11 @@ def test_any_text_label_csv_goes_through_by_config_alone(store, tmp_path) -> Non
 
 
 @pytest.mark.slow
-def test_sms_spam_bakeoff_with_every_candidate(store) -> None:
-    if not (settings.PROJECT_ROOT / "data/prepared/nlp/train.parquet").exists():
-        pytest.skip("run `dvc repro nlp_prepare` first")
-    summary = train_pipeline("nlp", [])
+def test_sms_spam_bakeoff_with_every_candidate(store, tmp_path) -> None:
+    out = tmp_path / "sms"  # the DVC stage's own code and parameters, into a temporary folder
+    prepare(settings.PROJECT_ROOT / "data/external/sms_spam/SMSSpamCollection", out,
+            PrepareParams(**settings.stage_params("nlp.prepare")))
+    summary = train_pipeline("nlp", [f"prepared_dir={out}"])
     by_member = {m["member"]: m for m in summary["members"]}
     assert set(by_member) == {"shallow", "deep", "transfer", "tfidf_lr"}
     for m in by_member.values():  # all on the same deduplicated split
