@@ -266,9 +266,7 @@ def validate_text(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def validate_image(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(rows whose ``image`` decodes, rejects[row, column, reason]); the reason names the file."""
-    import io
-
-    from PIL import Image
+    from deepflow.usecases.traffic.labels import decode
 
     problems: dict[Any, list[tuple[str, str]]] = {}
     for row, data in frame[IMAGE].items():
@@ -277,8 +275,7 @@ def validate_image(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             problems[row] = [(IMAGE, f"no image bytes{where}")]
             continue
         try:
-            with Image.open(io.BytesIO(data)) as image:
-                image.load()  # a full decode: a truncated file fails here, not at scoring time
+            decode(data)  # the scorer's own full decode: a truncated file fails here, not at scoring time
         except Exception as exc:  # PIL raises several types for bad bytes
             problems[row] = [(IMAGE, f"not a decodable image{where}: {type(exc).__name__}")]
     clean = frame.drop(index=list(problems)) if problems else frame
@@ -297,6 +294,16 @@ def rejects_frame(problems: dict[Any, list[tuple[str, str]]]) -> pd.DataFrame:
 # --- scoring ---------------------------------------------------------------------------------
 
 
+def _stamped(clean: pd.DataFrame, inputs: list[str], model: Model) -> pd.DataFrame:
+    """The output frame of the valid rows: their row index, the pass-through columns (everything
+    but the model's ``inputs``), and the model name and version that scored them."""
+    out = clean.drop(columns=inputs)
+    out.insert(0, ROW, clean.index.to_numpy(dtype=np.int64))
+    out["model"] = pd.Series(model.name, index=clean.index, dtype=str)
+    out["version"] = pd.Series(model.version, index=clean.index, dtype=str)
+    return out
+
+
 def score_chunk(model: Model, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(predictions, rejects) for one chunk. Predictions carry the row index, the input's other
     columns (ids), the model name and version, and the scores."""
@@ -304,10 +311,7 @@ def score_chunk(model: Model, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Dat
         features = model.scorer.features
         clean, rejects = validate_tabular(frame, features)
         scores = model.scorer.predict(clean) if len(clean) else np.empty(0)
-        out = clean.drop(columns=features)
-        out.insert(0, ROW, clean.index.to_numpy(dtype=np.int64))
-        out["model"] = pd.Series(model.name, index=clean.index, dtype=str)
-        out["version"] = pd.Series(model.version, index=clean.index, dtype=str)
+        out = _stamped(clean, features, model)
         out["probability"] = np.asarray(scores, dtype=np.float64).reshape(-1)
         out["decision"] = out["probability"].to_numpy() >= model.threshold
         out["threshold"] = float(model.threshold)
@@ -319,10 +323,7 @@ def score_chunk(model: Model, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Dat
         proba = np.asarray(model.scorer.predict(clean[[TEXT]])) if len(clean) else np.empty((0, width))
         labels = np.asarray(model.scorer.labels, dtype=object)
         best = proba.argmax(axis=1) if len(proba) else np.empty(0, dtype=int)
-        out = clean.drop(columns=[TEXT])
-        out.insert(0, ROW, clean.index.to_numpy(dtype=np.int64))
-        out["model"] = pd.Series(model.name, index=clean.index, dtype=str)
-        out["version"] = pd.Series(model.version, index=clean.index, dtype=str)
+        out = _stamped(clean, [TEXT], model)
         out["label"] = pd.Series(labels[best], index=clean.index, dtype=str)
         out["probability"] = proba[np.arange(len(proba)), best].astype(np.float64) if len(proba) else np.empty(0)
     return out.reset_index(drop=True), rejects
@@ -337,10 +338,7 @@ def score_images(model: Model, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Da
     clean, rejects = validate_image(frame)
     threshold = model.threshold if model.threshold is not None else 0.0
     found = model.scorer.predict(clean[[IMAGE]].reset_index(drop=True)) if len(clean) else None
-    out = clean.drop(columns=[IMAGE])
-    out.insert(0, ROW, clean.index.to_numpy(dtype=np.int64))
-    out["model"] = pd.Series(model.name, index=clean.index, dtype=str)
-    out["version"] = pd.Series(model.version, index=clean.index, dtype=str)
+    out = _stamped(clean, [IMAGE], model)
     kept = found[found["score"] >= threshold] if found is not None else None
     boxes, counts = [], {c: [] for c in CLASSES}
     for pos in range(len(clean)):
