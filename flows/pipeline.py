@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import time
+from typing import Literal
 
 from deepflow import settings
 
@@ -16,6 +17,10 @@ from prefect.artifacts import create_markdown_artifact  # noqa: E402
 from prefect.runtime import deployment, flow_run  # noqa: E402
 
 from deepflow import report, steps, tracking, usecase  # noqa: E402
+
+# Typed parameters: the Prefect UI's "Run" form shows a drop-down of use cases, a list of
+# key=value overrides and a promote switch, and the API rejects anything else.
+UseCaseName = Literal[tuple(usecase.REGISTRY)]  # type: ignore[valid-type]
 
 
 @task(name="start-run")
@@ -51,7 +56,7 @@ def bakeoff(use_case: str, overrides: list[str], summary: dict) -> dict:
 
 
 @flow(name="train-pipeline")
-def train_pipeline(use_case: str = "fraud", overrides: list[str] | None = None,
+def train_pipeline(use_case: UseCaseName = "fraud", overrides: list[str] | None = None,
                    promote_challenger: bool = True) -> dict:
     """Validate the data version, train all members, register the best, maybe promote it."""
     t0 = time.perf_counter()

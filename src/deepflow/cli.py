@@ -1,10 +1,10 @@
-"""``deepflow`` command line: run | validate | train | promote | status | ui."""
+"""``deepflow`` command line: run | validate | train | promote | status | show | history | rollback |
+ui | serve | score | schedule | deploy | monitor | incoming."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -219,21 +219,40 @@ def rollback(use_case: UseCaseArg,
 
 
 @app.command()
-def ui(port: int = 5000, host: str = "127.0.0.1") -> None:
-    """Start the MLflow UI on the embedded store (Ctrl-C stops it)."""
-    from deepflow import tracking
+def ui(port: Annotated[int, typer.Option(help="MLflow UI port")] = 5000,
+       prefect_port: Annotated[int, typer.Option(help="Prefect server port (when none is configured)")] = 4200,
+       ) -> None:
+    """Open both dashboards on 127.0.0.1: MLflow (runs, models, @champion) and Prefect (flow runs,
+    deployments, schedules). Starts a Prefect server unless PREFECT_API_URL names one. Ctrl-C stops."""
+    from deepflow import dashboards
 
-    tracking.client()  # creates the SQLite schema if this is a fresh clone
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", settings.tracking_uri(),
-           "--host", host, "--port", str(port), "--workers", "1"]
-    if root := settings.artifact_root():
-        cmd += ["--default-artifact-root", root]
-    out.print(f"MLflow UI: http://{host}:{port}  (store {settings.tracking_uri()})", highlight=False)
+    started = []
     try:
-        subprocess.run(cmd, env=env, check=False)
+        started.append(_started(dashboards.start_mlflow_ui, port))
+        out.print(f"MLflow UI:  {started[-1].url}  (store {settings.tracking_uri()})", highlight=False)
+        if api := dashboards.discover_prefect():
+            out.print(f"Prefect UI: {api.removesuffix('/api')}  (already running)", highlight=False)
+        else:
+            started.append(_started(dashboards.start_prefect_server, prefect_port))
+            out.print(f"Prefect UI: {started[-1].url}  (database in {os.environ['PREFECT_HOME']})", highlight=False)
+        out.print("Ctrl-C stops them.")
+        while all(s.process.poll() is None for s in started):
+            time.sleep(1)
+        _fail(f"{next(s for s in started if s.process.poll() is not None).name} exited; see its log", 1)
     except KeyboardInterrupt:
         pass
+    finally:
+        for s in started:
+            s.stop()
+
+
+def _started(start, port: int):
+    from deepflow import dashboards
+
+    try:
+        return start(port)
+    except dashboards.ServerError as exc:
+        _fail(str(exc), 1)
 
 
 @app.command()
@@ -272,7 +291,112 @@ def score(use_case: UseCaseArg,
               f"{result['output']} (rejects: {result['rejects']})", highlight=False, soft_wrap=True)
 
 
+OpsOverrides = Annotated[list[str] | None, typer.Option("--set", "-s", help="operations config key=value")]
+
+
+def _ops(overrides: list[str] | None):
+    from deepflow import config, operations
+
+    try:
+        return operations.load(overrides=overrides or [])
+    except config.ConfigError as exc:
+        _fail(str(exc), 2)
+
+
+@app.command()
+def schedule(override: OpsOverrides = None,
+             prefect_port: Annotated[int, typer.Option(help="port of the Prefect server started here")] = 4200,
+             ) -> None:
+    """Serve the deployments (one per use-case pipeline + monitor) on their schedules until Ctrl-C.
+
+    Uses PREFECT_API_URL if set, else a Prefect server this command starts (UI included)."""
+    from deepflow import dashboards
+
+    ops = _ops(override)
+    server = None
+    if not dashboards.discover_prefect():
+        server = _started(dashboards.start_prefect_server, prefect_port)
+        os.environ["PREFECT_API_URL"] = f"{server.url}/api"
+        out.print(f"Prefect server + UI: {server.url}", highlight=False)
+    sys.path.insert(0, str(settings.PROJECT_ROOT))
+    from flows import deployments
+
+    try:
+        deployments.serve_all(ops)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if server:
+            server.stop()
+
+
+@app.command()
+def deploy(pool: Annotated[str, typer.Option("--pool", help="Prefect work pool (e.g. a process pool)")],
+           override: OpsOverrides = None) -> None:
+    """Register the deployments with a work pool (team set-up); `prefect worker start --pool POOL`
+    runs them. Needs PREFECT_API_URL (a Prefect server)."""
+    from deepflow import dashboards
+
+    ops = _ops(override)
+    if not dashboards.discover_prefect():
+        _fail("deploy needs a Prefect server: set PREFECT_API_URL (see docs/team.md)", 2)
+    sys.path.insert(0, str(settings.PROJECT_ROOT))
+    from flows import deployments
+
+    ids = deployments.deploy_to_pool(ops, pool)
+    out.print(f"{len(ids)} deployments on work pool {pool!r}: "
+              + ", ".join([f"train-pipeline/{u}" for u in ops.pipelines] + ["monitor/incoming"]), highlight=False)
+
+
+@app.command()
+def monitor(use_case: Annotated[str | None, typer.Argument(help="default: every monitored use case")] = None,
+            batch: Annotated[Path | None, typer.Option("--batch", help="check this file/folder, not the inbox")] = None,
+            override: OpsOverrides = None) -> None:
+    """Drift-check new batches in data/incoming/<use case>/ against the champion; retrain on drift."""
+    from deepflow import batch as batch_mod
+    from deepflow import dashboards
+
+    _ops(override)  # a bad key fails here, before any Prefect start-up
+    if use_case:
+        _check(use_case, [])
+    dashboards.discover_prefect()
+    sys.path.insert(0, str(settings.PROJECT_ROOT))
+    from flows.monitor import monitor as monitor_flow
+
+    try:
+        results = monitor_flow(use_case, str(batch) if batch else None, list(override or []))
+    except (batch_mod.BatchError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc), 1)
+    for r in results:
+        if not r["batches"]:
+            out.print(f"{r['use_case']}: no new batches", highlight=False)
+            continue
+        verdict = "DRIFT" if r["drifted"] else "no drift"
+        out.print(f"{r['use_case']}: {verdict} (score {r['score']:.3f}, {r['rows']:,} rows from "
+                  f"{', '.join(r['batches'])}); {r['decision']['reason']}; report {r['report']}",
+                  highlight=False, soft_wrap=True)
+
+
+@app.command()
+def incoming(use_case: UseCaseArg,
+             rows: Annotated[int, typer.Option(help="rows (transactions, texts or frames)")] = 3000,
+             drift: Annotated[float, typer.Option(help="0: like the training data; 1: clearly shifted")] = 0.0,
+             seed: Annotated[int, typer.Option(help="generator seed")] = 1,
+             override: OpsOverrides = None) -> None:
+    """Write a new batch (drifted on request) into the use case's inbox, for `deepflow monitor`."""
+    from deepflow import drift as drift_mod
+    from deepflow import operations
+
+    _check(use_case, [])
+    path = drift_mod.make_batch(use_case, operations.inbox(_ops(override), use_case), rows=rows, drift=drift,
+                                seed=seed)
+    out.print(f"{use_case}: wrote {path} ({rows} rows, drift {drift})", highlight=False)
+
+
 def main() -> None:
+    from deepflow import dashboards
+
+    dashboards.discover_prefect()  # use the local Prefect server `deepflow schedule`/`ui` started
     app()
 
 

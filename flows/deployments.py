@@ -1,0 +1,195 @@
+"""Prefect deployments: one per use-case pipeline plus one for monitoring, with schedules from
+``src/deepflow/operations.yaml``.
+
+Two ways to run them:
+
+- ``serve_all``  (``deepflow schedule``): this process polls the API and runs due flow runs as
+  subprocesses. Needs nothing but a Prefect API; the local default.
+- ``deploy_to_pool`` (``deepflow deploy --pool P``): registers the same deployments with a work
+  pool; ``prefect worker start --pool P`` on any machine that has this checkout runs them.
+
+Deployments are addressed as ``train-pipeline/<use case>`` and ``monitor/incoming``; each allows one
+run in flight (a second is cancelled by the server: no pile-up of retrainings).
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+from deepflow import settings
+
+settings.apply_env_defaults()  # before Prefect reads its settings
+
+from prefect import serve  # noqa: E402
+from prefect.client.orchestration import get_client  # noqa: E402
+from prefect.client.schemas.filters import (  # noqa: E402
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+    FlowRunFilterTags,
+)
+from prefect.client.schemas.objects import (  # noqa: E402
+    ConcurrencyLimitConfig,
+    ConcurrencyLimitStrategy,
+    StateType,
+)
+from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule  # noqa: E402
+from prefect.client.schemas.sorting import FlowRunSort  # noqa: E402
+from prefect.states import Cancelled  # noqa: E402
+
+from deepflow import operations  # noqa: E402
+from deepflow.operations import OpsConfig, Schedule  # noqa: E402
+
+ONE_AT_A_TIME = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
+IN_FLIGHT = [StateType.PENDING, StateType.RUNNING, StateType.PAUSED, StateType.CANCELLING]
+
+
+def _schedules(s: Schedule, timezone: str) -> list:
+    if s.cron:
+        return [CronSchedule(cron=s.cron, timezone=timezone)]
+    if s.interval_seconds:
+        return [IntervalSchedule(interval=timedelta(seconds=s.interval_seconds), timezone=timezone)]
+    return []
+
+
+def _specs(ops: OpsConfig) -> list[dict]:
+    """What each deployment is: flow entrypoint, name, schedule, default parameters."""
+    specs = [
+        {"entrypoint": "flows/pipeline.py:train_pipeline", "name": uc,
+         "schedules": _schedules(s, ops.timezone), "active": s.enabled,
+         "parameters": {"use_case": uc, "overrides": list(s.overrides), "promote_challenger": True},
+         "tags": ["deepflow", uc], "description": f"Validate, train, register and promote {uc} (nightly)."}
+        for uc, s in ops.pipelines.items()
+    ]
+    m = ops.monitor.schedule
+    specs.append({"entrypoint": "flows/monitor.py:monitor", "name": operations.MONITOR_DEPLOYMENT,
+                  "schedules": _schedules(m, ops.timezone), "active": m.enabled, "parameters": {},
+                  "tags": ["deepflow", "monitor"],
+                  "description": "Drift report for each new batch in data/incoming/<use case>/; "
+                                 "retrains on drift (one in flight, cooldown, min rows)."})
+    return specs
+
+
+def _flow(entrypoint: str):
+    from prefect.flows import load_flow_from_entrypoint
+
+    return load_flow_from_entrypoint(str(settings.PROJECT_ROOT / entrypoint))
+
+
+def runner_deployments(ops: OpsConfig) -> list:
+    """The deployments as ``serve`` wants them (this process runs the flows)."""
+    out = []
+    for spec in _specs(ops):
+        flow = _flow(spec["entrypoint"])
+        out.append(flow.to_deployment(
+            name=spec["name"], schedules=spec["schedules"] or None, parameters=spec["parameters"],
+            tags=spec["tags"], description=spec["description"], concurrency_limit=ONE_AT_A_TIME,
+            paused=not spec["active"]))
+    return out
+
+
+def deploy_to_pool(ops: OpsConfig, pool: str) -> list[str]:
+    """Register the deployments with work pool ``pool``; its workers run them from this checkout."""
+    from prefect.flows import Flow
+
+    ids = []
+    for spec in _specs(ops):
+        flow = Flow.from_source(source=str(settings.PROJECT_ROOT), entrypoint=spec["entrypoint"])
+        ids.append(str(flow.deploy(
+            name=spec["name"], work_pool_name=pool, schedules=spec["schedules"] or None,
+            parameters=spec["parameters"], tags=spec["tags"], description=spec["description"],
+            concurrency_limit=ONE_AT_A_TIME, paused=not spec["active"], build=False, push=False,
+            print_next_steps=False, ignore_warnings=True)))
+    return ids
+
+
+# --- catch-up ----------------------------------------------------------------------------------
+
+
+def catch_up(deployment_ids: list[str], policy: str, now: datetime | None = None) -> list[str]:
+    """Apply the catch-up policy: cancel missed (late) runs that a later missed run supersedes.
+
+    Returns the ids of the runs cancelled. Runs in the future are left alone, and so is anything a
+    runner or worker has already picked up (only runs still *Scheduled* are touched).
+    """
+    now = now or datetime.now(UTC)
+    skipped: list[str] = []
+    with get_client(sync_client=True) as client:
+        for dep_id in deployment_ids:
+            runs = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep_id])),
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
+                    type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))),
+                limit=200)
+            due = [(str(r.id), r.expected_start_time) for r in runs if r.expected_start_time]
+            for run_id in operations.superseded(due, now, policy):
+                latest = max(t for _, t in due if t <= now)
+                client.set_flow_run_state(run_id, Cancelled(
+                    message=f"skipped by catch-up policy {policy!r}: superseded by the run due at "
+                            f"{latest:%Y-%m-%d %H:%M:%S %Z}"))
+                skipped.append(run_id)
+    return skipped
+
+
+def _catch_up_forever(deployment_ids: list[str], policy: str, stop: threading.Event, every: float) -> None:
+    while not stop.wait(every):
+        try:
+            catch_up(deployment_ids, policy)
+        except Exception as exc:  # the API restarting must not kill the runner: report and retry
+            print(f"catch-up: {type(exc).__name__}: {exc}", flush=True)
+
+
+def serve_all(ops: OpsConfig, catch_up_every: float = 15.0) -> None:
+    """Serve every deployment until interrupted, applying the catch-up policy on start and then
+    every ``catch_up_every`` seconds (before the runner picks up the missed runs)."""
+    deployments = runner_deployments(ops)
+    ids = [str(d.apply()) for d in deployments]
+    skipped = catch_up(ids, ops.catch_up)
+    if skipped:
+        print(f"catch-up ({ops.catch_up}): skipped {len(skipped)} missed run(s)", flush=True)
+    stop = threading.Event()
+    threading.Thread(target=_catch_up_forever, args=(ids, ops.catch_up, stop, catch_up_every),
+                     daemon=True, name="catch-up").start()
+    try:
+        serve(*deployments, print_starting_message=True)
+    finally:
+        stop.set()
+
+
+# --- queries the monitor's retraining rules need --------------------------------------------------
+
+
+def deployment_id(name: str) -> str | None:
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            return str(client.read_deployment_by_name(name).id)
+        except ObjectNotFound:
+            return None
+
+
+def in_flight(dep_id: str) -> list[str]:
+    """Runs of the deployment that are running or about to (incl. triggered ones not started yet)."""
+    now = datetime.now(UTC)
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep_id])),
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
+                type=FlowRunFilterStateType(any_=[*IN_FLIGHT, StateType.SCHEDULED]))),
+            limit=200)
+    return [f"{r.name} ({r.state_name})" for r in runs
+            if r.state_type in IN_FLIGHT or operations.DRIFT_TAG in r.tags
+            or (r.expected_start_time and r.expected_start_time <= now)]
+
+
+def last_drift_trigger(dep_id: str) -> datetime | None:
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep_id])),
+            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[operations.DRIFT_TAG])),
+            sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=1)
+    return runs[0].created if runs else None

@@ -1,0 +1,89 @@
+"""Prefect flow: watch ``data/incoming/<use case>/`` and retrain on drift. Sequencing only: the
+drift report is ``deepflow.monitoring.check``, the retraining rules ``operations.decide_retraining``.
+
+``monitor(use_case=None)``: for each use case with new batches -> drift report (MLflow run +
+Prefect artifact) -> maybe trigger deployment ``train-pipeline/<use case>`` -> mark batches done.
+A retraining is triggered only if the drift is above the thresholds, the new batches hold at
+least ``min_rows`` rows, no run of that deployment is in flight, and the last drift-triggered
+one is older than the cooldown.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from deepflow import settings
+
+settings.apply_env_defaults()  # before Prefect reads its settings
+
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.artifacts import create_markdown_artifact  # noqa: E402
+from prefect.deployments import run_deployment  # noqa: E402
+
+from deepflow import monitoring, operations  # noqa: E402
+
+
+@task(name="drift-report")
+def drift_report(use_case: str, paths: list[str], overrides: list[str]) -> dict:
+    return monitoring.check(use_case, [Path(p) for p in paths], operations.load(overrides=overrides))
+
+
+@task(name="retraining-decision")
+def decide(use_case: str, report: dict, overrides: list[str]) -> dict:
+    from flows import deployments
+
+    cfg = operations.load(overrides=overrides)
+    name = f"{operations.PIPELINE_FLOW}/{use_case}"
+    dep_id = deployments.deployment_id(name)
+    decision = operations.decide_retraining(
+        drifted=report["drifted"], rows=report["rows"], min_rows=cfg.monitor.min_rows.get(use_case, 0),
+        in_flight=deployments.in_flight(dep_id) if dep_id else [],
+        last_triggered=deployments.last_drift_trigger(dep_id) if dep_id else None,
+        now=datetime.now(UTC), cooldown=timedelta(minutes=cfg.monitor.cooldown_minutes),
+        deployment_exists=dep_id is not None)
+    out = {"trigger": decision.trigger, "reason": decision.reason, "final": decision.final,
+           "deployment": name, "flow_run_id": None}
+    if decision.trigger:
+        run = run_deployment(name, timeout=0, as_subflow=False, tags=[operations.DRIFT_TAG],
+                             flow_run_name=f"{use_case}-drift-retrain-{datetime.now(UTC):%Y%m%d-%H%M%S}",
+                             idempotency_key=f"drift:{use_case}:{report['run_id']}")
+        out["flow_run_id"] = str(run.id)
+    return out
+
+
+@flow(name="monitor")
+def monitor(use_case: str | None = None, batch: str | None = None, overrides: list[str] | None = None) -> list[dict]:
+    """Drift-check new batches of ``use_case`` (default: every monitored one); retrain on drift.
+
+    ``batch``: check this file/folder instead of the inbox (it is not marked as processed).
+    ``overrides``: ``key=value`` overrides of the operations config (e.g. monitor.cooldown_minutes=0).
+    """
+    log = get_run_logger()
+    overrides = list(overrides or [])
+    ops = operations.load(overrides=overrides)
+    names = [use_case] if use_case else list(ops.monitor.use_cases)
+    results = []
+    for name in names:
+        inbox = operations.inbox(ops, name)
+        paths = [Path(batch)] if batch else operations.pending_batches(inbox)
+        if not paths:
+            log.info(f"{name}: no new batches in {inbox}")
+            results.append({"use_case": name, "batches": [], "decision": {"reason": "no new batches"}})
+            continue
+        report = drift_report(name, [str(p) for p in paths], overrides)
+        decision = decide(name, report, overrides)
+        if decision["final"] and not batch:
+            operations.mark_processed(inbox, paths, {"drifted": report["drifted"], "decision": decision["reason"],
+                                                     "report": report["report_path"]})
+        verdict = "DRIFT" if report["drifted"] else "no drift"
+        log.info(f"{name}: {verdict} (score {report['score']:.3f}, {report['rows']} rows); {decision['reason']}")
+        text = report["markdown"] + f"\n\n## Retraining\n\n{decision['reason']}" + (
+            f" (flow run {decision['flow_run_id']})" if decision["flow_run_id"] else "")
+        create_markdown_artifact(text, key=re.sub(r"[^a-z0-9-]+", "-", f"{name}-drift".lower()),
+                                 description=f"{name}: {verdict}; {decision['reason']}")
+        results.append({"use_case": name, "batches": [p.name for p in paths], "report": report["report_path"],
+                        "drifted": report["drifted"], "score": report["score"], "rows": report["rows"],
+                        "run_id": report["run_id"], "decision": decision})
+    return results

@@ -1,0 +1,174 @@
+"""Operations config and the pure decisions behind scheduled and drift-triggered retraining.
+
+No Prefect here (``flows/deployments.py`` and ``flows/monitor.py`` are the doors): this module
+says *what* should happen — which deployments exist and when they fire, which late runs a
+catch-up skips, whether a drift report triggers a retraining, which incoming batches are new —
+so every rule is testable in microseconds.
+
+Config: dataclass defaults here <- ``operations.yaml`` beside this file (or ``DEEPFLOW_OPS_CONFIG``)
+<- ``key=value`` overrides, like the use cases' configs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from deepflow import config, settings
+
+DEFAULT_PATH = Path(__file__).with_name("operations.yaml")
+PIPELINE_FLOW = "train-pipeline"  # flow names: deployments are addressed as "<flow>/<deployment>"
+MONITOR_FLOW = "monitor"
+MONITOR_DEPLOYMENT = "incoming"
+DRIFT_TAG = "trigger:drift"  # on every retraining run a monitor started
+STATE_FILE = ".processed.json"  # per inbox: which batches the monitor has dealt with
+
+
+@dataclass
+class Schedule:
+    cron: str | None = None  # e.g. "0 2 * * *" (nightly at 02:00 in ``timezone``)
+    interval_seconds: int | None = None  # instead of cron (tests use a few seconds)
+    enabled: bool = True  # False: the deployment exists (manual/API/drift runs) but never fires alone
+    overrides: list[str] = field(default_factory=list)  # default ``overrides`` parameter of the runs
+
+
+@dataclass
+class MonitorConfig:
+    schedule: Schedule = field(default_factory=lambda: Schedule(cron="15 * * * *"))
+    incoming_dir: str = "data/incoming"  # one folder per use case: data/incoming/<use_case>/
+    use_cases: list[str] = field(default_factory=lambda: ["fraud", "nlp", "traffic"])
+    cooldown_minutes: float = 360.0  # after a drift-triggered retraining, no other for this long
+    min_rows: dict[str, int] = field(default_factory=lambda: {"fraud": 2000, "nlp": 200, "traffic": 50})
+    drift: dict[str, dict[str, Any]] = field(default_factory=dict)  # DriftConfig overrides per use case
+
+
+@dataclass
+class OpsConfig:
+    timezone: str = "UTC"
+    # What a schedule does about runs it missed while no runner/worker was up:
+    # "latest" runs only the most recent one and cancels the rest; "all" runs every one.
+    catch_up: Literal["latest", "all"] = "latest"
+    pipelines: dict[str, Schedule] = field(default_factory=lambda: {
+        "fraud": Schedule(cron="0 2 * * *"),
+        "nlp": Schedule(cron="30 2 * * *"),
+        "traffic": Schedule(cron="0 3 * * *"),
+    })
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+
+
+def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> OpsConfig:
+    """The operations config; raises ``config.ConfigError`` naming a bad key or an unknown use case."""
+    from deepflow import usecase
+
+    path = Path(path or os.environ.get("DEEPFLOW_OPS_CONFIG") or DEFAULT_PATH)
+    if not path.exists():
+        raise config.ConfigError(f"operations config {path} does not exist")
+    ops = config.load(OpsConfig, path, overrides)
+    for name in [*ops.pipelines, *ops.monitor.use_cases]:
+        if name not in usecase.REGISTRY:
+            raise config.ConfigError(f"operations config: unknown use case {name!r} "
+                                     f"(known: {', '.join(usecase.REGISTRY)})")
+    for name, sched in [*ops.pipelines.items(), ("monitor", ops.monitor.schedule)]:
+        if sched.cron and sched.interval_seconds:
+            raise config.ConfigError(f"schedule of {name}: set cron or interval_seconds, not both")
+    return ops
+
+
+# --- catch-up --------------------------------------------------------------------------------
+
+
+def superseded(due: list[tuple[str, datetime]], now: datetime, policy: str) -> list[str]:
+    """Ids of missed runs to skip. ``due``: (run id, expected start) of runs still waiting.
+
+    Only runs already due count as missed; with ``latest`` all but the most recent are skipped.
+    """
+    if policy == "all":
+        return []
+    late = sorted((t, run_id) for run_id, t in due if t <= now)
+    return [run_id for _, run_id in late[:-1]]
+
+
+# --- drift-triggered retraining ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetrainDecision:
+    trigger: bool
+    reason: str
+    final: bool = True  # False: leave the batches in the inbox and decide again with more data
+
+
+def decide_retraining(*, drifted: bool, rows: int, min_rows: int, in_flight: list[str],
+                      last_triggered: datetime | None, now: datetime, cooldown: timedelta,
+                      deployment_exists: bool = True) -> RetrainDecision:
+    """Whether a monitor's drift report starts a retraining; the first failing rule says why."""
+    if rows < min_rows:
+        return RetrainDecision(False, f"waiting for more data: {rows} new rows < min_rows {min_rows}", final=False)
+    if not drifted:
+        return RetrainDecision(False, "no drift above the thresholds")
+    if in_flight:
+        return RetrainDecision(False, f"drift, but a retraining is already in flight ({', '.join(in_flight)})")
+    if last_triggered is not None and now - last_triggered < cooldown:
+        wait = cooldown - (now - last_triggered)
+        return RetrainDecision(False, f"drift, but in cooldown: last drift retraining at "
+                                      f"{last_triggered:%Y-%m-%d %H:%M:%S} UTC, next allowed in "
+                                      f"{wait.total_seconds() / 60:.0f} min")
+    if not deployment_exists:
+        return RetrainDecision(False, "drift, but no retraining deployment to trigger "
+                                      "(start `deepflow schedule` or `deepflow deploy`)", final=False)
+    return RetrainDecision(True, "drift above the thresholds: retraining triggered")
+
+
+# --- inbox -----------------------------------------------------------------------------------
+
+
+def inbox(ops: OpsConfig, use_case: str) -> Path:
+    from deepflow import usecase
+
+    return usecase.project_path(ops.monitor.incoming_dir) / use_case
+
+
+def batch_id(path: Path) -> str:
+    """Content hash of a batch file or folder: a renamed copy is the same batch."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        digest.update(f.relative_to(path).as_posix().encode() if path.is_dir() else b"")
+        with f.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def processed(folder: Path) -> dict[str, dict]:
+    state = folder / STATE_FILE
+    return json.loads(state.read_text()) if state.exists() else {}
+
+
+def pending_batches(folder: Path) -> list[Path]:
+    """Files and sub-folders of the inbox the monitor has not dealt with yet, oldest first."""
+    if not folder.is_dir():
+        return []
+    done = processed(folder)
+    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    return sorted((p for p in entries if batch_id(p) not in done), key=lambda p: (p.stat().st_mtime, p.name))
+
+
+def mark_processed(folder: Path, batches: list[Path], outcome: dict) -> None:
+    """Record batches as dealt with (atomically: a crash leaves the old state, never half of one)."""
+    state = processed(folder)
+    for b in batches:
+        state[batch_id(b)] = {"name": b.name, "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                              **outcome}
+    tmp = folder / f"{STATE_FILE}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(state, indent=2, sort_keys=True, default=str))
+    tmp.replace(folder / STATE_FILE)
+
+
+def monitor_reports_dir(use_case: str) -> Path:
+    return settings.reports_dir() / "monitor" / use_case

@@ -1,0 +1,100 @@
+"""Operations rules without servers: config, catch-up, retraining decision, inbox state, typed
+deployment parameters. (tests/test_schedule.py runs the same against a real Prefect server.)"""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from deepflow import config, operations
+
+NOW = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+
+
+def test_shipped_config_loads_with_nightly_schedules() -> None:
+    ops = operations.load()
+    assert set(ops.pipelines) == {"fraud", "nlp", "traffic"}
+    assert all(s.cron and not s.interval_seconds for s in ops.pipelines.values())
+    assert ops.catch_up == "latest" and ops.monitor.cooldown_minutes > 0
+
+
+@pytest.mark.parametrize("override, message", [
+    ("pipelines.spam.cron=0 1 * * *", "unknown use case 'spam'"),
+    ("catch_up=some", "catch_up: expected one of"),
+    ("pipelines.fraud.interval_seconds=60", "cron or interval_seconds, not both"),
+    ("monitor.cooldown=5", "unknown config key 'monitor.cooldown'"),
+])
+def test_bad_operations_config_names_the_key(override, message) -> None:
+    with pytest.raises(config.ConfigError, match=message):
+        operations.load(overrides=[override])
+
+
+def test_catch_up_latest_skips_all_missed_runs_but_the_most_recent() -> None:
+    due = [("a", NOW - 3 * HOUR), ("b", NOW - HOUR), ("c", NOW - 2 * HOUR), ("future", NOW + HOUR)]
+    assert sorted(operations.superseded(due, NOW, "latest")) == ["a", "c"]
+    assert operations.superseded(due, NOW, "all") == []
+    assert operations.superseded([("only", NOW - HOUR)], NOW, "latest") == []
+    assert operations.superseded([("future", NOW + HOUR)], NOW, "latest") == []
+
+
+CASES = {  # name: (kwargs, trigger, reason fragment, final)
+    "drift triggers": ({}, True, "retraining triggered", True),
+    "no drift": ({"drifted": False}, False, "no drift", True),
+    "too little data waits": ({"rows": 10}, False, "waiting for more data", False),
+    "in flight": ({"in_flight": ["fraud-nightly (Running)"]}, False, "already in flight", True),
+    "cooldown": ({"last_triggered": NOW - HOUR}, False, "in cooldown", True),
+    "after cooldown": ({"last_triggered": NOW - 7 * HOUR}, True, "retraining triggered", True),
+    "no deployment": ({"deployment_exists": False}, False, "no retraining deployment", False),
+    "little data, no drift": ({"rows": 10, "drifted": False}, False, "waiting for more data", False),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_retraining_decision(case) -> None:
+    kwargs, trigger, reason, final = CASES[case]
+    args = dict(drifted=True, rows=5000, min_rows=2000, in_flight=[], last_triggered=None, now=NOW,
+                cooldown=6 * HOUR) | kwargs
+    decision = operations.decide_retraining(**args)
+    assert (decision.trigger, decision.final) == (trigger, final)
+    assert reason in decision.reason
+
+
+def test_inbox_marks_batches_by_content(tmp_path) -> None:
+    (tmp_path / "a.csv").write_text("x\n1\n")
+    (tmp_path / "frames").mkdir()
+    (tmp_path / "frames" / "0.jpg").write_bytes(b"jpeg")
+    assert {p.name for p in operations.pending_batches(tmp_path)} == {"a.csv", "frames"}
+    operations.mark_processed(tmp_path, [tmp_path / "a.csv"], {"drifted": True})
+    assert [p.name for p in operations.pending_batches(tmp_path)] == ["frames"]
+    (tmp_path / "copy-of-a.csv").write_text("x\n1\n")  # same content, new name: already seen
+    assert [p.name for p in operations.pending_batches(tmp_path)] == ["frames"]
+    (tmp_path / "frames" / "1.jpg").write_bytes(b"more")  # a folder that changed is a new batch
+    operations.mark_processed(tmp_path, [], {})
+    assert not list(tmp_path.glob(".processed.json.tmp-*"))
+    assert operations.processed(tmp_path)[operations.batch_id(tmp_path / "a.csv")]["drifted"] is True
+    assert operations.pending_batches(tmp_path / "missing") == []
+
+
+def test_pipeline_deployment_parameters_are_typed() -> None:
+    """What the Prefect UI's Run form and `prefect deployment run` validate against."""
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.pipeline import train_pipeline
+
+    props = parameter_schema(train_pipeline).model_dump()["properties"]
+    assert set(props["use_case"]["enum"]) >= {"fraud", "nlp", "traffic"}
+    assert props["promote_challenger"]["type"] == "boolean"
+    assert props["overrides"]["anyOf"][0] == {"items": {"type": "string"}, "type": "array"}
+
+
+def test_deployment_specs_follow_the_config() -> None:
+    from flows import deployments
+
+    ops = operations.load(overrides=["pipelines.nlp.enabled=false", "pipelines.fraud.overrides=[train.epochs=1]"])
+    specs = {s["name"]: s for s in deployments._specs(ops)}
+    assert set(specs) == {"fraud", "nlp", "traffic", operations.MONITOR_DEPLOYMENT}
+    assert specs["fraud"]["parameters"] == {"use_case": "fraud", "overrides": ["train.epochs=1"],
+                                            "promote_challenger": True}
+    assert specs["fraud"]["schedules"][0].cron == "0 2 * * *" and specs["fraud"]["active"]
+    assert not specs["nlp"]["active"]
+    assert specs[operations.MONITOR_DEPLOYMENT]["entrypoint"] == "flows/monitor.py:monitor"
