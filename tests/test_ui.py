@@ -1,49 +1,87 @@
-"""`deepflow ui` starts a real MLflow server process on 127.0.0.1 against the embedded store."""
+"""The dashboards: `deepflow ui`'s MLflow process on a store the pipeline filled, checked in headless
+Chromium (screenshots under reports/screenshots/); and the GPU check."""
 
-import json
 import os
-import signal
-import subprocess
-import sys
+import re
 import time
-import urllib.request
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import free_port
 
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+
+
+def _browser():
+    """Debian's headless chromium through its chromedriver (nothing is downloaded)."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI needs Debian's chromium and chromium-driver (.ci/run installs them)")
+        pytest.skip("no /usr/bin/chromium + /usr/bin/chromedriver (apt-get install chromium chromium-driver)")
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(CHROMIUM)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--window-size=1400,900"):
+        opts.add_argument(flag)
+    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
+
+
+def _wait_for_text(driver, text: str, timeout: float = 60) -> str:
+    """The page's visible text once ``text`` (a regular expression) shows on it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = driver.find_element("tag name", "body").text
+        if re.search(text, body):
+            return body
+        time.sleep(0.5)
+    pytest.fail(f"{text!r} not on {driver.current_url} after {timeout:.0f} s; page shows:\n{body[:1500]}")
+
 
 @pytest.mark.slow
-def test_ui_serves_the_store(store) -> None:
-    from deepflow import tracking
+def test_mlflow_dashboard_shows_experiments_models_and_champion(store, fast_overrides, tmp_path) -> None:
+    """`deepflow ui`'s MLflow process on a store the pipeline filled, seen through a real browser."""
+    from deepflow import dashboards, settings
+    from deepflow.usecases.nlp.prepare import PrepareParams, prepare
+    from flows.pipeline import train_pipeline
+    from tests.nlp_toy import TOY_OVERRIDES, write_toy_csv
 
-    tracking.experiment_id("fraud")  # something to see
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "deepflow.cli", "ui", "--port", str(port)],
-        env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    fraud = train_pipeline("fraud", [*fast_overrides, "candidates=[shallow]", "baselines=[logistic_regression]",
+                                     "promotion.floor=0.0"])
+    assert fraud["promotion"]["promoted"], fraud["promotion"]
+    toy = tmp_path / "toy"
+    prepare(write_toy_csv(tmp_path / "toy.csv"), toy,
+            PrepareParams(sep=",", header=True, text_column="text", label_column="label"))
+    train_pipeline("nlp", [f"prepared_dir={toy}", "dvc_stage=none", *TOY_OVERRIDES, "candidates=[shallow]",
+                           "baselines=[]", "train.epochs=2"])
+
+    shots = settings.PROJECT_ROOT / "reports" / "screenshots"  # kept after the run (the store is in tmp)
+    shots.mkdir(parents=True, exist_ok=True)
+    server = dashboards.start_mlflow_ui(free_port())
+    driver = _browser()
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    assert r.status == 200
-                    break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.fail("MLflow UI did not come up within 90 s")
-                time.sleep(0.5)
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search",
-            data=json.dumps({"max_results": 10}).encode(), headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as r:
-            names = {e["name"] for e in json.load(r)["experiments"]}
-        assert "fraud" in names
+        driver.get(f"{server.url}/#/experiments")
+        body = _wait_for_text(driver, "fraud")
+        assert "nlp" in body
+        driver.save_screenshot(str(shots / "mlflow-experiments.png"))
+
+        driver.get(f"{server.url}/#/models")
+        body = _wait_for_text(driver, "fraud")
+        assert "nlp" in body
+        driver.save_screenshot(str(shots / "mlflow-models.png"))
+
+        driver.get(f"{server.url}/#/models/fraud")
+        _wait_for_text(driver, r"@\s*champion")  # the alias chip in the versions table
+        shot = shots / "mlflow-fraud-champion.png"
+        driver.save_screenshot(str(shot))
+        assert shot.stat().st_size > 10_000  # a rendered page, not a blank one
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        driver.quit()
+        server.stop()
 
 
 @pytest.mark.gpu
