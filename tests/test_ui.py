@@ -93,3 +93,50 @@ def test_training_runs_on_cuda(small_splits) -> None:
 
     scorer, info = usecase.get("fraud", ["train.epochs=1"]).fit("deep", "candidate", small_splits)
     assert info["steps"] > 0
+
+
+@pytest.mark.slow
+def test_deepflow_ui_opens_both_dashboards_and_ctrl_c_stops_them(store, tmp_path) -> None:
+    """`deepflow ui` prints the MLflow and Prefect URLs, both answer, the Prefect UI renders in
+    chromium, and Ctrl-C stops both processes."""
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    from deepflow import dashboards
+
+    mlflow_port, prefect_port = free_port(), free_port()
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "DEEPFLOW_REPORTS_DIR": str(tmp_path)}
+    env.pop("PREFECT_API_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "deepflow.cli", "ui", "--port", str(mlflow_port),
+                             "--prefect-port", str(prefect_port)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 240
+        while not any(line.startswith("Ctrl-C") for line in lines):
+            line = proc.stdout.readline()
+            if not line and proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("deepflow ui did not start both dashboards:\n" + "".join(lines))
+            lines.append(line)
+        text = "".join(lines)
+        assert f"MLflow UI:  http://127.0.0.1:{mlflow_port}" in text
+        assert f"Prefect UI: http://127.0.0.1:{prefect_port}" in text
+        assert dashboards.healthy(f"http://127.0.0.1:{mlflow_port}/health")
+        assert dashboards.healthy(f"http://127.0.0.1:{prefect_port}/api/health")
+        with urllib.request.urlopen(f"http://127.0.0.1:{prefect_port}/", timeout=10) as r:
+            assert "<html" in r.read().decode().lower()  # the UI is served, not just the API
+        driver = _browser()
+        try:
+            driver.get(f"http://127.0.0.1:{prefect_port}/deployments")
+            _wait_for_text(driver, "Deployments")
+            driver.save_screenshot(str(tmp_path / "prefect-deployments.png"))
+        finally:
+            driver.quit()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=60)
+    assert not dashboards.healthy(f"http://127.0.0.1:{mlflow_port}/health", timeout=1)
+    assert not dashboards.healthy(f"http://127.0.0.1:{prefect_port}/api/health", timeout=1)
