@@ -12,7 +12,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 PYTEST_MARK := $(if $(filter true,$(CI)),-m "",)
 
-.PHONY: run test bootstrap data lint bench lock ui clean
+.PHONY: run test bootstrap data lint bench lock ui schedule clean
 run: bootstrap data
 	$(BIN)/deepflow run
 
@@ -41,6 +41,9 @@ bench: bootstrap data
 
 ui: bootstrap
 	$(BIN)/deepflow ui
+
+schedule: bootstrap data
+	$(BIN)/deepflow schedule
 
 # Re-resolve the lock after editing requirements/requirements.in (pip sees the local torch wheel).
 lock:
