@@ -141,7 +141,10 @@ def register(name: str, model_uri: str, run_id: str, tags: dict[str, Any]) -> st
         c.get_registered_model(name)
     except MlflowException:
         c.create_registered_model(name, description=f"deepflow {name} champion line")
-    mv = c.create_model_version(name, model_uri, run_id=run_id,
+    # A tracking server refuses a ``models:/m-<id>`` source (what log_model returns) unless the
+    # logged model's id comes with it; the embedded SQLite store works it out by itself.
+    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+    mv = c.create_model_version(name, model_uri, run_id=run_id, model_id=model_id,
                                 tags={k: str(v) for k, v in tags.items()})
     return mv.version
 
