@@ -84,6 +84,23 @@ class KeepBest(L.Callback):
             module.load_state_dict(self.state)
 
 
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+PRECISIONS = ("32-true", "16-mixed", "bf16-mixed")
+
+
+def trainer_options() -> dict[str, str | int]:
+    """Where the Trainer runs: ``DEEPFLOW_ACCELERATOR`` (default ``auto``: a GPU if torch sees one)
+    and ``DEEPFLOW_PRECISION`` (default ``32-true``). Always one device: multi-device (DDP) training
+    is not supported by the pipeline (docs/team.md says why); pick the GPU with CUDA_VISIBLE_DEVICES."""
+    accelerator = os.environ.get("DEEPFLOW_ACCELERATOR", "auto").strip().lower() or "auto"
+    precision = os.environ.get("DEEPFLOW_PRECISION", "32-true").strip() or "32-true"
+    if accelerator not in ACCELERATORS:
+        raise ValueError(f"DEEPFLOW_ACCELERATOR={accelerator!r}: expected one of {', '.join(ACCELERATORS)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"DEEPFLOW_PRECISION={precision!r}: expected one of {', '.join(PRECISIONS)}")
+    return {"accelerator": accelerator, "devices": 1, "precision": precision}
+
+
 @dataclass
 class FitResult:
     best_value: float | None
@@ -118,8 +135,7 @@ def fit(
     if log is not None:
         callbacks.append(EpochMetricsToMlflow(log))
     trainer = L.Trainer(
-        accelerator="auto",
-        devices=1,
+        **trainer_options(),
         max_epochs=max_epochs,
         logger=False,
         enable_checkpointing=False,
