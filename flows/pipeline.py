@@ -62,6 +62,10 @@ def train_pipeline(use_case: UseCaseName = "fraud", overrides: list[str] | None 
     t0 = time.perf_counter()
     overrides = list(overrides or [])
     uc = usecase.get(use_case, overrides)  # fails fast on unknown use case or config key
+    if getattr(uc.cfg, "protocol", "single") == "prequential":  # fraud's benchmark flow: registers nothing
+        from flows.prequential import prequential_benchmark
+
+        return prequential_benchmark(use_case, overrides)
     fr_id = str(flow_run.id) if flow_run.id else None
     orchestration = {"flow_run_id": fr_id, "flow_run_name": flow_run.name,
                      "deployment_id": str(deployment.id) if deployment.id else None}

@@ -27,19 +27,20 @@ def test_lifecycle_register_promote_and_fail_closed(store, prepared_dir, fast_ov
     summary = train_pipeline("fraud", fast_overrides)
     assert registry_state(client) == (["1"], "1", "1")
     assert {m["member"] for m in summary["members"]} == {
-        "shallow", "deep", "autoencoder", "logistic_regression", "xgboost"}
+        "shallow", "deep", "autoencoder", "sequence", "logistic_regression", "xgboost"}
     v1 = client.get_model_version("fraud", "1")
     for tag in ("deepflow.data_version", "deepflow.git_commit", "deepflow.validation",
                 "deepflow.flow_run_id", "deepflow.member", "deepflow.decision", "test/auprc"):
         assert v1.tags.get(tag), tag
     assert v1.tags["deepflow.validation"].startswith("passed")
     assert v1.tags["deepflow.flow_run_id"] == summary["flow_run_id"] != "none"
-    assert summary["promotion"]["promoted"] and summary["registered"]["member"] in {"shallow", "deep", "autoencoder"}
+    assert summary["promotion"]["promoted"] and summary["registered"]["member"] in {
+        "shallow", "deep", "autoencoder", "sequence"}
 
     # Each member is its own run nested under the pipeline run, with per-epoch metrics and plots.
     children = client.search_runs([client.get_experiment_by_name("fraud").experiment_id],
                                   f"tags.mlflow.parentRunId = '{summary['run_id']}'")
-    assert len(children) == 5
+    assert len(children) == 6
     shallow = next(r for r in children if r.data.tags["deepflow.member"] == "shallow")
     history = client.get_metric_history(shallow.info.run_id, "val/auprc")
     assert {0, 1} <= {m.step for m in history}  # one point per epoch (epochs=2), then the final

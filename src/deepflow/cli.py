@@ -66,6 +66,11 @@ def _print_summaries(summaries: list[dict]) -> None:
     from deepflow import report, usecase
 
     for s in summaries:  # one table per use case: each has its own metrics
+        if s.get("protocol") == "prequential":  # a benchmark run (fraud, issue 8): its own tables
+            from rich.markdown import Markdown
+
+            out.print(Markdown(s["console"]))
+            continue
         shown = getattr(usecase.use_case_class(s["use_case"]), "summary_metrics", None)
         table = Table(title=f"{s['use_case']} pipeline summary")
         all_rows = report.rows(s, shown)
@@ -76,7 +81,7 @@ def _print_summaries(summaries: list[dict]) -> None:
             table.add_row(*[report.fmt(row.get(c, "")) for c in columns])
         out.print(table)
     for s in summaries:
-        out.print(report.champion_line(s), highlight=False)
+        out.print(s.get("headline") or report.champion_line(s), highlight=False)
         t = s["timings"]
         out.print("  time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()), highlight=False)
 

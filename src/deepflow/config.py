@@ -6,6 +6,7 @@ Unknown keys and wrong types fail at load with a ``ConfigError`` naming the key.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hashlib
 import json
 import types
@@ -134,8 +135,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     elif tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
-    elif tp is str:
-        if isinstance(value, str | int | float) and not isinstance(value, bool):
+    elif tp is str:  # YAML reads an unquoted 2018-07-11 as a date: keep it as the string it was
+        if isinstance(value, str | int | float | datetime.date) and not isinstance(value, bool):
             return str(value)
     else:
         raise ConfigError(f"{key}: unsupported config type {tp}")

@@ -112,7 +112,7 @@ def train_member(use_case: str, overrides: Sequence[str], member: str, kind: str
             val_metrics = uc.evaluate(val_scores, splits["val"])
             test_metrics, extra = split_extras(uc, scorer, uc.evaluate(test_scores, splits["test"]))
             threshold = uc.threshold(val_scores, splits["val"])
-            latency_ms = latency_percentiles(scorer, uc.input_example(splits["test"]).head(1))
+            latency_ms = latency_percentiles(scorer, input_example(uc, scorer, splits["test"]).head(1))
             size_mb = scorer_size_mb(scorer)
             interval = uc.primary_interval(test_scores, splits["test"])
             figures = uc.figures(member, test_scores, splits["test"], threshold)
@@ -130,7 +130,7 @@ def train_member(use_case: str, overrides: Sequence[str], member: str, kind: str
                 tracking.log_figure(run_id, fig, path)
             for path, text in texts.items():
                 tracking.log_text(run_id, text, path)
-            model_uri = tracking.log_scorer(run_id, scorer, uc.input_example(splits["test"]))
+            model_uri = tracking.log_scorer(run_id, scorer, input_example(uc, scorer, splits["test"]))
             tracking.set_tags(run_id, {"deepflow.model_uri": model_uri})
             tracking.end_run(run_id, ok=True)
     except BaseException:
@@ -220,7 +220,7 @@ def promote_challenger(use_case: str, overrides: Sequence[str] = (), actor: str 
         chall_scorer = tracking.load_scorer(f"models:/{use_case}/{challenger.version}")
         chall_scores = chall_scorer.predict(test)
         chall_metrics, _ = split_extras(uc, chall_scorer, uc.evaluate(chall_scores, test))
-        latency = latency_percentiles(chall_scorer, uc.input_example(test).head(1))
+        latency = latency_percentiles(chall_scorer, input_example(uc, chall_scorer, test).head(1))
         champ_metrics, gain = None, None
         if champion is not None and str(champion.version) != str(challenger.version):
             champ_scorer = tracking.load_scorer(f"models:/{use_case}/{champion.version}")
@@ -312,6 +312,13 @@ def split_extras(uc: Any, scorer: Any, test_metrics: dict[str, float]) -> tuple[
     extra = uc.extra_metrics(scorer) if hasattr(uc, "extra_metrics") else {}
     merged = test_metrics | {k.removeprefix("test/"): v for k, v in extra.items() if k.startswith("test/")}
     return merged, {k: v for k, v in extra.items() if not k.startswith("test/")}
+
+
+def input_example(uc: Any, scorer: Any, frame):
+    """The use case's input example in the columns this scorer reads, when it names them (a fraud
+    sequence scorer reads the card's history columns besides the per-transaction features)."""
+    features = getattr(scorer, "features", None)
+    return uc.input_example(frame) if features is None else uc.input_example(frame, list(features))
 
 
 def latency_percentiles(scorer: Any, one_row, repeats: int = 200) -> dict[str, float]:

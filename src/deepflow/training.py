@@ -114,7 +114,7 @@ class FitResult:
 def fit(
     module: L.LightningModule,
     train: DataLoader,
-    val: DataLoader,
+    val: DataLoader | None,
     *,
     max_epochs: int,
     monitor: str,
@@ -122,13 +122,14 @@ def fit(
     log: Callable[[dict[str, float], int], None] | None = None,
     fast_dev_run: bool = False,
 ) -> FitResult:
-    """Train ``module``; leave it holding its best-on-validation weights."""
+    """Train ``module``; leave it holding its best-on-validation weights. Without ``val``: exactly
+    ``max_epochs`` epochs, no early stopping (the epoch count is then a hyperparameter)."""
     import time
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no GPU/TPU banners, tips
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     keep = KeepBest(monitor)
-    callbacks: list[L.Callback] = [
+    callbacks: list[L.Callback] = [] if val is None else [
         keep,
         L.pytorch.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=patience),
     ]

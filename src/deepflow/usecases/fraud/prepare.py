@@ -8,6 +8,10 @@ Split (the handbook's protocol): train on ``train_days`` from ``train_start``; t
 ``delay_days`` are the validation window (used only for early stopping and model choice); the
 ``test_days`` after them are the test window. Evaluation days drop every customer already known
 to be compromised (a fraud observed before ``max(day - delay, train_end)``).
+
+Every split row also carries its card's last ``history`` transactions as flat ``PREV{k}_*``
+columns (``sequences.py``), looked up in the whole table before splitting, so that history
+crosses split boundaries the way it does in production.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from deepflow.usecases.fraud import sequences
 
 DAY_S = 86_400
 WINDOWS = (1, 7, 30)
@@ -39,6 +45,7 @@ class SplitParams:
     train_days: int = 7
     delay_days: int = 7
     test_days: int = 7
+    history: int = 5  # previous transactions of the card attached to each row (sequence models)
 
 
 def rolling_sum(group: np.ndarray, seconds: np.ndarray, values: np.ndarray, window_s: int) -> np.ndarray:
@@ -60,7 +67,7 @@ def add_features(tx: pd.DataFrame, delay_days: int = 7) -> pd.DataFrame:
     """Return ``tx`` (time-ordered) with the baseline feature columns added."""
     out = tx.copy()
     dt = out["TX_DATETIME"]
-    out["TX_DURING_WEEKEND"] = (dt.dt.dayofweek >= 5).astype(np.int8)
+    out["TX_DURING_WEEKEND"] = (dt.dt.day_of_week >= 5).astype(np.int8)
     out["TX_DURING_NIGHT"] = (dt.dt.hour <= 6).astype(np.int8)
 
     t = out["TX_TIME_SECONDS"].to_numpy()
@@ -108,7 +115,7 @@ def split(df: pd.DataFrame, p: SplitParams) -> dict[str, pd.DataFrame]:
 
     val = evaluation_window(train_end, p.delay_days)
     test = evaluation_window(train_end + p.delay_days, p.test_days)
-    return {"train": train, "val": val, "test": test}
+    return sequences.with_history(df, {"train": train, "val": val, "test": test}, FEATURES, p.history)
 
 
 def main() -> None:

@@ -14,19 +14,19 @@ import torch
 from deepflow import plots, stats, training, usecase
 from deepflow.config import ConfigError
 from deepflow.scoring import TorchScorer
-from deepflow.usecases.fraud import baselines
+from deepflow.usecases.fraud import baselines, sequences
 from deepflow.usecases.fraud.config import FraudConfig
 from deepflow.usecases.fraud.metrics import fraud_metrics
-from deepflow.usecases.fraud.models import FraudSystem, Standardize, build_net
+from deepflow.usecases.fraud.models import FraudSystem, Standardize, build_net, sequence_scalers
 
 SPLITS = ("train", "val", "test")
-CANDIDATES = ("shallow", "deep", "autoencoder")
+CANDIDATES = ("shallow", "deep", "autoencoder", "sequence")
 
 
 class FraudUseCase:
     config_cls = FraudConfig
     primary_metric = "auprc"  # logged as val/auprc and test/auprc
-    families = {"shallow": "shallow", "deep": "deep", "autoencoder": "deep"}  # for the bake-off verdict
+    families = {"shallow": "shallow", "deep": "deep", "autoencoder": "deep", "sequence": "deep"}  # bake-off verdict
 
     def __init__(self, name: str, cfg: FraudConfig) -> None:
         self.name, self.cfg = name, cfg
@@ -59,6 +59,12 @@ class FraudUseCase:
     def registrable(self, kind: str) -> bool:
         return kind == "candidate" or self.cfg.register_baselines
 
+    def member_features(self, name: str) -> list[str]:
+        """The columns a member reads: the sequence model adds the card's history (sequences.py)."""
+        if name == "sequence":
+            return [*self.cfg.features, *sequences.columns(self.cfg.features, self.cfg.model.seq_length)]
+        return list(self.cfg.features)
+
     # --- training -----------------------------------------------------------------------------
 
     def fit(self, name: str, kind: str, splits: dict[str, pd.DataFrame], log=None,
@@ -69,9 +75,17 @@ class FraudUseCase:
         if kind == "baseline":
             return baselines.fit_baseline(name, cfg, splits["train"]), {}
         train = splits["train"]
-        x_train = _tensor(train[cfg.features])
-        scaler = Standardize(x_train.mean(0).numpy(), x_train.std(0).numpy())
-        net, objective = build_net(name, scaler, cfg.model)
+        features = self.member_features(name)
+        if missing := [c for c in features if c not in train.columns]:
+            raise ValueError(f"{self.name}: the prepared data has no {missing[0]} column; the {name} candidate "
+                             f"needs the card history (`dvc repro {cfg.dvc_stage}`)")
+        x_train = _tensor(train[features])
+        step_scaler = None
+        if name == "sequence":
+            scaler, step_scaler = sequence_scalers(x_train.numpy(), len(cfg.features), cfg.model.seq_length)
+        else:
+            scaler = Standardize(x_train.mean(0).numpy(), x_train.std(0).numpy())
+        net, objective = build_net(name, scaler, cfg.model, step_scaler)
         y_train = _tensor(train[cfg.label])
         if objective == "reconstruction":  # the autoencoder learns what genuine looks like
             x_train, y_train = x_train[y_train == 0], y_train[y_train == 0]
@@ -81,7 +95,7 @@ class FraudUseCase:
             system,
             training.batches(x_train, y_train, batch_size=cfg.train.batch_size, shuffle=True,
                              seed=cfg.train.seed),
-            training.batches(_tensor(val[cfg.features]), _tensor(val[cfg.label]),
+            training.batches(_tensor(val[features]), _tensor(val[cfg.label]),
                              batch_size=8192, shuffle=False),
             max_epochs=cfg.train.epochs,
             monitor="val/auprc",
@@ -97,7 +111,7 @@ class FraudUseCase:
             "fit_seconds": result.seconds,
             "parameters": sum(p.numel() for p in net.parameters()),
         }
-        return TorchScorer(net, cfg.features, output), info
+        return TorchScorer(net, features, output), info
 
     # --- evaluation ---------------------------------------------------------------------------
 
@@ -133,9 +147,10 @@ class FraudUseCase:
             ),
         }
 
-    def input_example(self, frame: pd.DataFrame) -> pd.DataFrame:
+    def input_example(self, frame: pd.DataFrame, features: list[str] | None = None) -> pd.DataFrame:
+        """Five rows of the columns a scorer reads (``features``, default: the per-transaction ones)."""
         # Every feature as double: an integer column could not carry a missing value.
-        return frame[self.cfg.features].head(5).reset_index(drop=True).astype("float64")
+        return frame[list(features or self.cfg.features)].head(5).reset_index(drop=True).astype("float64")
 
 
 def _tensor(values: pd.DataFrame | pd.Series) -> torch.Tensor:
