@@ -276,6 +276,29 @@ def test_embedding_shift_statistic_on_synthetic_embeddings():
     assert moved == pytest.approx(1.0, abs=0.15) and p_moved < 0.01
 
 
+def test_transfer_champion_reuses_the_embedding_signals_embeddings():
+    import torch
+
+    from deepflow.usecases.nlp.drift import label_shares
+    from deepflow.usecases.nlp.encoder import SentenceEncoder
+
+    class Transfer:  # the shape of a TextScorer over the frozen encoder; never loads MiniLM here
+        labels, featurizer = ["ham", "spam"], SentenceEncoder()
+        net = torch.nn.Linear(SentenceEncoder.dim, 2)
+
+        def predict(self, frame):
+            raise AssertionError("the texts were encoded already")
+
+    with torch.no_grad():
+        Transfer.net.weight.zero_()
+        Transfer.net.weight[1, 0] = 1.0  # spam when the first embedding dimension is positive
+    texts = ["a", "b", "c"]
+    embeddings = np.zeros((3, SentenceEncoder.dim), dtype=np.float32)
+    embeddings[:2, 0] = 1.0
+    assert label_shares(Transfer(), texts, (texts, embeddings)).tolist() == [1, 2]
+    assert label_shares(KeywordScorer(), ["free £5", "hi"], (["free £5", "hi"], embeddings[:2])).tolist() == [1, 1]
+
+
 @pytest.mark.slow
 def test_text_embedding_shift_with_minilm(sms_splits, tmp_path, monkeypatch):
     monkeypatch.setenv("DEEPFLOW_CACHE_DIR", str(tmp_path / "cache"))  # reference embeddings land here

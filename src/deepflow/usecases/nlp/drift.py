@@ -115,8 +115,23 @@ def embedding_shift(ref: np.ndarray, cur: np.ndarray, permutations: int, seed: i
     return shift, pvalue, raw
 
 
-def label_shares(scorer: Any, texts: list[str]) -> np.ndarray:
-    """Counts of the scorer's arg-max label over ``texts``, in ``scorer.labels`` order."""
+def label_shares(scorer: Any, texts: list[str], embedded: tuple[list[str], np.ndarray] | None = None) -> np.ndarray:
+    """Counts of the scorer's arg-max label over ``texts``, in ``scorer.labels`` order.
+
+    A transfer champion (a ``TextScorer`` over the same frozen MiniLM) gets the embeddings the
+    embedding signal already computed for these texts, instead of encoding them a second time.
+    """
+    from deepflow.usecases.nlp.encoder import SentenceEncoder
+
+    featurizer = getattr(scorer, "featurizer", None)
+    if embedded is not None and embedded[0] == texts and isinstance(featurizer, SentenceEncoder):
+        import torch
+
+        net = getattr(scorer, "net", None)
+        if isinstance(net, torch.nn.Module):
+            with torch.inference_mode():
+                logits = net(torch.from_numpy(np.ascontiguousarray(embedded[1])))
+            return np.bincount(logits.argmax(1).numpy(), minlength=len(scorer.labels))
     proba = np.asarray(scorer.predict(pd.DataFrame({TEXT: texts})))
     return np.bincount(proba.argmax(1), minlength=len(scorer.labels))
 
@@ -154,17 +169,19 @@ def detect_text(reference: pd.DataFrame, current: pd.DataFrame, cfg: DriftConfig
     signals.append(Signal("token_js", "js", js, js_noise + cfg.js_margin, js >= js_noise + cfg.js_margin,
                           f"held-out reference batches: {js_noise:.3f}"))
 
+    embedded: dict[str, tuple[list[str], np.ndarray]] = {}
     if cfg.embedding_sample > 0:
         ref_e = subsample(pd.DataFrame({TEXT: ref}), cfg.embedding_sample, cfg.seed + 2)[TEXT].tolist()
         cur_e = subsample(pd.DataFrame({TEXT: cur}), cfg.embedding_sample, cfg.seed + 3)[TEXT].tolist()
-        signals.append(_embedding_signal(ref_e, cur_e, cfg))
+        signal, embedded["ref"], embedded["cur"] = _embedding_signal(ref_e, cur_e, cfg)
+        signals.append(signal)
     else:
         notes.append("embedding shift not measured (embedding_sample=0)")
 
     if scorer is not None:
         ref_s = subsample(pd.DataFrame({TEXT: ref}), cfg.scored_texts, cfg.seed + 2)[TEXT].tolist()
         cur_s = subsample(pd.DataFrame({TEXT: cur}), cfg.scored_texts, cfg.seed + 3)[TEXT].tolist()
-        a, b = label_shares(scorer, ref_s), label_shares(scorer, cur_s)
+        a, b = label_shares(scorer, ref_s, embedded.get("ref")), label_shares(scorer, cur_s, embedded.get("cur"))
         tvd, p = total_variation(a, b), chi2_pvalue(a, b)
         shares = ", ".join(f"{lab} {x / a.sum():.1%} -> {y / b.sum():.1%}"
                            for lab, x, y in zip(scorer.labels, a, b, strict=True))
@@ -173,7 +190,9 @@ def detect_text(reference: pd.DataFrame, current: pd.DataFrame, cfg: DriftConfig
     return summarise(use_case, "text", len(ref), len(cur), signals, cfg, notes, samples)
 
 
-def _embedding_signal(ref: list[str], cur: list[str], cfg: DriftConfig) -> Signal:
+def _embedding_signal(ref: list[str], cur: list[str], cfg: DriftConfig
+                      ) -> tuple[Signal, tuple[list[str], np.ndarray], tuple[list[str], np.ndarray]]:
+    """(the signal, (texts, embeddings) of each side)."""
     from deepflow import settings
     from deepflow.usecases.nlp.encoder import SentenceEncoder
 
@@ -181,10 +200,10 @@ def _embedding_signal(ref: list[str], cur: list[str], cfg: DriftConfig) -> Signa
     e_ref = encoder.embed_cached(ref, settings.cache_dir() / "embeddings")
     e_cur = encoder.embed(cur)
     shift, p, raw = embedding_shift(e_ref, e_cur, cfg.permutations, cfg.seed)
-    return Signal("embedding", "embedding", shift, cfg.embedding_shift,
-                  bool(shift >= cfg.embedding_shift and p < cfg.pvalue),
-                  f"MiniLM mean shift |dmu|^2={raw:.4f} on {len(ref)} vs {len(cur)} texts; "
-                  f"permutation p={p:.3f}")
+    signal = Signal("embedding", "embedding", shift, cfg.embedding_shift,
+                    bool(shift >= cfg.embedding_shift and p < cfg.pvalue),
+                    f"MiniLM mean shift |dmu|^2={raw:.4f} on {len(ref)} vs {len(cur)} texts; permutation p={p:.3f}")
+    return signal, (ref, e_ref), (cur, e_cur)
 
 
 # --- drifted batches -------------------------------------------------------------------------
