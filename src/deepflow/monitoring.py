@@ -21,10 +21,10 @@ def experiment(use_case: str) -> str:
     return f"{use_case}-monitoring"
 
 
-def read_batches(kind: str, paths: list[Path]) -> pd.DataFrame:
+def read_batches(kind: str, paths: list[Path], features: list[str] | None = None) -> pd.DataFrame:
     from deepflow import drift
 
-    frames = [drift.load_batch(kind, p) for p in paths]
+    frames = [drift.load_batch(kind, p, features) for p in paths]
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
@@ -39,12 +39,17 @@ def check(use_case: str, paths: list[Path], ops: OpsConfig) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     model = batch.load_model(use_case)
-    uc = usecase.get(use_case)
-    current = read_batches(model.kind, paths)
-    reference = drift.reference_frame(use_case)
+    pipeline = ops.pipelines.get(use_case)
+    uc = usecase.get(use_case, pipeline.overrides if pipeline else [])
+    current = read_batches(model.kind, paths, list(uc.cfg.features) if model.kind == "tabular" else None)
+    # The reference is the training split of the data the scheduled pipeline trains on (the same
+    # overrides, e.g. another prepared_dir).
+    reference = drift.reference_frame(use_case, overrides=tuple(pipeline.overrides) if pipeline else ())
     cfg = drift.DriftConfig(**ops.monitor.drift.get(use_case, {}))
     extra = {"features": list(uc.cfg.features)} if model.kind == "tabular" else {}
-    report = drift.detect(model.kind, reference, current, cfg, scorer=model.scorer, **extra)
+    if model.kind == "image" and model.threshold is not None:
+        extra["threshold"] = model.threshold  # count detections as the champion would report them
+    report = drift.detect(model.kind, reference, current, cfg, scorer=model.scorer, use_case=use_case, **extra)
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = operations.monitor_reports_dir(use_case) / stamp
