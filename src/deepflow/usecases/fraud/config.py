@@ -34,7 +34,7 @@ class ModelConfig:
     seq_hidden: int = 32
     seq_cell: str = "gru"  # gru | lstm
     seq_attention: bool = True
-    seq_blocks: int = 0  # residual blocks on the current transaction's features
+    seq_blocks: int = 2  # residual blocks on the current transaction's features
     ffn_hidden: int = 500  # the handbook's feed-forward network (prequential protocol)
     ffn_layers: int = 1
     ffn_dropout: float = 0.2
@@ -44,7 +44,7 @@ class ModelConfig:
 class SearchConfig:
     """Optuna search of the Lightning candidates on the validation folds."""
 
-    budget_s: dict[str, float] = field(default_factory=lambda: {"ffn": 240.0, "sequence": 540.0})
+    budget_s: dict[str, float] = field(default_factory=lambda: {"ffn": 180.0, "sequence": 480.0})
     max_trials: int = 50  # per model; the time budget usually ends the search first
     max_epochs: int = 30  # upper end of the epochs searched
     seed: int = 42  # TPE sampler

@@ -368,7 +368,7 @@ def benchmark(use_case: str, overrides: list[str], model: str, parent_run_id: st
         val = chosen.best_result
         result = {"model": name, "base": model, "scope": scope, "params": chosen.params,
                   "val": val, "test": test, "search_s": chosen.seconds, "test_s": test["seconds"],
-                  "trials": len(chosen.trials), "pruned": sum(tr["state"] == "pruned" for tr in chosen.trials),
+                  "trials": len(chosen.trials), "pruned": sum(tr["state"] != "complete" for tr in chosen.trials),
                   "run_id": run_id}
         log_result(run_id, result)
         tracking.end_run(run_id, ok=True)

@@ -6,6 +6,7 @@ Written from the numbers of one run (``flows/prequential.py``), as Markdown, HTM
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +86,7 @@ def reproduction_table(results: dict[str, dict]) -> str:
 
 def bakeoff_table(results: dict[str, dict]) -> str:
     head = ["model", "family", "val AP (mean)", "test AP", "test ROC-AUC", "test CP@100", "test AP per fold",
-            "settings tried (pruned)", "search s", "test s", "chosen hyperparameters"]
+            "settings tried (stopped early)", "search s", "test s", "chosen hyperparameters"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     ranked = sorted(results.values(), key=lambda r: -r["test"]["mean"]["auprc"])
     for r in ranked:
@@ -150,8 +151,8 @@ def cost_lines(results: dict[str, dict], timings: dict[str, float], n_folds: int
         if r:
             ours = r["trials"] * n_folds + n_folds
             lines.append(f"- `{name}`: the handbook's grid is {points} points × {2 * n_folds} folds = "
-                         f"{points * 2 * n_folds} fits; here {r['trials']} settings ({r['pruned']} pruned) on the "
-                         f"validation folds + {n_folds} test fits (≤ {ours} fits) in "
+                         f"{points * 2 * n_folds} fits; here {r['trials']} settings ({r['pruned']} stopped early) "
+                         f"on the validation folds + {n_folds} test fits (≤ {ours} fits) in "
                          f"{r['search_s'] + r['test_s']:.0f} s.")
     wall = timings.get("wall")
     if wall:
@@ -219,10 +220,15 @@ def plot(summary: dict):
 
 
 def console(summary: dict) -> str:
-    """The short version for the terminal: the two tables and the goals."""
+    """The short version for the terminal: the reproduction table, a compact bake-off, the goals."""
     results = {r["model"]: r for r in summary["results"]}
+    lines = ["| model | val AP | test AP | test ROC-AUC | test CP@100 | search + test s |", "|---|---|---|---|---|---|"]
+    for r in sorted(results.values(), key=lambda r: -r["test"]["mean"]["auprc"]):
+        val = f"{r['val']['mean']['auprc']:.3f}" if r.get("val") else "–"
+        lines.append(f"| {r['model']} | {val} | {pm(r['test'], 'auprc')} | {pm(r['test'], 'roc_auc')} | "
+                     f"{pm(r['test'], 'card_precision_at_100')} | {r['search_s'] + r['test_s']:.0f} |")
     goal_lines = "\n".join("- " + g for g in goals(results))
-    return "\n\n".join([reproduction_table(results), bakeoff_table(results), goal_lines])
+    return "\n\n".join([reproduction_table(results), "\n".join(lines), goal_lines])
 
 
 def write(summary: dict, directory: Path) -> dict[str, str]:
@@ -230,8 +236,10 @@ def write(summary: dict, directory: Path) -> dict[str, str]:
 
     directory.mkdir(parents=True, exist_ok=True)
     text = markdown(summary)
-    paths = {"md": directory / "report.md", "html": directory / "report.html", "png": directory / "prequential_ap.png"}
+    paths = {"md": directory / "report.md", "html": directory / "report.html", "png": directory / "prequential_ap.png",
+             "json": directory / "summary.json"}
     paths["md"].write_text(text)
+    paths["json"].write_text(json.dumps(summary, indent=2, default=str))
     paths["html"].write_text(html(text))
     fig = plot(summary)
     fig.savefig(paths["png"], dpi=120)

@@ -2,9 +2,10 @@
 
 Classical models: the handbook's grids (``prequential.grids`` in the config), every point on every
 validation fold. Lightning candidates: Optuna (seeded TPE sampler, median pruning on the running
-mean AP over the folds) within a wall-clock budget per model (``prequential.search.budget_s``; no
-new trial starts after it). Every setting tried is an MLflow child run of the model's run; the
-selection metric is the mean average precision over the validation folds.
+mean AP over the folds) within a wall-clock budget per model (``prequential.search.budget_s``: no
+trial starts after it, and a running one stops at its next fold once a trial has completed).
+Every setting tried is an MLflow child run of the model's run; the selection metric is the mean
+average precision over the validation folds.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def ffn_space(trial, max_epochs: int) -> dict[str, Any]:
 def sequence_space(trial, max_epochs: int) -> dict[str, Any]:
     return {
         "lr": trial.suggest_float("lr", 3e-4, 1e-2, log=True),
-        "batch_size": trial.suggest_categorical("batch_size", [256, 512, 1024]),
+        "batch_size": trial.suggest_categorical("batch_size", [512, 1024]),
         "epochs": trial.suggest_int("epochs", min(5, max_epochs), max_epochs),
         "seq_length": trial.suggest_categorical("seq_length", [3, 5, 10]),
         "seq_hidden": trial.suggest_categorical("seq_hidden", [16, 32, 64]),
@@ -141,6 +142,7 @@ def select_optuna(cfg: FraudConfig, model: str, table: pd.DataFrame, use_case: s
     first["epochs"] = min(first["epochs"], s.max_epochs)
     study.enqueue_trial(first)
     trials: list[dict[str, Any]] = []
+    budget = float(s.budget_s.get(model, 300.0))
 
     def objective(trial) -> float:
         params = space(trial, s.max_epochs)
@@ -151,13 +153,17 @@ def select_optuna(cfg: FraudConfig, model: str, table: pd.DataFrame, use_case: s
             per[:] = so_far
             trial.report(prequential.summarise(so_far)["mean"][PRIMARY], i)
             if trial.should_prune():
-                raise optuna.TrialPruned()
+                raise optuna.TrialPruned("pruned")
+            last = i == len(data) - 1
+            if not last and time.perf_counter() - start > budget and any(t["state"] == "complete" for t in trials):
+                raise optuna.TrialPruned("budget")  # the budget holds within a trial too, to one fold
 
         try:
             result = prequential.run_folds(cfg, model, params, data, on_fold=report)
-        except optuna.TrialPruned:
-            _close_trial(trial_run, "pruned", per)
-            trials.append({"number": trial.number, "params": params, "state": "pruned",
+        except optuna.TrialPruned as why:
+            state = "pruned" if str(why) == "pruned" else "stopped: budget"
+            _close_trial(trial_run, state, per)
+            trials.append({"number": trial.number, "params": params, "state": state,
                            "val": prequential.summarise(per)})
             raise
         except BaseException:
@@ -167,7 +173,6 @@ def select_optuna(cfg: FraudConfig, model: str, table: pd.DataFrame, use_case: s
         trials.append({"number": trial.number, "params": params, "state": "complete", "val": result})
         return result["mean"][PRIMARY]
 
-    budget = float(s.budget_s.get(model, 300.0))
     study.optimize(objective, n_trials=s.max_trials, timeout=budget, gc_after_trial=False)
     complete = [t for t in trials if t["state"] == "complete"]
     best = max(complete, key=lambda t: t["val"]["mean"][PRIMARY])
