@@ -106,6 +106,17 @@ def deploy_to_pool(ops: OpsConfig, pool: str) -> list[str]:
     return ids
 
 
+def _runs_of(client, dep_id: str, *, states: list[StateType] | None = None, tag: str | None = None,
+             **query) -> list:
+    """Flow runs of one deployment, optionally only those in ``states`` or carrying ``tag``."""
+    return client.read_flow_runs(
+        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep_id])),
+        flow_run_filter=FlowRunFilter(
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=states)) if states else None,
+            tags=FlowRunFilterTags(all_=[tag]) if tag else None),
+        **{"limit": 200, **query})
+
+
 # --- catch-up ----------------------------------------------------------------------------------
 
 
@@ -119,14 +130,11 @@ def catch_up(deployment_ids: list[str], policy: str, now: datetime | None = None
     skipped: list[str] = []
     with get_client(sync_client=True) as client:
         for dep_id in deployment_ids:
-            runs = client.read_flow_runs(
-                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep_id])),
-                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
-                    type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))),
-                limit=200)
+            runs = _runs_of(client, dep_id, states=[StateType.SCHEDULED])
             due = [(str(r.id), r.expected_start_time) for r in runs if r.expected_start_time]
-            for run_id in operations.superseded(due, now, policy):
-                latest = max(t for _, t in due if t <= now)
+            superseded = operations.superseded(due, now, policy)
+            latest = max((t for _, t in due if t <= now), default=None)
+            for run_id in superseded:
                 client.set_flow_run_state(run_id, Cancelled(
                     message=f"skipped by catch-up policy {policy!r}: superseded by the run due at "
                             f"{latest:%Y-%m-%d %H:%M:%S %Z}"))
@@ -176,11 +184,7 @@ def in_flight(dep_id: str) -> list[str]:
     """Runs of the deployment that are running or about to (incl. triggered ones not started yet)."""
     now = datetime.now(UTC)
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(
-            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep_id])),
-            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
-                type=FlowRunFilterStateType(any_=[*IN_FLIGHT, StateType.SCHEDULED]))),
-            limit=200)
+        runs = _runs_of(client, dep_id, states=[*IN_FLIGHT, StateType.SCHEDULED])
     return [f"{r.name} ({r.state_name})" for r in runs
             if r.state_type in IN_FLIGHT or operations.DRIFT_TAG in r.tags
             or (r.expected_start_time and r.expected_start_time <= now)]
@@ -188,8 +192,6 @@ def in_flight(dep_id: str) -> list[str]:
 
 def last_drift_trigger(dep_id: str) -> datetime | None:
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(
-            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep_id])),
-            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[operations.DRIFT_TAG])),
-            sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=1)
+        runs = _runs_of(client, dep_id, tag=operations.DRIFT_TAG, sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+                        limit=1)
     return runs[0].created if runs else None

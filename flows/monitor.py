@@ -31,17 +31,16 @@ def drift_report(use_case: str, paths: list[str], overrides: list[str]) -> dict:
 
 
 @task(name="retraining-decision")
-def decide(use_case: str, report: dict, overrides: list[str]) -> dict:
+def decide(use_case: str, report: dict, min_rows: int, cooldown_minutes: float) -> dict:
     from flows import deployments
 
-    cfg = operations.load(overrides=overrides)
     name = f"{operations.PIPELINE_FLOW}/{use_case}"
     dep_id = deployments.deployment_id(name)
     decision = operations.decide_retraining(
-        drifted=report["drifted"], rows=report["rows"], min_rows=cfg.monitor.min_rows.get(use_case, 0),
+        drifted=report["drifted"], rows=report["rows"], min_rows=min_rows,
         in_flight=deployments.in_flight(dep_id) if dep_id else [],
         last_triggered=deployments.last_drift_trigger(dep_id) if dep_id else None,
-        now=datetime.now(UTC), cooldown=timedelta(minutes=cfg.monitor.cooldown_minutes),
+        now=datetime.now(UTC), cooldown=timedelta(minutes=cooldown_minutes),
         deployment_exists=dep_id is not None)
     out = {"trigger": decision.trigger, "reason": decision.reason, "final": decision.final,
            "deployment": name, "flow_run_id": None}
@@ -73,7 +72,7 @@ def monitor(use_case: str | None = None, batch: str | None = None, overrides: li
             results.append({"use_case": name, "batches": [], "decision": {"reason": "no new batches"}})
             continue
         report = drift_report(name, [str(p) for p in paths], overrides)
-        decision = decide(name, report, overrides)
+        decision = decide(name, report, ops.monitor.min_rows.get(name, 0), ops.monitor.cooldown_minutes)
         if decision["final"] and not batch:
             operations.mark_processed(inbox, paths, {"drifted": report["drifted"], "decision": decision["reason"],
                                                      "report": report["report_path"]})

@@ -35,12 +35,7 @@ def prefect_api(tmp_path_factory):
     from deepflow import dashboards
 
     home = tmp_path_factory.mktemp("prefect-home")
-    old = os.environ.get("PREFECT_HOME")
-    os.environ["PREFECT_HOME"] = str(home)
-    try:
-        server = dashboards.start_prefect_server(free_port(), ui=False)
-    finally:
-        os.environ["PREFECT_HOME"] = old or ""
+    server = dashboards.start_prefect_server(free_port(), ui=False, extra_env={"PREFECT_HOME": str(home)})
     api = f"{server.url}/api"
     try:
         with temporary_settings(updates={PREFECT_API_URL: api}):

@@ -359,12 +359,10 @@ def monitor(use_case: Annotated[str | None, typer.Argument(help="default: every 
             override: OpsOverrides = None) -> None:
     """Drift-check new batches in data/incoming/<use case>/ against the champion; retrain on drift."""
     from deepflow import batch as batch_mod
-    from deepflow import dashboards
 
     _ops(override)  # a bad key fails here, before any Prefect start-up
     if use_case:
         _check(use_case, [])
-    dashboards.discover_prefect()
     sys.path.insert(0, str(settings.PROJECT_ROOT))
     from flows.monitor import monitor as monitor_flow
 

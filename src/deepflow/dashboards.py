@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,16 +95,15 @@ def start_prefect_server(port: int = 4200, timeout: float = 180, ui: bool = True
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(port)]
     server = _start("Prefect server", cmd, f"{url}/api/health", url, env,
                     settings.reports_dir() / "logs" / "prefect-server.log", timeout)
-    _record(server)
+    _record(server, _record_path(env))  # beside the server's own database: its clients look there
     return server
 
 
-def _record_path() -> Path:
-    return Path(os.environ.get("PREFECT_HOME", settings.PROJECT_ROOT / ".prefect")) / "deepflow-server.json"
+def _record_path(env: Mapping[str, str] = os.environ) -> Path:
+    return Path(env.get("PREFECT_HOME", settings.PROJECT_ROOT / ".prefect")) / "deepflow-server.json"
 
 
-def _record(server: Server) -> None:
-    path = _record_path()
+def _record(server: Server, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"url": server.url, "pid": server.process.pid}))
 
