@@ -47,7 +47,7 @@ def register_stand_in(root: Path) -> None:
     import torch
 
     from deepflow.scoring import TorchScorer
-    from deepflow.usecases.fraud.models import DeepNet, Standardize
+    from deepflow.kinds.tabular.models import DeepNet, Standardize
 
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
     os.environ.pop("DEEPFLOW_ARTIFACT_ROOT", None)

@@ -41,7 +41,7 @@ def reference(use_case: str, tmp: Path):
         frame = drift.load_batch("tabular", path)
         return frame, "simulator week (stage params, another seed)"
     if use_case == "nlp":
-        from deepflow.usecases.nlp.prepare import PrepareParams, prepare
+        from deepflow.kinds.text.prepare import PrepareParams, prepare
 
         prepare(settings.PROJECT_ROOT / "data/external/sms_spam/SMSSpamCollection", tmp / "nlp",
                 PrepareParams(**settings.stage_params("nlp.prepare")))
@@ -70,23 +70,23 @@ def scorer(use_case: str):
         import numpy as np
 
         from deepflow.scoring import TorchScorer
-        from deepflow.usecases.fraud.models import DeepNet, Standardize
+        from deepflow.kinds.tabular.models import DeepNet, Standardize
         from deepflow.usecases.fraud.prepare import FEATURES
 
         f = len(FEATURES)
         net = DeepNet(Standardize(np.zeros(f, np.float32), np.ones(f, np.float32)), width=128, blocks=4)
         return TorchScorer(net, FEATURES), None, "stand-in: untrained DeepNet (128 x 4 blocks)"
     if use_case == "nlp":
-        from deepflow.usecases.nlp.encoder import SentenceEncoder
-        from deepflow.usecases.nlp.models import EmbeddingHead
-        from deepflow.usecases.nlp.usecase import TextScorer
+        from deepflow.kinds.text.encoder import SentenceEncoder
+        from deepflow.kinds.text.models import EmbeddingHead
+        from deepflow.kinds.text.usecase import TextScorer
 
         return (TextScorer(EmbeddingHead(SentenceEncoder.dim, 2), ["ham", "spam"], SentenceEncoder()), None,
                 "stand-in: MiniLM + untrained head (transfer)")
-    from deepflow.usecases.traffic.config import ModelConfig
-    from deepflow.usecases.traffic.labels import CLASSES
-    from deepflow.usecases.traffic.models import build_net
-    from deepflow.usecases.traffic.scorer import DetectorScorer
+    from deepflow.kinds.detection.config import ModelConfig
+    from deepflow.kinds.detection.labels import CLASSES
+    from deepflow.kinds.detection.models import build_net
+    from deepflow.kinds.detection.scorer import DetectorScorer
 
     m = ModelConfig()
     net = build_net("deep", len(CLASSES), m)

@@ -20,7 +20,7 @@ import torch
 from sklearn.metrics import average_precision_score
 
 from deepflow import settings, tracking, training, usecase
-from deepflow.usecases.fraud.models import FraudSystem, Standardize, build_net
+from deepflow.kinds.tabular.models import TabularSystem, Standardize, build_net
 
 
 def tensors(frame, cfg):
@@ -50,7 +50,7 @@ def plain_loop(net, x, y, xv, yv, cfg, log) -> tuple[float, int]:
 
 
 def lightning_loop(net, x, y, xv, yv, cfg, log) -> tuple[float, int]:
-    system = FraudSystem(net, "bce", lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    system = TabularSystem(net, "bce", lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     result = training.fit(
         system,
         training.batches(x, y, batch_size=cfg.train.batch_size, shuffle=True, seed=cfg.train.seed),

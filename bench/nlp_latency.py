@@ -68,7 +68,7 @@ def main() -> None:
     for name, kind in uc.members():
         extra = {}
         if name == "transfer":  # time the one-off encoding of the training split (not cached here)
-            from deepflow.usecases.nlp.encoder import SentenceEncoder
+            from deepflow.kinds.text.encoder import SentenceEncoder
 
             enc, train = SentenceEncoder(), splits["train"]["text"].tolist()
             enc.embed(train[:64])  # load the weights outside the timing

@@ -22,13 +22,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from deepflow.usecases.traffic.augment import AugmentConfig, augment
-from deepflow.usecases.traffic.config import ModelConfig
+from deepflow.kinds.detection.augment import AugmentConfig, augment
+from deepflow.kinds.detection.config import ModelConfig
 from deepflow.usecases.traffic.generate import GenerateParams, frame_row
-from deepflow.usecases.traffic.labels import CLASSES
-from deepflow.usecases.traffic.loss import detection_loss
-from deepflow.usecases.traffic.models import build_net
-from deepflow.usecases.traffic.scorer import DetectorScorer, to_tensors
+from deepflow.kinds.detection.labels import CLASSES
+from deepflow.kinds.detection.loss import detection_loss
+from deepflow.kinds.detection.models import build_net
+from deepflow.kinds.detection.scorer import DetectorScorer, to_tensors
 
 
 def timed(fn, repeats: int, warmup: int = 10) -> np.ndarray:

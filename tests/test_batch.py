@@ -144,7 +144,7 @@ def test_nlp_label_and_probability(store, tmp_path) -> None:
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
-    from deepflow.usecases.nlp.usecase import TfidfScorer
+    from deepflow.kinds.text.usecase import TfidfScorer
     from tests.nlp_toy import TOPICS, toy_frame
 
     toy = toy_frame(n_per_class=30)
@@ -181,9 +181,9 @@ def test_traffic_folder_of_images_one_row_per_frame_with_counts(store, tmp_path)
 
     from PIL import Image
 
-    from deepflow.usecases.traffic.labels import CLASSES
-    from deepflow.usecases.traffic.models import ShallowNet
-    from deepflow.usecases.traffic.scorer import DetectorScorer
+    from deepflow.kinds.detection.labels import CLASSES
+    from deepflow.kinds.detection.models import ShallowNet
+    from deepflow.kinds.detection.scorer import DetectorScorer
 
     def png(size, colour) -> bytes:
         buf = io.BytesIO()

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from deepflow import config, usecase
-from deepflow.usecases.fraud.config import FraudConfig
+from deepflow.kinds.tabular.config import TabularConfig
 
 
 @dataclass
@@ -55,17 +55,18 @@ def test_yaml_wrong_type_fails(tmp_path: Path) -> None:
         config.load(Outer, y)
 
 
-def test_shipped_configs_load() -> None:
-    for name in usecase.REGISTRY:
+def test_shipped_entries_load() -> None:
+    assert {"fraud", "paysim", "nlp", "traffic"} <= set(usecase.entries())
+    for name in usecase.entries():
         uc = usecase.get(name)
-        assert isinstance(uc.cfg, uc.config_cls) and uc.cfg.promotion.resamples > 0
+        assert isinstance(uc, usecase.UseCase) and uc.name == name and uc.cfg.promotion.resamples > 0
         assert uc.primary_metric and "deep" in uc.families.values() and "shallow" in uc.families.values()
     assert usecase.get("fraud", ["train.epochs=3"]).cfg.train.epochs == 3
 
 
 def test_hash_is_stable_and_sensitive() -> None:
-    a, b = config.load(FraudConfig), config.load(FraudConfig, None, ["train.seed=1"])
-    assert config.config_hash(a) == config.config_hash(config.load(FraudConfig))
+    a, b = config.load(TabularConfig), config.load(TabularConfig, None, ["train.seed=1"])
+    assert config.config_hash(a) == config.config_hash(config.load(TabularConfig))
     assert config.config_hash(a) != config.config_hash(b)
     assert config.flatten(a)["train.epochs"] == a.train.epochs
 

@@ -16,7 +16,7 @@ from deepflow.drift import DriftConfig, DriftInputError
 from deepflow.usecases.fraud.prepare import FEATURES, add_features
 from deepflow.usecases.fraud.simulate import SimulationParams, simulate
 from deepflow.usecases.traffic.generate import GenerateParams, frame_row
-from deepflow.usecases.traffic.labels import CLASSES
+from deepflow.kinds.detection.labels import CLASSES
 
 SIM = SimulationParams(n_customers=400, n_terminals=2000, n_days=60, seed=1, terminals_per_day=1, customers_per_day=1)
 FRAMES = GenerateParams(width=96, height=96, seed=5)
@@ -221,7 +221,7 @@ def test_text_batch_formats_and_rows_without_text(tmp_path):
 
 @pytest.fixture(scope="module")
 def sms_splits(tmp_path_factory) -> Path:
-    from deepflow.usecases.nlp.prepare import PrepareParams, prepare
+    from deepflow.kinds.text.prepare import PrepareParams, prepare
 
     out = tmp_path_factory.mktemp("nlp-prepared")
     prepare(settings.PROJECT_ROOT / "data/external/sms_spam/SMSSpamCollection", out,
@@ -258,14 +258,14 @@ def test_text_batch_without_drift_is_not_flagged_and_drifted_one_is(sms_splits, 
 
 
 def test_text_tokens_keep_symbols_and_digit_shapes():
-    from deepflow.usecases.nlp.drift import tokens
+    from deepflow.kinds.text.drift import tokens
 
     assert tokens("WIN £100 now!! call 0800123456 👉 https://x.io ❤️") == [
         "win", "£", "<num>", "now", "!", "!", "call", "<longnum>", "👉", "https", ":", "/", "/", "x", ".", "io", "❤"]
 
 
 def test_embedding_shift_statistic_on_synthetic_embeddings():
-    from deepflow.usecases.nlp.drift import embedding_shift
+    from deepflow.kinds.text.drift import embedding_shift
 
     rng = np.random.default_rng(0)
     ref = rng.normal(size=(300, 16))
@@ -279,8 +279,8 @@ def test_embedding_shift_statistic_on_synthetic_embeddings():
 def test_transfer_champion_reuses_the_embedding_signals_embeddings():
     import torch
 
-    from deepflow.usecases.nlp.drift import label_shares
-    from deepflow.usecases.nlp.encoder import SentenceEncoder
+    from deepflow.kinds.text.drift import label_shares
+    from deepflow.kinds.text.encoder import SentenceEncoder
 
     class Transfer:  # the shape of a TextScorer over the frozen encoder; never loads MiniLM here
         labels, featurizer = ["ham", "spam"], SentenceEncoder()
@@ -322,7 +322,7 @@ class BrightnessDetector:
     max_det = 100
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        from deepflow.usecases.traffic.drift import frame_stats
+        from deepflow.kinds.detection.drift import frame_stats
 
         rows = []
         for i, data in enumerate(frame["image"]):

@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 
 from deepflow import validation
-from deepflow.usecases.fraud import expectations
-from deepflow.usecases.fraud.config import FraudConfig
+from deepflow.kinds.tabular import expectations
+from deepflow.kinds.tabular.config import TabularConfig
 
-CFG = FraudConfig()
+CFG = TabularConfig()
 Splits = dict[str, pd.DataFrame]
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deepflow.usecases.fraud.metrics import card_precision_at_k
+from deepflow.kinds.tabular.metrics import card_precision_at_k
 
 
 def hand_made() -> tuple[pd.DataFrame, np.ndarray]:

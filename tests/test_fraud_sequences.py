@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
-from deepflow.usecases.fraud import sequences
-from deepflow.usecases.fraud.models import SequenceNet, sequence_scalers
+from deepflow.kinds.tabular import sequences
+from deepflow.kinds.tabular.models import SequenceNet, sequence_scalers
 from deepflow.usecases.fraud.prepare import FEATURES, SplitParams, add_features, split
 from deepflow.usecases.fraud.simulate import SimulationParams, simulate
 from tests.conftest import SMALL, SMALL_SPLIT

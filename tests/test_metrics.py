@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deepflow.usecases.fraud.metrics import card_precision_at_k, fraud_metrics
+from deepflow.kinds.tabular.metrics import card_precision_at_k, binary_metrics
 
 
 def frame() -> pd.DataFrame:
@@ -25,8 +25,8 @@ def test_card_precision_ranks_cards_by_their_max_score() -> None:
     assert card_precision_at_k(frame(), scores, k=1, remove_detected=False) == pytest.approx(0.5)
 
 
-def test_fraud_metrics_perfect_ranking() -> None:
-    m = fraud_metrics(frame(), np.array([0, 1, 0, 0, 0, 1.0]), k=1, entity="CUSTOMER_ID",
+def test_binary_metrics_perfect_ranking() -> None:
+    m = binary_metrics(frame(), np.array([0, 1, 0, 0, 0, 1.0]), k=1, entity="CUSTOMER_ID",
                       label="TX_FRAUD", time="TX_DATETIME")
     assert m["auprc"] == 1.0 and m["roc_auc"] == 1.0 and m["card_precision_at_1"] == 1.0
 
@@ -34,4 +34,4 @@ def test_fraud_metrics_perfect_ranking() -> None:
 def test_single_class_is_an_error() -> None:
     f = frame().assign(TX_FRAUD=0)
     with pytest.raises(ValueError, match="single class"):
-        fraud_metrics(f, np.zeros(6), entity="CUSTOMER_ID", label="TX_FRAUD", time="TX_DATETIME")
+        binary_metrics(f, np.zeros(6), entity="CUSTOMER_ID", label="TX_FRAUD", time="TX_DATETIME")

@@ -6,8 +6,8 @@ import torch
 
 from deepflow import training, usecase
 from deepflow.scoring import TorchScorer
-from deepflow.usecases.fraud.config import ModelConfig
-from deepflow.usecases.fraud.models import FraudSystem, Standardize, build_net
+from deepflow.kinds.tabular.config import ModelConfig
+from deepflow.kinds.tabular.models import TabularSystem, Standardize, build_net
 
 F = 15
 
@@ -21,7 +21,7 @@ def test_shapes_and_finite_loss(name: str) -> None:
     net, objective = build_net(name, scaler(), ModelConfig())
     x, y = torch.randn(32, F) * 10, (torch.rand(32) < 0.1).float()
     assert net(x).shape == (32,)
-    loss = FraudSystem(net, objective).loss(x, y)
+    loss = TabularSystem(net, objective).loss(x, y)
     assert loss.ndim == 0 and torch.isfinite(loss)
     loss.backward()
     assert all(p.grad is not None for p in net.parameters() if p.requires_grad)

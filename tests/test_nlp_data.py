@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 from deepflow import validation
-from deepflow.usecases.nlp import expectations
-from deepflow.usecases.nlp.config import NlpConfig
-from deepflow.usecases.nlp.prepare import PrepareParams, dedup_key, deduplicate, normalise, prepare, read, split
-from deepflow.usecases.nlp.text import HashedBag, Vocabulary, tokenize
+from deepflow.kinds.text import expectations
+from deepflow.kinds.text.config import TextConfig
+from deepflow.kinds.text.prepare import PrepareParams, dedup_key, deduplicate, normalise, prepare, read, split
+from deepflow.kinds.text.text import HashedBag, Vocabulary, tokenize
 from tests.nlp_toy import toy_frame
 
 CSV = PrepareParams(sep=",", header=True, text_column="text", label_column="label")
@@ -85,7 +85,7 @@ def test_hashed_bag_is_stable_and_shares_subwords() -> None:
 
 # --- the contract ---------------------------------------------------------------------------
 
-CFG = NlpConfig()
+CFG = TextConfig()
 Splits = dict[str, pd.DataFrame]
 
 

@@ -7,12 +7,12 @@ import pytest
 import torch
 from sklearn.metrics import f1_score
 
-from deepflow.usecases.nlp import behaviour
-from deepflow.usecases.nlp.config import BehaviourConfig
-from deepflow.usecases.nlp.metrics import bootstrap_f1, f1, paired_bootstrap_f1, text_metrics
-from deepflow.usecases.nlp.models import BiGRUNet, FastTextNet
-from deepflow.usecases.nlp.text import HashedBag, TokenIds, Vocabulary
-from deepflow.usecases.nlp.usecase import TextScorer
+from deepflow.kinds.text import behaviour
+from deepflow.kinds.text.config import BehaviourConfig
+from deepflow.kinds.text.metrics import bootstrap_f1, f1, paired_bootstrap_f1, text_metrics
+from deepflow.kinds.text.models import BiGRUNet, FastTextNet
+from deepflow.kinds.text.text import HashedBag, TokenIds, Vocabulary
+from deepflow.kinds.text.usecase import TextScorer
 
 
 def test_f1_matches_sklearn_binary_and_macro() -> None:
@@ -108,7 +108,7 @@ def test_behaviour_suite_passes_a_sensible_model_and_catches_a_case_sensitive_on
 
 @pytest.mark.slow
 def test_frozen_encoder_is_not_pickled_and_reloads_offline() -> None:
-    from deepflow.usecases.nlp.encoder import SentenceEncoder
+    from deepflow.kinds.text.encoder import SentenceEncoder
 
     enc = SentenceEncoder()
     e = enc.embed(["win a free cash prize now", "claim your free prize", "are we meeting for lunch"])

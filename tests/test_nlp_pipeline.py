@@ -7,7 +7,7 @@ import pytest
 from mlflow import MlflowClient
 
 from deepflow import settings, tracking
-from deepflow.usecases.nlp.prepare import PrepareParams, prepare
+from deepflow.kinds.text.prepare import PrepareParams, prepare
 from deepflow.validation import ValidationFailed
 from flows.pipeline import train_pipeline
 from tests.nlp_toy import TOY_OVERRIDES, write_toy_csv

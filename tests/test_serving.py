@@ -26,7 +26,7 @@ from fastapi.testclient import TestClient
 from deepflow import ledger, settings, tracking
 from deepflow.scoring import TorchScorer
 from deepflow.serving import ServeConfig, create_app
-from deepflow.usecases.traffic.labels import CLASSES
+from deepflow.kinds.detection.labels import CLASSES
 from tests.conftest import free_port
 
 FEATURES = ["amount", "hour", "tx_count_7d"]
@@ -37,7 +37,7 @@ class FakeDetector:
     """A stand-in for DetectorScorer: two fixed detections per image, one below 0.5."""
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        from deepflow.usecases.traffic.scorer import detections_frame
+        from deepflow.kinds.detection.scorer import detections_frame
 
         parts = [(i, np.array([[1.0, 2.0, 10.0, 12.0], [3.0, 3.0, 5.0, 5.0]]), np.array([0.9, 0.2]),
                   np.array([0, 0])) for i in range(len(frame))]
@@ -68,7 +68,7 @@ def register_nlp() -> str:
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
-    from deepflow.usecases.nlp.usecase import TfidfScorer
+    from deepflow.kinds.text.usecase import TfidfScorer
     from tests.nlp_toy import toy_frame
 
     toy = toy_frame(n_per_class=30)
@@ -315,8 +315,8 @@ def test_hot_reload_swaps_without_failures_and_survives_a_broken_version(store, 
 
 def test_traffic_with_a_real_detector_scorer(store, tmp_path, monkeypatch) -> None:
     """The real DetectorScorer (an untrained ShallowNet): boxes within the image, counts agree."""
-    from deepflow.usecases.traffic.models import ShallowNet
-    from deepflow.usecases.traffic.scorer import DetectorScorer
+    from deepflow.kinds.detection.models import ShallowNet
+    from deepflow.kinds.detection.scorer import DetectorScorer
 
     monkeypatch.setenv("DEEPFLOW_LOCK_DIR", str(tmp_path / "locks"))
     torch.manual_seed(0)

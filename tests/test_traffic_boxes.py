@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from deepflow.usecases.traffic.boxes import aligned_iou, batched_nms, box_iou, cxcywh_to_xyxy, nms, xyxy_to_cxcywh
+from deepflow.kinds.detection.boxes import aligned_iou, batched_nms, box_iou, cxcywh_to_xyxy, nms, xyxy_to_cxcywh
 
 A = torch.tensor([[0.0, 0.0, 2.0, 2.0]])
 B = torch.tensor([[1.0, 1.0, 3.0, 3.0]])  # overlap 1, union 7, enclosing 3x3

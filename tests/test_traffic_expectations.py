@@ -8,15 +8,15 @@ import pandas as pd
 import pytest
 
 from deepflow import validation
-from deepflow.usecases.traffic import expectations
-from deepflow.usecases.traffic.config import TrafficConfig
+from deepflow.kinds.detection import expectations
+from deepflow.kinds.detection.config import DetectionConfig
 from tests.test_traffic_generate import traffic_splits  # noqa: F401 (fixture)
 
 Splits = dict[str, pd.DataFrame]
 
 
 def run(splits: Splits) -> validation.ValidationReport:
-    return validation.validate("traffic.test", expectations.frames(splits), expectations.suites(TrafficConfig()))
+    return validation.validate("traffic.test", expectations.frames(splits), expectations.suites(DetectionConfig()))
 
 
 def copy(splits: Splits) -> Splits:

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from deepflow.usecases.traffic.generate import GenerateParams, frame_row, generate, write
-from deepflow.usecases.traffic.labels import CLASSES, decode, parse_yolo, pixel_boxes
+from deepflow.kinds.detection.labels import CLASSES, decode, parse_yolo, pixel_boxes
 
 TINY = GenerateParams(n_train=32, n_val=8, n_test=8, width=96, height=96, seed=3)
 

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deepflow.usecases.traffic import metrics
-from deepflow.usecases.traffic.labels import CLASSES, format_yolo
-from deepflow.usecases.traffic.scorer import detections_frame
+from deepflow.kinds.detection import metrics
+from deepflow.kinds.detection.labels import CLASSES, format_yolo
+from deepflow.kinds.detection.scorer import detections_frame
 
 Box = tuple[float, float, float, float]
 

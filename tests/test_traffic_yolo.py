@@ -12,9 +12,9 @@ from PIL import Image
 
 from deepflow import validation
 from deepflow.settings import PROJECT_ROOT
-from deepflow.usecases.traffic import expectations, yolo
-from deepflow.usecases.traffic.config import CocoConfig, TrafficConfig
-from deepflow.usecases.traffic.labels import CLASSES, parse_yolo
+from deepflow.kinds.detection import expectations, yolo
+from deepflow.kinds.detection.config import CocoConfig, DetectionConfig
+from deepflow.kinds.detection.labels import CLASSES, parse_yolo
 
 COCO = PROJECT_ROOT / "data/external/coco_traffic_sample"
 OURS = {"person": "pedestrian", "bicycle": "bicycle", "car": "car", "motorcycle": "motorcycle",
@@ -47,7 +47,7 @@ def test_coco_sample_loads_with_counts_from_its_attribution(coco: pd.DataFrame) 
 
 def test_coco_sample_meets_the_box_and_image_rules(coco: pd.DataFrame) -> None:
     frames = expectations.frames({"test": coco})
-    suites = expectations.suites(TrafficConfig())
+    suites = expectations.suites(DetectionConfig())
     suites["boxes"] = suites["boxes"][:-1]  # "every class in train" concerns training splits only
     report = validation.validate("traffic.coco", frames, suites)
     assert report.success, report.to_markdown()

@@ -46,7 +46,7 @@ def _wait_for_text(driver, text: str, timeout: float = 60) -> str:
 def test_mlflow_dashboard_shows_experiments_models_and_champion(store, fast_overrides, tmp_path) -> None:
     """`deepflow ui`'s MLflow process on a store the pipeline filled, seen through a real browser."""
     from deepflow import dashboards, settings
-    from deepflow.usecases.nlp.prepare import PrepareParams, prepare
+    from deepflow.kinds.text.prepare import PrepareParams, prepare
     from flows.pipeline import train_pipeline
     from tests.nlp_toy import TOY_OVERRIDES, write_toy_csv
 

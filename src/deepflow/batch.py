@@ -266,7 +266,7 @@ def validate_text(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def validate_image(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(rows whose ``image`` decodes, rejects[row, column, reason]); the reason names the file."""
-    from deepflow.usecases.traffic.labels import decode
+    from deepflow.kinds.detection.labels import decode
 
     problems: dict[Any, list[tuple[str, str]]] = {}
     for row, data in frame[IMAGE].items():
@@ -333,7 +333,7 @@ def score_images(model: Model, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Da
     """One output row per decodable image: detections at or above the threshold (JSON) and counts per class."""
     import json
 
-    from deepflow.usecases.traffic.labels import CLASSES
+    from deepflow.kinds.detection.labels import CLASSES
 
     clean, rejects = validate_image(frame)
     threshold = model.threshold if model.threshold is not None else 0.0

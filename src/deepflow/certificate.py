@@ -59,7 +59,8 @@ def build(*, use_case: str, version: str, member: dict, cfg: Any, validation: di
         "run_id": member["run_id"],
         "model_uri": member["model_uri"],
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "data": {"dvc_stage": cfg.dvc_stage, "md5": validation["data_version"],
+        "data": {"dvc_stage": validation["dvc_stage"], "source": validation["data_source"],
+                 "md5": validation["data_version"], "schema": validation.get("schema"),
                  "fingerprint": validation["fingerprint"]},
         "code": {"git_commit": commit.removesuffix("-dirty"), "dirty": commit.endswith("-dirty")},
         "validation": {

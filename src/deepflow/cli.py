@@ -71,7 +71,7 @@ def _print_summaries(summaries: list[dict]) -> None:
 
             out.print(Markdown(s["console"]))
             continue
-        shown = getattr(usecase.use_case_class(s["use_case"]), "summary_metrics", None)
+        shown = usecase.get(s["use_case"]).summary_metrics
         table = Table(title=f"{s['use_case']} pipeline summary")
         all_rows = report.rows(s, shown)
         columns = list(dict.fromkeys(k for row in all_rows for k in row))

@@ -1,4 +1,4 @@
-"""Typed configuration: dataclass defaults in code <- per-use-case YAML <- ``key=value`` overrides.
+"""Typed configuration: dataclass defaults in code <- an entry's ``config:`` <- ``key=value`` overrides.
 
 Unknown keys and wrong types fail at load with a ``ConfigError`` naming the key.
 """
@@ -24,18 +24,30 @@ class ConfigError(ValueError):
 
 
 def load(cls: type[T], yaml_path: Path | None = None, overrides: typing.Sequence[str] = ()) -> T:
-    """Build ``cls`` from its defaults, then the YAML file, then ``key=value`` overrides."""
+    """Build ``cls`` from its defaults, then a YAML mapping file, then ``key=value`` overrides."""
     data: dict[str, Any] = {}
     if yaml_path is not None and yaml_path.exists():
         data = yaml.safe_load(yaml_path.read_text()) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{yaml_path}: top level must be a mapping")
+    return load_mapping(cls, data, overrides, source=str(yaml_path or cls.__name__))
+
+
+def load_mapping(cls: type[T], data: dict[str, Any], overrides: typing.Sequence[str] = (),
+                 source: str = "config") -> T:
+    """Build ``cls`` from its defaults, then ``data`` (an entry's ``config:``), then overrides."""
+    import copy
+
+    data = copy.deepcopy(data)
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not key=value")
         _set_dotted(data, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
-    return _build(cls, data, prefix="")
+    try:
+        return _build(cls, data, prefix="")
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -373,10 +373,10 @@ def detect(kind: str, reference: pd.DataFrame, current: pd.DataFrame, cfg: Drift
     if kind == "tabular":
         return detect_tabular(reference, current, cfg, scorer, use_case=use_case, features=features)
     if kind == "text":
-        from deepflow.usecases.nlp.drift import detect_text
+        from deepflow.kinds.text.drift import detect_text
 
         return detect_text(reference, current, cfg, scorer, use_case=use_case)
-    from deepflow.usecases.traffic.drift import detect_image
+    from deepflow.kinds.detection.drift import detect_image
 
     return detect_image(reference, current, cfg, scorer, use_case=use_case, threshold=threshold)
 
@@ -462,20 +462,10 @@ def reference_frame(use_case: str, max_rows: int | None = None, seed: int = 0,
 
 
 def use_case_config(use_case: str, overrides: list[str] | tuple[str, ...] = ()) -> Any:
-    """The use case's resolved config without importing its model code (torch, Lightning: seconds):
-    ``usecases/<uc>/config.py`` holds ``<Name>Config`` beside ``<Name>UseCase``."""
-    import importlib
+    """The entry's resolved config without importing its model code (torch, Lightning: seconds)."""
+    from deepflow import usecase
 
-    from deepflow import config, usecase
-
-    if use_case not in usecase.REGISTRY:
-        raise usecase.UnknownUseCase(use_case)
-    entry = usecase.REGISTRY[use_case]
-    module = importlib.import_module(entry.module.rsplit(".", 1)[0] + ".config")
-    cls = getattr(module, entry.cls.removesuffix("UseCase") + "Config", None)
-    if cls is None:  # another layout: build the use case itself
-        return usecase.get(use_case, overrides).cfg
-    return config.load(cls, entry.config_path, overrides)
+    return usecase.resolve_config(usecase.entry(use_case), overrides)
 
 
 TABLE_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv", ".txt": "lines"}
@@ -587,9 +577,9 @@ def _clean_images(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
 # --- drifted batches -------------------------------------------------------------------------
 
 GENERATORS = {
-    "fraud": "deepflow.usecases.fraud.drift",
-    "nlp": "deepflow.usecases.nlp.drift",
-    "traffic": "deepflow.usecases.traffic.drift",
+    "fraud": "deepflow.usecases.fraud.incoming",
+    "nlp": "deepflow.kinds.text.drift",
+    "traffic": "deepflow.kinds.detection.drift",
 }
 
 

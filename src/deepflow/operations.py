@@ -70,9 +70,9 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
         raise config.ConfigError(f"operations config {path} does not exist")
     ops = config.load(OpsConfig, path, overrides)
     for name in [*ops.pipelines, *ops.monitor.use_cases]:
-        if name not in usecase.REGISTRY:
+        if name not in usecase.entries():
             raise config.ConfigError(f"operations config: unknown use case {name!r} "
-                                     f"(known: {', '.join(usecase.REGISTRY)})")
+                                     f"(known: {', '.join(usecase.entries())})")
     for name, sched in [*ops.pipelines.items(), ("monitor", ops.monitor.schedule)]:
         if sched.cron and sched.interval_seconds:
             raise config.ConfigError(f"schedule of {name}: set cron or interval_seconds, not both")

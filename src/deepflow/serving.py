@@ -48,19 +48,12 @@ class ServeConfig:
     max_image_bytes: int = 10_000_000  # an uploaded image -> 413 above
     max_rows: int = 1000  # rows per fraud request, texts per nlp request -> 422 above
     max_text_chars: int = 10_000
-    use_cases: tuple[str, ...] = tuple(usecase.REGISTRY)
+    use_cases: tuple[str, ...] = field(default_factory=lambda: tuple(usecase.entries()))
 
 
 def kind_of(use_case: str) -> str:
-    """Which request shape a use case takes, from the module that defines it."""
-    module = usecase.REGISTRY[use_case].module
-    if ".fraud." in module:
-        return TABULAR
-    if ".nlp." in module:
-        return TEXT
-    if ".traffic." in module:
-        return IMAGE
-    raise ValueError(f"{use_case}: no serving shape for {module}")
+    """Which request shape an entry takes, from its kind."""
+    return {"tabular": TABULAR, "text": TEXT, "detection": IMAGE}[usecase.entry(use_case).kind]
 
 
 # --- the loaded models ---------------------------------------------------------------------
@@ -502,7 +495,7 @@ def _image_size(data: bytes) -> tuple[int, int]:
 
     from PIL import Image
 
-    from deepflow.usecases.traffic.labels import decode
+    from deepflow.kinds.detection.labels import decode
 
     try:
         with warnings.catch_warnings():

@@ -31,6 +31,11 @@ QUIET_ENV = {
 }
 
 
+def datasets_dir() -> Path:
+    """The dataset entries, ``<name>.yaml`` each (usecase.py)."""
+    return Path(os.environ.get("DEEPFLOW_DATASETS_DIR", PROJECT_ROOT / "datasets"))
+
+
 def data_dir() -> Path:
     return Path(os.environ.get("DEEPFLOW_DATA_DIR", PROJECT_ROOT / "data"))
 

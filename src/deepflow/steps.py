@@ -64,18 +64,20 @@ def validate_data(use_case: str, overrides: Sequence[str], run_id: str | None = 
             tracking.set_tags(run_id, {"deepflow.validation": "passed" if report.success else "failed"})
     if not report.success:
         raise validation.ValidationFailed(report, report_path)
+    fingerprint = data_fingerprint(uc)
     return {
         "suite": report.suite,
         "result": "passed",
         "expectations": report.evaluated,
         "report_path": str(report_path),
-        "data_version": tracking.dvc_hash(uc.cfg.dvc_stage),
-        "fingerprint": data_fingerprint(uc),
+        **tracking.data_lineage(uc.prepared_dir, fingerprint),
+        "fingerprint": fingerprint,
+        "schema": usecase.schema_hash(uc.schema()),
         "timings": dict(sw.seconds),
     }
 
 
-def data_fingerprint(uc: Any) -> str:
+def data_fingerprint(uc: usecase.UseCase) -> str:
     """sha256 of the prepared files exactly as they are on disk now (DVC's md5 is per `repro`)."""
     import hashlib
 
@@ -116,7 +118,7 @@ def train_member(use_case: str, overrides: Sequence[str], member: str, kind: str
             size_mb = scorer_size_mb(scorer)
             interval = uc.primary_interval(test_scores, splits["test"])
             figures = uc.figures(member, test_scores, splits["test"], threshold)
-            texts = uc.reports(member, scorer, test_scores, splits["test"]) if hasattr(uc, "reports") else {}
+            texts = uc.reports(member, scorer, test_scores, splits["test"])
         with sw("tracking"):
             metrics = {f"val/{k}": v for k, v in val_metrics.items()}
             metrics |= {f"test/{k}": v for k, v in test_metrics.items()}
@@ -161,10 +163,11 @@ def register_best(use_case: str, overrides: Sequence[str], results: list[dict], 
     Hard rule: only with a passing validation of the exact data version it was trained on.
     """
     uc = usecase.get(use_case, overrides)
-    current_data = tracking.dvc_hash(uc.cfg.dvc_stage)
     if validation_info.get("result") != "passed":
         raise RuntimeError(f"{use_case}: refusing to register without a passing validation")
-    if (validation_info["data_version"], validation_info["fingerprint"]) != (current_data, data_fingerprint(uc)):
+    fingerprint = data_fingerprint(uc)
+    current_data = tracking.data_lineage(uc.prepared_dir, fingerprint)["data_version"]
+    if (validation_info["data_version"], validation_info["fingerprint"]) != (current_data, fingerprint):
         raise RuntimeError(f"{use_case}: the prepared data changed after it was validated; refusing to register "
                            f"(validated {validation_info['data_version']}/{validation_info['fingerprint']})")
     primary = uc.primary_metric
@@ -178,6 +181,11 @@ def register_best(use_case: str, overrides: Sequence[str], results: list[dict], 
         tags = {
             "deepflow.member": best["member"],
             "deepflow.data_version": validation_info["data_version"],
+            "deepflow.data_source": validation_info["data_source"],
+            "deepflow.dvc_stage": validation_info["dvc_stage"],
+            "deepflow.entry": str(uc.entry.path.name),
+            "deepflow.entry_kind": uc.kind,
+            "deepflow.schema": usecase.schema_hash(uc.schema()),
             "deepflow.git_commit": tracking.git_commit(),
             "deepflow.validation": f"passed ({validation_info['expectations']} expectations)",
             "deepflow.validation_suite": validation_info["suite"],
@@ -201,11 +209,33 @@ def register_best(use_case: str, overrides: Sequence[str], results: list[dict], 
     return {"version": version, "member": best["member"], "run_id": best["run_id"], "timings": dict(sw.seconds)}
 
 
-def promote_challenger(use_case: str, overrides: Sequence[str] = (), actor: str = "pipeline") -> dict:
+def schema_checks(uc: usecase.UseCase, challenger, champion, accept_schema_change: bool) -> list[promotion.Check]:
+    """Failed checks when the challenger was not trained on this entry's schema, or the champion on
+    another one (a model of other data is never compared with, or promoted over, this entry's)."""
+    now = usecase.schema_hash(uc.schema())
+    ours = (challenger.tags or {}).get("deepflow.schema")
+    failed = []
+    if ours != now:
+        failed.append(promotion.Check("schema", False, f"challenger v{challenger.version} was trained on schema "
+                                      f"{ours or 'unrecorded'}, entry {uc.name!r} now has {now} ({uc.entry.path})"))
+    if champion is not None and str(champion.version) != str(challenger.version) and not accept_schema_change:
+        theirs = (champion.tags or {}).get("deepflow.schema")
+        if theirs != ours:
+            failed.append(promotion.Check(
+                "schema", False, f"champion v{champion.version} (schema {theirs or 'unrecorded'}) and challenger "
+                f"v{challenger.version} (schema {ours}) were trained on data of different schemas: not comparable; "
+                f"`deepflow promote {uc.name} --accept-schema-change` replaces the champion if that is intended"))
+    return failed
+
+
+def promote_challenger(use_case: str, overrides: Sequence[str] = (), actor: str = "pipeline",
+                       accept_schema_change: bool = False) -> dict:
     """Score ``@challenger`` and ``@champion`` on today's test split in this one run, apply the
     policy, record the decision with the challenger, and move ``@champion`` through the ledger.
 
-    Anything that goes wrong before the move leaves ``@champion`` where it was.
+    Anything that goes wrong before the move leaves ``@champion`` where it was. A challenger whose
+    schema differs from the entry's, or from the champion's, is refused before anything is scored
+    (unless ``accept_schema_change``: then the champion is not compared, only the floors apply).
     """
     uc = usecase.get(use_case, overrides)
     primary, p = uc.primary_metric, uc.cfg.promotion
@@ -214,6 +244,10 @@ def promote_challenger(use_case: str, overrides: Sequence[str] = (), actor: str 
     if challenger is None:
         raise LookupError(f"{use_case}: no @challenger to promote (run `deepflow train {use_case}`)")
     champion = tracking.version_by_alias(use_case, tracking.CHAMPION)
+    if refused := schema_checks(uc, challenger, champion, accept_schema_change):
+        return _record_decision(uc, actor, challenger, champion, promotion.Decision(False, refused), None,
+                                {"refused_before_scoring": True}, sw)
+    champion_compared = None if accept_schema_change else champion
     with sw("validation"):
         test = uc.load_splits()["test"]
     with sw("evaluation"):
@@ -222,7 +256,7 @@ def promote_challenger(use_case: str, overrides: Sequence[str] = (), actor: str 
         chall_metrics, _ = split_extras(uc, chall_scorer, uc.evaluate(chall_scores, test))
         latency = latency_percentiles(chall_scorer, input_example(uc, chall_scorer, test).head(1))
         champ_metrics, gain = None, None
-        if champion is not None and str(champion.version) != str(challenger.version):
+        if champion_compared is not None and str(champion.version) != str(challenger.version):
             champ_scorer = tracking.load_scorer(f"models:/{use_case}/{champion.version}")
             champ_scores = champ_scorer.predict(test)
             champ_metrics, _ = split_extras(uc, champ_scorer, uc.evaluate(champ_scores, test))
@@ -230,14 +264,31 @@ def promote_challenger(use_case: str, overrides: Sequence[str] = (), actor: str 
     evidence = promotion.Evidence(
         metric=primary, challenger_version=str(challenger.version), challenger=chall_metrics,
         latency_p95_ms=latency["p95"], size_mb=scorer_size_mb(chall_scorer),
-        champion_version=str(champion.version) if champion else None, champion=champ_metrics, gain=gain,
+        champion_version=str(champion_compared.version) if champion_compared else None, champion=champ_metrics,
+        gain=gain,
     )
     policy = promotion.Policy(**{f.name: getattr(p, f.name) for f in fields(promotion.Policy)})
     decision = promotion.decide(policy, evidence)
+    return _record_decision(uc, actor, challenger, champion, decision, evidence,
+                            {"test_rows": len(test), f"challenger_{primary}": chall_metrics[primary],
+                             f"champion_{primary}": champ_metrics[primary] if champ_metrics else None,
+                             "gain": asdict(gain) if gain else None,
+                             "schema_change_accepted": bool(accept_schema_change and champion)}, sw)
+
+
+def _record_decision(uc: usecase.UseCase, actor: str, challenger, champion, decision: promotion.Decision,
+                     evidence: promotion.Evidence | None, facts: dict, sw: Stopwatch) -> dict:
+    """Write the decision to the challenger's run and version tags; move @champion if promoted."""
+    use_case, p = uc.name, uc.cfg.promotion
+    policy = promotion.Policy(**{f.name: getattr(p, f.name) for f in fields(promotion.Policy)})
     stamp = time.strftime("%Y%m%dT%H%M%S")
+    fingerprint = data_fingerprint(uc) if uc.prepared_dir.is_dir() else "none"
     record = {"use_case": use_case, "decided_at": stamp, "decided_by": actor,
-              "data_version": tracking.dvc_hash(uc.cfg.dvc_stage), "test_rows": len(test),
-              "policy": asdict(policy), "evidence": asdict(evidence), **decision.to_dict()}
+              "data_version": tracking.data_lineage(uc.prepared_dir, fingerprint)["data_version"],
+              "policy": asdict(policy), "evidence": asdict(evidence) if evidence else None,
+              **{k: v for k, v in facts.items() if k in ("test_rows", "refused_before_scoring",
+                                                          "schema_change_accepted")},
+              **decision.to_dict()}
     path = f"promotion/decision-{stamp}-v{challenger.version}.json"
     evidence_uri = f"runs:/{challenger.run_id}/{path}"
     with sw("tracking"):
@@ -252,13 +303,14 @@ def promote_challenger(use_case: str, overrides: Sequence[str] = (), actor: str 
             ledger.move_alias(use_case, tracking.CHAMPION, str(challenger.version),
                               reason=decision.summary()[:5000], evidence=evidence_uri, actor=actor)
     final = tracking.version_by_alias(use_case, tracking.CHAMPION)
+    primary = uc.primary_metric
     return {
         "challenger": str(challenger.version),
         "previous_champion": str(champion.version) if champion else None,
         "champion": str(final.version) if final else None,
-        f"challenger_{primary}": chall_metrics[primary],
-        f"champion_{primary}": champ_metrics[primary] if champ_metrics else None,
-        "gain": asdict(gain) if gain else None,
+        f"challenger_{primary}": facts.get(f"challenger_{primary}"),
+        f"champion_{primary}": facts.get(f"champion_{primary}"),
+        "gain": facts.get("gain"),
         "promoted": decision.promote,
         "reasons": decision.reasons,
         "decision_uri": evidence_uri,
@@ -305,20 +357,20 @@ def bakeoff_report(use_case: str, overrides: Sequence[str], summary: dict) -> di
     return {"paths": paths, "timings": dict(sw.seconds)}
 
 
-def split_extras(uc: Any, scorer: Any, test_metrics: dict[str, float]) -> tuple[dict, dict]:
+def split_extras(uc: usecase.UseCase, scorer: Any, test_metrics: dict[str, float]) -> tuple[dict, dict]:
     """Add a use case's optional model-level metrics (``uc.extra_metrics(scorer)``, e.g. behavioural
     tests or a real-data sample) to the test metrics: ``test/x`` joins them as ``x`` (so promotion can
     gate on it); any other name (``coco/map50``) is returned apart, to be logged as is."""
-    extra = uc.extra_metrics(scorer) if hasattr(uc, "extra_metrics") else {}
+    extra = uc.extra_metrics(scorer)
     merged = test_metrics | {k.removeprefix("test/"): v for k, v in extra.items() if k.startswith("test/")}
     return merged, {k: v for k, v in extra.items() if not k.startswith("test/")}
 
 
-def input_example(uc: Any, scorer: Any, frame):
-    """The use case's input example in the columns this scorer reads, when it names them (a fraud
-    sequence scorer reads the card's history columns besides the per-transaction features)."""
+def input_example(uc: usecase.UseCase, scorer: Any, frame):
+    """The use case's input example in the columns this scorer reads, when it names them (a
+    sequence scorer reads the entity's history columns besides the row's own features)."""
     features = getattr(scorer, "features", None)
-    return uc.input_example(frame) if features is None else uc.input_example(frame, list(features))
+    return uc.input_example(frame, None if features is None else list(features))
 
 
 def latency_percentiles(scorer: Any, one_row, repeats: int = 200) -> dict[str, float]:

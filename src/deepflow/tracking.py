@@ -206,6 +206,30 @@ def dvc_hash(stage: str, lock_path: Path | None = None) -> str:
     return outs[0].get("md5", "untracked") if outs else "untracked"
 
 
+def dvc_stage_of(path: Path, lock_path: Path | None = None) -> tuple[str, str] | None:
+    """(stage, md5) of the ``dvc.lock`` output that is exactly ``path``; None when DVC does not track it."""
+    lock_path = lock_path or settings.PROJECT_ROOT / "dvc.lock"
+    if not lock_path.exists():
+        return None
+    try:
+        rel = Path(path).resolve().relative_to(settings.PROJECT_ROOT.resolve()).as_posix()
+    except ValueError:  # outside the project: not a DVC output of it
+        return None
+    for stage, info in ((yaml.safe_load(lock_path.read_text()) or {}).get("stages") or {}).items():
+        for out in info.get("outs") or []:
+            if out.get("path", "").rstrip("/") == rel and out.get("md5"):
+                return stage, out["md5"]
+    return None
+
+
+def data_lineage(prepared_dir: Path, fingerprint: str) -> dict[str, str]:
+    """What data a run used: the DVC md5 of its stage's output when the folder is one, else the
+    sha256 fingerprint of the files themselves (``files:<sha>``), never another entry's hash."""
+    found = dvc_stage_of(prepared_dir)
+    stage, version = found if found else ("none", f"files:{fingerprint}")
+    return {"data_version": version, "dvc_stage": stage, "data_source": str(prepared_dir)}
+
+
 @functools.cache
 def git_commit() -> str:
     """HEAD commit, suffixed ``-dirty`` when tracked files changed; "unknown" outside git."""

@@ -1,65 +1,128 @@
-"""What one ML problem provides, and the registry of use cases the pipeline knows.
+"""Dataset entries and the one contract a use case fulfils.
 
-A use case object exposes: ``cfg`` (typed config), ``primary_metric``, ``load_splits()``,
-``validation_inputs(splits)``, ``members()``, ``registrable(kind)``, ``fit(...)``,
-``evaluate(scores, frame)``, ``threshold(...)``, ``figures(...)`` and ``input_example(frame)``.
+An **entry** is one dataset with its own identity: ``datasets/<name>.yaml`` (committed,
+reviewable) names its ``kind`` (``tabular``, ``text`` or ``detection``) and holds the kind's
+config. The entry owns its registered model and MLflow experiment (both called ``<name>``), its
+data contract, serving route ``/v1/<name>/...``, drift reference, schedule and report folder.
+Entries are discovered from the folder, never listed in code: adding a dataset of an existing
+kind is one new file.
+
+A **use case** is an entry built into the object the pipeline drives: the kind's class
+(``deepflow.kinds.<kind>.usecase``) over the entry's resolved config. :class:`UseCase` is the
+contract; its optional hooks have defaults here, so a kind implements only what it needs.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Sequence
-from dataclasses import dataclass
+import abc
+import hashlib
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from deepflow import config
+from deepflow import config, kinds, settings
 from deepflow.settings import PROJECT_ROOT
 
-USECASES_DIR = Path(__file__).parent / "usecases"
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
+    from deepflow import stats
 
-@dataclass(frozen=True)
-class Entry:
-    module: str  # defines the use case class
-    cls: str
-    config_path: Path
-    default: bool  # part of `deepflow run` with no arguments
-
-
-REGISTRY: dict[str, Entry] = {
-    "fraud": Entry("deepflow.usecases.fraud.usecase", "FraudUseCase",
-                   USECASES_DIR / "fraud" / "config.yaml", default=True),
-    # A second, real transaction schema through the same code, by config alone. Not a benchmark:
-    # PaySim's balance columns all but give the label away.
-    "paysim": Entry("deepflow.usecases.fraud.usecase", "FraudUseCase",
-                    USECASES_DIR / "fraud" / "paysim.yaml", default=False),
-    "nlp": Entry("deepflow.usecases.nlp.usecase", "NlpUseCase", USECASES_DIR / "nlp" / "config.yaml", default=True),
-    "traffic": Entry("deepflow.usecases.traffic.usecase", "TrafficUseCase",
-                     USECASES_DIR / "traffic" / "config.yaml", default=True),
-}
+NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")  # a model name, an experiment, a URL segment
+ENTRY_KEYS = ("kind", "description", "default", "incoming", "schedule", "monitor", "config")
 
 
 class UnknownUseCase(KeyError):
     def __str__(self) -> str:
-        return f"unknown use case {self.args[0]!r} (known: {', '.join(REGISTRY)})"
+        known = ", ".join(entries()) or "none"
+        return f"unknown dataset entry {self.args[0]!r} (known: {known}; entries live in {settings.datasets_dir()})"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One ``datasets/<name>.yaml``: the dataset's identity and the kind's config for it."""
+
+    name: str
+    kind: str
+    path: Path
+    description: str = ""
+    default: bool = False  # part of `deepflow run` with no names
+    incoming: str | None = None  # "module:function" making new batches for `deepflow incoming`
+    schedule: dict[str, Any] | None = None  # {"cron": ...} or {"interval_s": ...}; None: not scheduled
+    monitor: dict[str, Any] = field(default_factory=dict)  # e.g. {"min_rows": 200, "reference_rows": 50000}
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def read_entry(path: Path) -> Entry:
+    """Parse one entry file; a ConfigError names the file and the key."""
+    import yaml
+
+    name = path.stem
+    if not NAME.match(name):
+        raise config.ConfigError(f"{path}: entry name {name!r} must be lower-case letters, digits, '-' or '_' "
+                                 "(it names the model, the experiment and the URL)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise config.ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise config.ConfigError(f"{path}: top level must be a mapping")
+    if unknown := sorted(set(data) - set(ENTRY_KEYS)):
+        raise config.ConfigError(f"{path}: unknown key {unknown[0]!r} (known: {', '.join(ENTRY_KEYS)})")
+    kind = data.get("kind")
+    if kind not in kinds.names():
+        raise config.ConfigError(f"{path}: kind must be one of {', '.join(kinds.names())}, got {kind!r}")
+    for key, tp in (("config", dict), ("monitor", dict), ("schedule", dict | None), ("default", bool),
+                    ("description", str), ("incoming", str | None)):
+        if key in data and not isinstance(data[key], tp):
+            raise config.ConfigError(f"{path}: {key!r} has the wrong type ({type(data[key]).__name__})")
+    return Entry(name=name, kind=kind, path=path, description=data.get("description", ""),
+                 default=data.get("default", False), incoming=data.get("incoming"),
+                 schedule=data.get("schedule"), monitor=data.get("monitor") or {}, config=data.get("config") or {})
+
+
+def entries() -> dict[str, Entry]:
+    """Every entry in the datasets folder, by name (read fresh: a new file shows up at once)."""
+    folder = settings.datasets_dir()
+    return {p.stem: read_entry(p) for p in sorted(folder.glob("*.yaml"))} if folder.is_dir() else {}
+
+
+def entry(name: str) -> Entry:
+    path = settings.datasets_dir() / f"{name}.yaml"
+    if not NAME.match(name) or not path.is_file():
+        raise UnknownUseCase(name)
+    return read_entry(path)
 
 
 def default_names() -> list[str]:
-    return [name for name, e in REGISTRY.items() if e.default]
+    return [name for name, e in entries().items() if e.default]
 
 
-def get(name: str, overrides: Sequence[str] = ()) -> Any:
-    """Build a use case with its resolved config; raises UnknownUseCase or ConfigError."""
-    cls = use_case_class(name)
-    return cls(name, config.load(cls.config_cls, REGISTRY[name].config_path, overrides))
+def resolve_config(e: Entry, overrides: Sequence[str] = ()) -> Any:
+    """The kind's typed config: defaults <- the entry's ``config:`` <- ``key=value`` overrides.
+
+    Keys that make up the dataset's identity (its schema: label set, features, classes, ...)
+    come from the entry file only: a model of entry A is never trained on another schema.
+    """
+    cls = kinds.config_class(e.kind)
+    identity = getattr(cls, "IDENTITY_KEYS", ())
+    for item in overrides:
+        key = item.partition("=")[0].strip().split(".")[0]
+        if key in identity:
+            raise config.ConfigError(
+                f"{key!r} is part of entry {e.name!r}'s identity (its models depend on it): edit {e.path} "
+                f"to change it, or add a new entry datasets/<name>.yaml for other data (docs/datasets.md)")
+    return config.load_mapping(cls, e.config, overrides, source=str(e.path))
 
 
-def use_case_class(name: str) -> Any:
-    if name not in REGISTRY:
-        raise UnknownUseCase(name)
-    entry = REGISTRY[name]
-    return getattr(importlib.import_module(entry.module), entry.cls)
+def get(name: str, overrides: Sequence[str] = ()) -> UseCase:
+    """Build the use case of entry ``name`` with its resolved config; raises UnknownUseCase or ConfigError."""
+    e = entry(name)
+    return kinds.usecase_class(e.kind)(e, resolve_config(e, overrides))
 
 
 def project_path(path: str | Path) -> Path:
@@ -69,10 +132,108 @@ def project_path(path: str | Path) -> Path:
 
 
 def read_splits(name: str, directory: Path, splits: Sequence[str] = ("train", "val", "test")):
-    """The prepared ``<split>.parquet`` files of a use case, or a FileNotFoundError saying what to run."""
+    """The prepared ``<split>.parquet`` files of an entry, or a FileNotFoundError saying what to run."""
     import pandas as pd
 
     missing = [s for s in splits if not (directory / f"{s}.parquet").exists()]
     if missing:
         raise FileNotFoundError(f"{name}: no prepared data for {missing} in {directory} (run `dvc repro` first)")
     return {s: pd.read_parquet(directory / f"{s}.parquet") for s in splits}
+
+
+def schema_hash(schema: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(schema, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+# --- the contract ------------------------------------------------------------------------------
+
+
+class Scorer(Protocol):
+    """A fitted model with its own preprocessing: raw rows in, scores out."""
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray: ...
+
+
+LogFn = Callable[[dict[str, float], int], None]
+
+
+class UseCase(abc.ABC):
+    """What one entry provides to the pipeline, serving, batch scoring and monitoring.
+
+    ``kind`` picks the serving, batch and drift parts (``deepflow.kinds.<kind>``); the rest of the
+    platform calls only the methods below.
+    """
+
+    kind: ClassVar[str]
+    primary_metric: ClassVar[str]  # the one metric gates, checkpoints and the registry rank by
+    summary_metrics: ClassVar[tuple[str, ...]]  # the CLI's table
+    families: ClassVar[dict[str, str]]  # member -> shallow | deep | classical | ...
+
+    def __init__(self, entry: Entry, cfg: Any) -> None:
+        self.entry, self.name, self.cfg = entry, entry.name, cfg
+
+    # --- data ---------------------------------------------------------------------------------
+
+    @property
+    def prepared_dir(self) -> Path:
+        return project_path(self.cfg.prepared_dir)
+
+    @abc.abstractmethod
+    def load_splits(self) -> dict[str, pd.DataFrame]:
+        """The prepared train/val/test splits."""
+
+    @abc.abstractmethod
+    def validation_inputs(self, splits: dict[str, pd.DataFrame]) -> tuple[dict, dict]:
+        """(frames, suites) for ``validation.validate``: the data contract."""
+
+    @abc.abstractmethod
+    def schema(self) -> dict[str, Any]:
+        """What a model of this entry expects and answers (features, label set, classes): two
+        versions with different schemas are never compared or promoted over each other."""
+
+    # --- members ------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def members(self) -> list[tuple[str, str]]:
+        """(member, "candidate" | "baseline") in training order."""
+
+    def registrable(self, kind: str) -> bool:
+        return kind == "candidate" or bool(getattr(self.cfg, "register_baselines", False))
+
+    @abc.abstractmethod
+    def fit(self, name: str, kind: str, splits: dict[str, pd.DataFrame], log: LogFn | None = None,
+            fast_dev_run: bool = False) -> tuple[Scorer, dict[str, Any]]:
+        """Train one member; (scorer, info) where info has ``epochs_run`` and ``parameters`` when known."""
+
+    # --- evaluation ---------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def evaluate(self, scores: np.ndarray, frame: pd.DataFrame) -> dict[str, float]: ...
+
+    @abc.abstractmethod
+    def primary_interval(self, scores: np.ndarray, frame: pd.DataFrame) -> stats.Interval: ...
+
+    @abc.abstractmethod
+    def primary_gain(self, challenger: np.ndarray, champion: np.ndarray, frame: pd.DataFrame) -> stats.Interval:
+        """Paired bootstrap interval of (challenger - champion) on the primary metric."""
+
+    @abc.abstractmethod
+    def threshold(self, val_scores: np.ndarray, val: pd.DataFrame) -> float: ...
+
+    @abc.abstractmethod
+    def figures(self, member: str, scores: np.ndarray, frame: pd.DataFrame, threshold: float) -> dict[str, Any]: ...
+
+    @abc.abstractmethod
+    def input_example(self, frame: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
+        """A few raw input rows, in the columns ``columns`` (a scorer's own) when given."""
+
+    # --- optional hooks -----------------------------------------------------------------------
+
+    def extra_metrics(self, scorer: Scorer) -> dict[str, float]:  # noqa: ARG002
+        """Model-level checks beyond the test split (``test/x`` joins the gated metrics)."""
+        return {}
+
+    def reports(self, member: str, scorer: Scorer, scores: np.ndarray,  # noqa: ARG002
+                frame: pd.DataFrame) -> dict[str, str]:
+        """Markdown artifacts of one member (path -> text)."""
+        return {}

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deepflow.usecases.fraud import sequences
+from deepflow.kinds.tabular import sequences
 
 DAY_S = 86_400
 WINDOWS = (1, 7, 30)

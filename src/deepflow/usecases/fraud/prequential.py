@@ -26,11 +26,11 @@ import numpy as np
 import pandas as pd
 
 from deepflow import config, settings, tracking, training, usecase
+from deepflow.kinds.tabular import sequences
+from deepflow.kinds.tabular.config import TabularConfig
+from deepflow.kinds.tabular.metrics import binary_metrics
+from deepflow.kinds.tabular.models import Standardize, TabularSystem, build_net, sequence_scalers
 from deepflow.scoring import TorchScorer
-from deepflow.usecases.fraud import sequences
-from deepflow.usecases.fraud.config import FraudConfig
-from deepflow.usecases.fraud.metrics import fraud_metrics
-from deepflow.usecases.fraud.models import FraudSystem, Standardize, build_net, sequence_scalers
 from deepflow.usecases.fraud.prepare import SplitParams, add_features, split
 
 HISTORY = 10  # previous transactions per row kept in the fold table (the sequence search reads <= this)
@@ -52,7 +52,7 @@ class Fold:
         return f"{self.kind}{self.index}"
 
 
-def folds(cfg: FraudConfig, kind: str) -> list[Fold]:
+def folds(cfg: TabularConfig, kind: str) -> list[Fold]:
     """The handbook's ``prequentialSplit``: fold ``i`` starts ``i * assessment_days`` earlier."""
     p = cfg.prequential
     start = pd.Timestamp(p.val_start if kind == "val" else p.test_start)
@@ -60,7 +60,7 @@ def folds(cfg: FraudConfig, kind: str) -> list[Fold]:
             for i in range(p.n_folds)]
 
 
-def fold_end(cfg: FraudConfig, fold: Fold) -> pd.Timestamp:
+def fold_end(cfg: TabularConfig, fold: Fold) -> pd.Timestamp:
     p = cfg.prequential
     return pd.Timestamp(fold.train_start) + pd.Timedelta(days=p.train_days + p.delay_days + p.assessment_days)
 
@@ -68,7 +68,7 @@ def fold_end(cfg: FraudConfig, fold: Fold) -> pd.Timestamp:
 # --- the fold table: features and history index, built once on the whole transaction table -------
 
 
-def table_path(cfg: FraudConfig) -> Path:
+def table_path(cfg: TabularConfig) -> Path:
     """Where the fold table is cached; the name changes with the source file and the protocol."""
     p = cfg.prequential
     src = usecase.project_path(p.transactions)
@@ -78,11 +78,11 @@ def table_path(cfg: FraudConfig) -> Path:
     return usecase.project_path(p.cache_dir) / f"table-{hashlib.sha256(key.encode()).hexdigest()[:12]}.parquet"
 
 
-def _last_day(cfg: FraudConfig) -> pd.Timestamp:
+def _last_day(cfg: TabularConfig) -> pd.Timestamp:
     return max(fold_end(cfg, f) for kind in ("val", "test") for f in folds(cfg, kind))
 
 
-def build_table(cfg: FraudConfig) -> pd.DataFrame:
+def build_table(cfg: TabularConfig) -> pd.DataFrame:
     """Features of every transaction up to the last assessment day, plus ``HISTORY`` columns giving
     the positions (in this table) of each row's previous transactions of the card (-1: none).
 
@@ -107,7 +107,7 @@ def load_table(path: str | Path) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def cut(cfg: FraudConfig, table: pd.DataFrame, fold: Fold) -> tuple[pd.DataFrame, pd.DataFrame]:
+def cut(cfg: TabularConfig, table: pd.DataFrame, fold: Fold) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(training rows, assessment rows) of a fold: the handbook's ``get_train_test_set``."""
     p = cfg.prequential
     parts = split(table, SplitParams(train_start=fold.train_start, train_days=p.train_days,
@@ -115,7 +115,7 @@ def cut(cfg: FraudConfig, table: pd.DataFrame, fold: Fold) -> tuple[pd.DataFrame
     return parts["train"], parts["test"]
 
 
-def with_history(cfg: FraudConfig, table: pd.DataFrame, part: pd.DataFrame, length: int,
+def with_history(cfg: TabularConfig, table: pd.DataFrame, part: pd.DataFrame, length: int,
                  scope: str = "full") -> pd.DataFrame:
     """``part`` plus its ``length`` history steps. ``scope="full"``: the card's whole prior
     history (the table's index); ``"split"``: only earlier rows inside ``part`` itself, as the
@@ -141,13 +141,13 @@ def with_history(cfg: FraudConfig, table: pd.DataFrame, part: pd.DataFrame, leng
 # --- models ----------------------------------------------------------------------------------
 
 
-def features_of(cfg: FraudConfig, model: str, params: dict[str, Any]) -> list[str]:
+def features_of(cfg: TabularConfig, model: str, params: dict[str, Any]) -> list[str]:
     if model == "sequence":
         return [*cfg.features, *sequences.columns(cfg.features, int(params["seq_length"]))]
     return list(cfg.features)
 
 
-def fit_predict(cfg: FraudConfig, model: str, params: dict[str, Any], train: pd.DataFrame,
+def fit_predict(cfg: TabularConfig, model: str, params: dict[str, Any], train: pd.DataFrame,
                 assess: pd.DataFrame, extra: list[str] = ()) -> tuple[np.ndarray, dict[str, float]]:
     """Fit ``model`` with ``params`` on ``train``; scores of ``assess`` and fit facts.
 
@@ -198,7 +198,7 @@ def _sklearn(model: str, params: dict[str, Any], seed: int, threads: int):
     raise KeyError(f"unknown prequential model {model!r} (known: {', '.join(KNOWN + UNSUPERVISED)})")
 
 
-def fit_net(cfg: FraudConfig, model: str, params: dict[str, Any], train: pd.DataFrame, features: list[str]):
+def fit_net(cfg: TabularConfig, model: str, params: dict[str, Any], train: pd.DataFrame, features: list[str]):
     """Train a Lightning candidate for exactly ``params["epochs"]`` epochs (no early stopping: the
     assessment week is never looked at). Returns (network, output kind)."""
     training.seed_everything(cfg.train.seed, cfg.prequential.threads)
@@ -215,7 +215,7 @@ def fit_net(cfg: FraudConfig, model: str, params: dict[str, Any], train: pd.Data
     net, objective = build_net(model, scaler, m, step_scaler)
     if objective == "reconstruction":  # the autoencoder learns what genuine looks like
         x, y = x[y == 0], y[y == 0]
-    system = FraudSystem(net, objective, lr=float(params.get("lr", cfg.train.lr)),
+    system = TabularSystem(net, objective, lr=float(params.get("lr", cfg.train.lr)),
                          weight_decay=float(params.get("weight_decay", cfg.train.weight_decay)))
     loader = training.batches(x, y, batch_size=int(params.get("batch_size", cfg.train.batch_size)), shuffle=True,
                               seed=cfg.train.seed)
@@ -236,7 +236,7 @@ def torch_tensor(values: pd.DataFrame | pd.Series):
 FoldData = list[tuple[Fold, pd.DataFrame, pd.DataFrame]]
 
 
-def fold_data(cfg: FraudConfig, table: pd.DataFrame, kind: str, length: int = 0, scope: str = "full") -> FoldData:
+def fold_data(cfg: TabularConfig, table: pd.DataFrame, kind: str, length: int = 0, scope: str = "full") -> FoldData:
     out = []
     for fold in folds(cfg, kind):
         train, assess = cut(cfg, table, fold)
@@ -245,12 +245,12 @@ def fold_data(cfg: FraudConfig, table: pd.DataFrame, kind: str, length: int = 0,
     return out
 
 
-def metrics(cfg: FraudConfig, frame: pd.DataFrame, scores: np.ndarray) -> dict[str, float]:
-    return fraud_metrics(frame, scores, k=cfg.top_k, entity=cfg.entity_column, label=cfg.label,
+def metrics(cfg: TabularConfig, frame: pd.DataFrame, scores: np.ndarray) -> dict[str, float]:
+    return binary_metrics(frame, scores, k=cfg.top_k, entity=cfg.entity_column, label=cfg.label,
                          time=cfg.time_column)
 
 
-def run_folds(cfg: FraudConfig, model: str, params: dict[str, Any], data: FoldData,
+def run_folds(cfg: TabularConfig, model: str, params: dict[str, Any], data: FoldData,
               on_fold: Callable[[int, list[dict]], None] | None = None,
               extra: list[str] = ()) -> dict[str, Any]:
     """Fit and assess ``model`` on each fold; ``on_fold(i, so_far)`` may raise to stop early."""
@@ -307,10 +307,10 @@ def start(use_case: str, overrides: list[str], flow_run_id: str | None) -> dict:
 def prepare(use_case: str, overrides: list[str], run_id: str) -> dict:
     """Build (or reuse) the fold table and validate every fold's rows with the use case's contract."""
     from deepflow import validation
-    from deepflow.usecases.fraud import expectations
+    from deepflow.kinds.tabular import expectations
 
     uc = usecase.get(use_case, overrides)
-    cfg: FraudConfig = uc.cfg
+    cfg: TabularConfig = uc.cfg
     clock, t = _Clock(), time.perf_counter()
     path = table_path(cfg)
     cached = path.exists()
@@ -351,7 +351,7 @@ def benchmark(use_case: str, overrides: list[str], model: str, parent_run_id: st
     from deepflow.usecases.fraud import search
 
     uc = usecase.get(use_case, overrides)
-    cfg: FraudConfig = uc.cfg
+    cfg: TabularConfig = uc.cfg
     name = name or model
     clock, t = _Clock(), time.perf_counter()
     run_id = tracking.start_run(use_case, name, parent_run_id, tags={
@@ -402,7 +402,7 @@ def unsupervised(use_case: str, overrides: list[str], parent_run_id: str, table_
     autoencoder's reconstruction error as an extra input of the supervised models in
     ``supervised`` (name -> best params), on the test folds."""
     uc = usecase.get(use_case, overrides)
-    cfg: FraudConfig = uc.cfg
+    cfg: TabularConfig = uc.cfg
     clock, t = _Clock(), time.perf_counter()
     table = load_table(table_path_)
     ae_params = {"epochs": cfg.prequential.ae_epochs, "lr": cfg.train.lr, "batch_size": cfg.train.batch_size}

@@ -19,8 +19,8 @@ from typing import Any
 import pandas as pd
 
 from deepflow import tracking
+from deepflow.kinds.tabular.config import PrequentialConfig, TabularConfig
 from deepflow.usecases.fraud import prequential
-from deepflow.usecases.fraud.config import FraudConfig, PrequentialConfig
 
 PRIMARY = "auprc"
 
@@ -38,7 +38,7 @@ def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
 
 
-def grid_of(cfg: FraudConfig, model: str) -> dict[str, list[Any]]:
+def grid_of(cfg: TabularConfig, model: str) -> dict[str, list[Any]]:
     """The configured grid of ``model`` over its default one: ``prequential.grids.xgboost.max_depth=[3]``
     changes one axis and keeps the others."""
     return {**PrequentialConfig().grids.get(model, {}), **cfg.prequential.grids.get(model, {})}
@@ -79,7 +79,7 @@ FIRST = {  # the first trial of each search: the handbook's FFN, and our single-
 }
 
 
-def select(cfg: FraudConfig, model: str, table: pd.DataFrame, use_case: str, run_id: str) -> Selection:
+def select(cfg: TabularConfig, model: str, table: pd.DataFrame, use_case: str, run_id: str) -> Selection:
     """Best hyperparameters of ``model`` on the validation folds."""
     if model in prequential.SKLEARN:
         return select_grid(cfg, model, table, use_case, run_id)
@@ -106,7 +106,7 @@ def _close_trial(run_id: str, state: str, per: list[dict[str, Any]]) -> None:
     tracking.end_run(run_id, ok=state != "failed")
 
 
-def select_grid(cfg: FraudConfig, model: str, table: pd.DataFrame, use_case: str, run_id: str) -> Selection:
+def select_grid(cfg: TabularConfig, model: str, table: pd.DataFrame, use_case: str, run_id: str) -> Selection:
     start = time.perf_counter()
     data = prequential.fold_data(cfg, table, "val")
     trials = []
@@ -125,7 +125,7 @@ def select_grid(cfg: FraudConfig, model: str, table: pd.DataFrame, use_case: str
     return selection
 
 
-def select_optuna(cfg: FraudConfig, model: str, table: pd.DataFrame, use_case: str, run_id: str) -> Selection:
+def select_optuna(cfg: TabularConfig, model: str, table: pd.DataFrame, use_case: str, run_id: str) -> Selection:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 
-from deepflow.usecases.traffic.labels import CLASSES, format_yolo
+from deepflow.kinds.detection.labels import CLASSES, format_yolo
 
 SPLITS = ("train", "val", "test")
 SS = 2  # supersampling: draw at 2x, then downscale (anti-aliasing)

@@ -8,21 +8,19 @@ attention pooling), ``transfer`` (frozen all-MiniLM-L6-v2 + a small head); refer
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import torch
 
 from deepflow import plots, settings, stats, training, usecase
 from deepflow.config import ConfigError
-from deepflow.usecases.nlp import behaviour
-from deepflow.usecases.nlp.config import NlpConfig
-from deepflow.usecases.nlp.encoder import SentenceEncoder
-from deepflow.usecases.nlp.metrics import bootstrap_f1, paired_bootstrap_f1, text_metrics
-from deepflow.usecases.nlp.models import BiGRUNet, EmbeddingHead, FastTextNet, TextSystem, softmax
-from deepflow.usecases.nlp.prepare import SPLITS
-from deepflow.usecases.nlp.text import HashedBag, TokenIds, Vocabulary
+from deepflow.kinds.text import behaviour
+from deepflow.kinds.text.config import TextConfig
+from deepflow.kinds.text.encoder import SentenceEncoder
+from deepflow.kinds.text.metrics import bootstrap_f1, paired_bootstrap_f1, text_metrics
+from deepflow.kinds.text.models import BiGRUNet, EmbeddingHead, FastTextNet, TextSystem, softmax
+from deepflow.kinds.text.prepare import SPLITS
+from deepflow.kinds.text.text import HashedBag, TokenIds, Vocabulary
 
 CANDIDATES = ("shallow", "deep", "transfer")
 BASELINES = ("tfidf_lr",)
@@ -62,21 +60,30 @@ class TfidfScorer:
         return self.pipeline.predict_proba(frame["text"].astype(str).tolist()).astype(np.float64)
 
 
-class NlpUseCase:
-    config_cls = NlpConfig
+class TextUseCase(usecase.UseCase):
+    kind = "text"
     primary_metric = "f1"
     summary_metrics = ("f1", "mcc", "pr_auc", "accuracy", "behaviour_pass_rate")  # the CLI's table
     families = {"shallow": "shallow", "deep": "deep", "transfer": "transfer", "tfidf_lr": "classical"}
 
-    def __init__(self, name: str, cfg: NlpConfig) -> None:
-        self.name, self.cfg = name, cfg
+    def __init__(self, entry: usecase.Entry, cfg: TextConfig) -> None:
+        super().__init__(entry, cfg)
+        if len(cfg.labels) < 2:
+            raise ConfigError(f"{entry.path}: config.labels must name at least two classes, got {cfg.labels}")
+        if not cfg.prepared_dir:
+            raise ConfigError(f"{entry.path}: config.prepared_dir is not set")
         for key, names, known in (("candidates", cfg.candidates, CANDIDATES), ("baselines", cfg.baselines, BASELINES)):
             if unknown := [n for n in names if n not in known]:
                 raise ConfigError(f"{key}: unknown {unknown[0]!r} (known: {', '.join(known)})")
         if cfg.positive is not None and cfg.positive not in cfg.labels:
             raise ConfigError(f"positive: {cfg.positive!r} is not one of labels {cfg.labels}")
-        if cfg.behaviour.enabled and cfg.behaviour.target not in cfg.labels:
-            raise ConfigError(f"behaviour.target: {cfg.behaviour.target!r} is not one of labels {cfg.labels}")
+        b = cfg.behaviour
+        if b.enabled and b.target is not None and b.target not in cfg.labels:
+            raise ConfigError(f"behaviour.target: {b.target!r} is not one of labels {cfg.labels}")
+        if b.enabled and b.phrases and b.target is None:
+            raise ConfigError("behaviour.phrases need behaviour.target: the class they should push towards")
+        if unknown := [k for k in b.examples if k not in cfg.labels]:
+            raise ConfigError(f"behaviour.examples: {unknown[0]!r} is not one of labels {cfg.labels}")
         self._behaviour: dict[int, behaviour.BehaviourResult] = {}
 
     @property
@@ -85,23 +92,19 @@ class NlpUseCase:
 
     # --- data ---------------------------------------------------------------------------------
 
-    @property
-    def prepared_dir(self) -> Path:
-        return usecase.project_path(self.cfg.prepared_dir)
+    def schema(self) -> dict:
+        return {"kind": self.kind, "labels": list(self.cfg.labels)}
 
     def load_splits(self) -> dict[str, pd.DataFrame]:
         return usecase.read_splits(self.name, self.prepared_dir, SPLITS)
 
     def validation_inputs(self, splits: dict[str, pd.DataFrame]) -> tuple[dict, dict]:
-        from deepflow.usecases.nlp import expectations
+        from deepflow.kinds.text import expectations
 
         return expectations.frames(splits), expectations.suites(self.cfg)
 
     def members(self) -> list[tuple[str, str]]:
         return [(c, "candidate") for c in self.cfg.candidates] + [(b, "baseline") for b in self.cfg.baselines]
-
-    def registrable(self, kind: str) -> bool:
-        return kind == "candidate" or self.cfg.register_baselines
 
     def y(self, frame: pd.DataFrame) -> np.ndarray:
         ids = frame["label"].map({label: i for i, label in enumerate(self.cfg.labels)})
@@ -199,7 +202,7 @@ class NlpUseCase:
             return {}
         test = self.load_splits()["test"]
         sample = test["text"].head(b.sample).tolist()
-        ham = test.loc[test["label"] != b.target, "text"].head(b.sample).tolist()
+        ham = [] if b.target is None else test.loc[test["label"] != b.target, "text"].head(b.sample).tolist()
         result = behaviour.run(lambda texts: scorer.predict(pd.DataFrame({"text": texts})), self.cfg.labels,
                                b, sample, ham)
         self._behaviour[id(scorer)] = result
@@ -229,5 +232,5 @@ class NlpUseCase:
             out["reports/behaviour.md"] = result.failures_markdown()
         return out
 
-    def input_example(self, frame: pd.DataFrame) -> pd.DataFrame:
+    def input_example(self, frame: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:  # noqa: ARG002
         return frame[["text"]].head(5).reset_index(drop=True)

@@ -41,7 +41,7 @@ from deepflow.drift import (
     total_variation,
     write_parquet,
 )
-from deepflow.usecases.traffic.labels import CLASSES, decode, format_yolo
+from deepflow.kinds.detection.labels import CLASSES, decode, format_yolo
 
 STATS = ("brightness", "contrast", "red", "green", "blue", "sharpness")
 STATS_SIZE = 160  # longest side the statistics are computed at

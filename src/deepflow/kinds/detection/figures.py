@@ -11,8 +11,8 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from deepflow.usecases.traffic.labels import CLASSES, decode  # noqa: E402
-from deepflow.usecases.traffic.metrics import Matched, ground_truth  # noqa: E402
+from deepflow.kinds.detection.labels import CLASSES, decode  # noqa: E402
+from deepflow.kinds.detection.metrics import Matched, ground_truth  # noqa: E402
 
 COLOURS = dict(zip(CLASSES, plt.get_cmap("tab10").colors[: len(CLASSES)], strict=True))
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from deepflow.usecases.traffic.boxes import aligned_iou
-from deepflow.usecases.traffic.models import decode_boxes, flatten, grid
+from deepflow.kinds.detection.boxes import aligned_iou
+from deepflow.kinds.detection.models import decode_boxes, flatten, grid
 
 
 def level_ranges(strides: tuple[int, ...], cell_strides: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

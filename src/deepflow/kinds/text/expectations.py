@@ -11,8 +11,8 @@ from __future__ import annotations
 import great_expectations.expectations as gxe
 import pandas as pd
 
-from deepflow.usecases.nlp.config import NlpConfig
-from deepflow.usecases.nlp.prepare import SPLITS, dedup_key
+from deepflow.kinds.text.config import TextConfig
+from deepflow.kinds.text.prepare import SPLITS, dedup_key
 
 
 def _utf8(text) -> bool:
@@ -42,7 +42,7 @@ def frames(splits: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     return {"rows": rows[present], "classes": shares, "splits": per_split, "overlap": overlap}
 
 
-def suites(cfg: NlpConfig) -> dict[str, list]:
+def suites(cfg: TextConfig) -> dict[str, list]:
     n = len(cfg.labels)
     return {
         "rows": [

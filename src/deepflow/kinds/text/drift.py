@@ -121,7 +121,7 @@ def label_shares(scorer: Any, texts: list[str], embedded: tuple[list[str], np.nd
     A transfer champion (a ``TextScorer`` over the same frozen MiniLM) gets the embeddings the
     embedding signal already computed for these texts, instead of encoding them a second time.
     """
-    from deepflow.usecases.nlp.encoder import SentenceEncoder
+    from deepflow.kinds.text.encoder import SentenceEncoder
 
     featurizer = getattr(scorer, "featurizer", None)
     if embedded is not None and embedded[0] == texts and isinstance(featurizer, SentenceEncoder):
@@ -194,7 +194,7 @@ def _embedding_signal(ref: list[str], cur: list[str], cfg: DriftConfig
                       ) -> tuple[Signal, tuple[list[str], np.ndarray], tuple[list[str], np.ndarray]]:
     """(the signal, (texts, embeddings) of each side)."""
     from deepflow import settings
-    from deepflow.usecases.nlp.encoder import SentenceEncoder
+    from deepflow.kinds.text.encoder import SentenceEncoder
 
     encoder = SentenceEncoder()
     e_ref = encoder.embed_cached(ref, settings.cache_dir() / "embeddings")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from deepflow.kinds.detection.augment import AugmentConfig
 from deepflow.promotion import PromotionConfig
-from deepflow.usecases.traffic.augment import AugmentConfig
 
 
 @dataclass
@@ -36,17 +36,15 @@ class ModelConfig:
 class CocoConfig:
     """The real-data sample scored after training: the domain-gap figure (``coco/map50``)."""
 
-    enabled: bool = True
-    root: str = "data/external/coco_traffic_sample"
+    enabled: bool = False
+    root: str = ""
     # its YOLO class ids (COCO's 80) -> deepflow classes; other classes are dropped
-    class_map: dict[int, str] = field(default_factory=lambda: {
-        0: "pedestrian", 1: "bicycle", 2: "car", 3: "motorcycle", 5: "bus", 7: "truck"})
+    class_map: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass
-class TrafficConfig:
-    prepared_dir: str = "data/prepared/traffic"
-    dvc_stage: str = "traffic_generate"
+class DetectionConfig:
+    prepared_dir: str = ""
     candidates: list[str] = field(default_factory=lambda: ["shallow", "deep"])
     baselines: list[str] = field(default_factory=list)
     register_baselines: bool = False

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepflow.usecases.traffic.boxes import batched_nms
+from deepflow.kinds.detection.boxes import batched_nms
 
 
 class ConvBN(nn.Sequential):

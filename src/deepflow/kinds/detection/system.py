@@ -8,11 +8,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from deepflow.usecases.traffic.augment import AugmentConfig, augment
-from deepflow.usecases.traffic.loss import detection_loss
-from deepflow.usecases.traffic.metrics import Matched
-from deepflow.usecases.traffic.models import detect
-from deepflow.usecases.traffic.scorer import detections_frame
+from deepflow.kinds.detection.augment import AugmentConfig, augment
+from deepflow.kinds.detection.loss import detection_loss
+from deepflow.kinds.detection.metrics import Matched
+from deepflow.kinds.detection.models import detect
+from deepflow.kinds.detection.scorer import detections_frame
 
 
 class DetectorSystem(L.LightningModule):

@@ -1,11 +1,12 @@
-"""The fraud use case, wired for the pipeline: data, contract, candidates, metrics, plots.
+"""The ``tabular`` kind's use case: binary classification of rows with numeric features.
 
-The same class serves any transaction schema through config alone (``paysim.yaml``).
+Data, contract, candidates (shallow MLP, deep residual MLP, autoencoder, entity-sequence model),
+classical baselines, metrics (AUPRC, ROC-AUC, entity precision@k when the entry names an entity
+and a time column) and plots. Every tabular entry (``datasets/fraud.yaml``, ``paysim.yaml``) is
+this class over its own config.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,23 +14,30 @@ import torch
 
 from deepflow import plots, stats, training, usecase
 from deepflow.config import ConfigError
+from deepflow.kinds.tabular import baselines, sequences
+from deepflow.kinds.tabular.config import TabularConfig
+from deepflow.kinds.tabular.metrics import binary_metrics
+from deepflow.kinds.tabular.models import Standardize, TabularSystem, build_net, sequence_scalers
 from deepflow.scoring import TorchScorer
-from deepflow.usecases.fraud import baselines, sequences
-from deepflow.usecases.fraud.config import FraudConfig
-from deepflow.usecases.fraud.metrics import fraud_metrics
-from deepflow.usecases.fraud.models import FraudSystem, Standardize, build_net, sequence_scalers
 
 SPLITS = ("train", "val", "test")
 CANDIDATES = ("shallow", "deep", "autoencoder", "sequence")
 
 
-class FraudUseCase:
-    config_cls = FraudConfig
+class TabularUseCase(usecase.UseCase):
+    kind = "tabular"
     primary_metric = "auprc"  # logged as val/auprc and test/auprc
+    summary_metrics = ("auprc", "roc_auc", "card_precision@100", "card_precision@20", "f1")
     families = {"shallow": "shallow", "deep": "deep", "autoencoder": "deep", "sequence": "deep"}  # bake-off verdict
 
-    def __init__(self, name: str, cfg: FraudConfig) -> None:
-        self.name, self.cfg = name, cfg
+    def __init__(self, entry: usecase.Entry, cfg: TabularConfig) -> None:
+        super().__init__(entry, cfg)
+        if not cfg.features:
+            raise ConfigError(f"{entry.path}: config.features is empty (name the feature columns)")
+        if not cfg.prepared_dir:
+            raise ConfigError(f"{entry.path}: config.prepared_dir is not set")
+        if len(cfg.class_names) != 2:
+            raise ConfigError(f"{entry.path}: config.class_names must name label 0 and label 1")
         for key, names, known in (("candidates", cfg.candidates, CANDIDATES),
                                   ("baselines", cfg.baselines, baselines.KNOWN)):
             if unknown := [n for n in names if n not in known]:
@@ -37,16 +45,16 @@ class FraudUseCase:
 
     # --- data ---------------------------------------------------------------------------------
 
-    @property
-    def prepared_dir(self) -> Path:
-        return usecase.project_path(self.cfg.prepared_dir)
+    def schema(self) -> dict:
+        return {"kind": self.kind, "label": self.cfg.label, "classes": list(self.cfg.class_names),
+                "features": list(self.cfg.features)}
 
     def load_splits(self) -> dict[str, pd.DataFrame]:
         return usecase.read_splits(self.name, self.prepared_dir, SPLITS)
 
     def validation_inputs(self, splits: dict[str, pd.DataFrame]) -> tuple[dict, dict]:
         """(frames, suites) for ``validation.validate``."""
-        from deepflow.usecases.fraud import expectations
+        from deepflow.kinds.tabular import expectations
 
         return expectations.frames(self.cfg, splits), expectations.suites(self.cfg)
 
@@ -55,9 +63,6 @@ class FraudUseCase:
         return [(c, "candidate") for c in self.cfg.candidates] + [
             (b, "baseline") for b in self.cfg.baselines
         ]
-
-    def registrable(self, kind: str) -> bool:
-        return kind == "candidate" or self.cfg.register_baselines
 
     def member_features(self, name: str) -> list[str]:
         """The columns a member reads: the sequence model adds the card's history (sequences.py)."""
@@ -78,7 +83,7 @@ class FraudUseCase:
         features = self.member_features(name)
         if missing := [c for c in features if c not in train.columns]:
             raise ValueError(f"{self.name}: the prepared data has no {missing[0]} column; the {name} candidate "
-                             f"needs the card history (`dvc repro {cfg.dvc_stage}`)")
+                             f"needs the entity history columns (see sequences.py)")
         x_train = _tensor(train[features])
         step_scaler = None
         if name == "sequence":
@@ -89,7 +94,7 @@ class FraudUseCase:
         y_train = _tensor(train[cfg.label])
         if objective == "reconstruction":  # the autoencoder learns what genuine looks like
             x_train, y_train = x_train[y_train == 0], y_train[y_train == 0]
-        system = FraudSystem(net, objective, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        system = TabularSystem(net, objective, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         val = splits["val"]
         result = training.fit(
             system,
@@ -117,7 +122,7 @@ class FraudUseCase:
 
     def evaluate(self, scores: np.ndarray, frame: pd.DataFrame) -> dict[str, float]:
         c = self.cfg
-        return fraud_metrics(frame, scores, k=c.top_k, entity=c.entity_column, label=c.label,
+        return binary_metrics(frame, scores, k=c.top_k, entity=c.entity_column, label=c.label,
                              time=c.time_column)
 
     def primary_interval(self, scores: np.ndarray, frame: pd.DataFrame) -> stats.Interval:
@@ -142,15 +147,15 @@ class FraudUseCase:
         return {
             "plots/pr_curve.png": plots.pr_curve(y, scores, f"{self.name} {member}: test PR curve"),
             "plots/confusion_matrix.png": plots.confusion(
-                y, (scores >= threshold).astype(int), ["genuine", "fraud"],
+                y, (scores >= threshold).astype(int), list(self.cfg.class_names),
                 f"{member} @ {threshold:.3g}",
             ),
         }
 
-    def input_example(self, frame: pd.DataFrame, features: list[str] | None = None) -> pd.DataFrame:
-        """Five rows of the columns a scorer reads (``features``, default: the per-transaction ones)."""
+    def input_example(self, frame: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
+        """Five rows of the columns a scorer reads (``columns``, default: the entry's features)."""
         # Every feature as double: an integer column could not carry a missing value.
-        return frame[list(features or self.cfg.features)].head(5).reset_index(drop=True).astype("float64")
+        return frame[list(columns or self.cfg.features)].head(5).reset_index(drop=True).astype("float64")
 
 
 def _tensor(values: pd.DataFrame | pd.Series) -> torch.Tensor:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from deepflow.usecases.nlp.metrics import f1
+from deepflow.kinds.text.metrics import f1
 
 
 def _trim(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

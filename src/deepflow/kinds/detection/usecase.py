@@ -7,62 +7,59 @@ the split they were predicted on.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pandas as pd
 
 from deepflow import stats, training, usecase
 from deepflow.config import ConfigError
-from deepflow.usecases.traffic import figures, metrics
-from deepflow.usecases.traffic.config import TrafficConfig
-from deepflow.usecases.traffic.labels import CLASSES
+from deepflow.kinds.detection import figures, metrics
+from deepflow.kinds.detection.config import DetectionConfig
+from deepflow.kinds.detection.labels import CLASSES
 
 SPLITS = ("train", "val", "test")
 CANDIDATES = ("shallow", "deep")
 
 
-class TrafficUseCase:
-    config_cls = TrafficConfig
+class DetectionUseCase(usecase.UseCase):
+    kind = "detection"
     primary_metric = "map50"  # logged as val/map50 and test/map50
     summary_metrics = ("map50", "map", "ap50_car", "ap50_pedestrian")  # the CLI's table (all are logged)
     families = {"shallow": "shallow", "deep": "deep"}
 
-    def __init__(self, name: str, cfg: TrafficConfig) -> None:
-        self.name, self.cfg = name, cfg
+    def __init__(self, entry: usecase.Entry, cfg: DetectionConfig) -> None:
+        super().__init__(entry, cfg)
+        if not cfg.prepared_dir:
+            raise ConfigError(f"{entry.path}: config.prepared_dir is not set")
         if unknown := [n for n in cfg.candidates if n not in CANDIDATES]:
             raise ConfigError(f"candidates: unknown {unknown[0]!r} (known: {', '.join(CANDIDATES)})")
         if cfg.baselines:
-            raise ConfigError("baselines: traffic has none (candidates only)")
+            raise ConfigError("baselines: the detection kind has none (candidates only)")
         if cfg.model.img_size % 32:
             raise ConfigError(f"model.img_size: {cfg.model.img_size} is not a multiple of 32")
 
     # --- data ---------------------------------------------------------------------------------
 
-    @property
-    def prepared_dir(self) -> Path:
-        return usecase.project_path(self.cfg.prepared_dir)
+    def schema(self) -> dict:
+        return {"kind": self.kind, "classes": list(CLASSES), "img_size": self.cfg.model.img_size}
 
     def load_splits(self) -> dict[str, pd.DataFrame]:
         return usecase.read_splits(self.name, self.prepared_dir, SPLITS)
 
     def validation_inputs(self, splits: dict[str, pd.DataFrame]) -> tuple[dict, dict]:
-        from deepflow.usecases.traffic import expectations
+        from deepflow.kinds.detection import expectations
 
         return expectations.frames(splits), expectations.suites(self.cfg)
 
     def members(self) -> list[tuple[str, str]]:
         return [(c, "candidate") for c in self.cfg.candidates]
 
-    def registrable(self, kind: str) -> bool:
-        return kind == "candidate"
-
     # --- training -----------------------------------------------------------------------------
 
     def fit(self, name: str, kind: str, splits: dict[str, pd.DataFrame], log=None, fast_dev_run: bool = False):
         """Train one detector; returns (scorer, info)."""
-        from deepflow.usecases.traffic.models import build_net
-        from deepflow.usecases.traffic.scorer import DetectorScorer, to_tensors
-        from deepflow.usecases.traffic.system import DetectorSystem
+        from deepflow.kinds.detection.models import build_net
+        from deepflow.kinds.detection.scorer import DetectorScorer, to_tensors
+        from deepflow.kinds.detection.system import DetectorSystem
 
         cfg, t, m = self.cfg, self.cfg.train, self.cfg.model
         if kind != "candidate":
@@ -134,7 +131,7 @@ class TrafficUseCase:
             "plots/counts_per_frame.png": counts,
         }
 
-    def input_example(self, frame: pd.DataFrame) -> pd.DataFrame:
+    def input_example(self, frame: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:  # noqa: ARG002
         """Encoded images (bytes: MLflow's ``binary``), the one column the model needs."""
         return frame[["image"]].head(3).reset_index(drop=True)
 
@@ -151,7 +148,7 @@ class TrafficUseCase:
         root = usecase.project_path(c.root)
         if not c.enabled or not root.exists():
             return out
-        from deepflow.usecases.traffic import yolo
+        from deepflow.kinds.detection import yolo
 
         real = yolo.load(root, c.class_map)
         found = metrics.coco_metrics(real, scorer.predict(real))

@@ -13,8 +13,8 @@ import great_expectations.expectations as gxe
 import numpy as np
 import pandas as pd
 
-from deepflow.usecases.traffic.config import TrafficConfig
-from deepflow.usecases.traffic.labels import CLASSES, decode, parse_yolo
+from deepflow.kinds.detection.config import DetectionConfig
+from deepflow.kinds.detection.labels import CLASSES, decode, parse_yolo
 
 SPLITS = ("train", "val", "test")
 EDGE_TOLERANCE = 1e-4  # YOLO text keeps 6 decimals: an edge may round just past the frame
@@ -64,7 +64,7 @@ def frames(splits: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     return {"images": images, "boxes": boxes}
 
 
-def suites(cfg: TrafficConfig) -> dict[str, list]:
+def suites(cfg: DetectionConfig) -> dict[str, list]:
     images = [
         gxe.ExpectTableRowCountToBeBetween(min_value=1),
         gxe.ExpectColumnValuesToBeUnique(column="image"),

@@ -1,12 +1,15 @@
-"""Typed defaults for the fraud use case; ``config.yaml`` and ``key=value`` override them."""
+"""Typed defaults of the ``tabular`` kind: one row per example, numeric features, a binary label.
+
+An entry's ``config:`` (``datasets/<name>.yaml``) and ``key=value`` override them. ``label`` and
+``features`` are the entry's identity: they come from the entry file only.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from deepflow.promotion import PromotionConfig
-from deepflow.usecases.fraud.prepare import FEATURES, WINDOWS
 
 
 @dataclass
@@ -57,9 +60,9 @@ class PrequentialConfig:
     training, ``delay_days`` of label delay, ``assessment_days`` of assessment, each fold shifted
     back by ``assessment_days``. The dates are the training start of the latest fold."""
 
-    transactions: str = "data/interim/fraud/transactions.parquet"  # output of the fraud_simulate stage
-    dvc_stage: str = "fraud_simulate"
-    cache_dir: str = ".cache/fraud-prequential"  # the fold table (features + history index), keyed by source
+    transactions: str = ""  # raw time-stamped rows (the entry names its source)
+    dvc_stage: str = ""  # the DVC stage that writes ``transactions`` (lineage)
+    cache_dir: str = ".cache/prequential"  # the fold table (features + history index), keyed by source
     n_folds: int = 4
     train_days: int = 7
     delay_days: int = 7
@@ -84,25 +87,21 @@ class PrequentialConfig:
 
 
 @dataclass
-class FraudConfig:
-    prepared_dir: str = "data/prepared/fraud"
-    dvc_stage: str = "fraud_prepare"
-    label: str = "TX_FRAUD"
-    id_column: str = "TRANSACTION_ID"
-    time_column: str = "TX_DATETIME"
-    entity_column: str = "CUSTOMER_ID"  # the card, for card precision@k
-    features: list[str] = field(default_factory=lambda: list(FEATURES))
-    nonnegative: list[str] = field(
-        default_factory=lambda: ["TX_AMOUNT"]
-        + [f"{e}_NB_TX_{w}DAY_WINDOW" for e in ("CUSTOMER_ID", "TERMINAL_ID") for w in WINDOWS]
-    )
-    unit_interval: list[str] = field(
-        default_factory=lambda: [f"TERMINAL_ID_RISK_{w}DAY_WINDOW" for w in WINDOWS]
-        + ["TX_DURING_WEEKEND", "TX_DURING_NIGHT"]
-    )
-    fraud_rate_min: float = 0.001
-    fraud_rate_max: float = 0.05
-    candidates: list[str] = field(default_factory=lambda: ["shallow", "deep", "autoencoder", "sequence"])
+class TabularConfig:
+    IDENTITY_KEYS: ClassVar[tuple[str, ...]] = ("label", "features", "class_names")
+
+    prepared_dir: str = ""  # the folder of train/val/test.parquet
+    label: str = "label"  # 0/1 column
+    class_names: list[str] = field(default_factory=lambda: ["negative", "positive"])  # label 0, 1
+    id_column: str | None = None  # unique per row, when set
+    time_column: str | None = None  # a datetime column, for per-day metrics
+    entity_column: str | None = None  # e.g. the card, for entity precision@k (needs time_column)
+    features: list[str] = field(default_factory=list)
+    nonnegative: list[str] = field(default_factory=list)  # data contract: values >= 0
+    unit_interval: list[str] = field(default_factory=list)  # data contract: values in [0, 1]
+    positive_rate_min: float = 0.001  # data contract: share of label 1 per split
+    positive_rate_max: float = 0.5
+    candidates: list[str] = field(default_factory=lambda: ["shallow", "deep"])
     baselines: list[str] = field(default_factory=lambda: ["logistic_regression", "xgboost"])
     register_baselines: bool = False  # baselines are references; only candidates are registered
     top_k: int = 100

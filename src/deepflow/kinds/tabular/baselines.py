@@ -8,13 +8,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from deepflow.kinds.tabular.config import TabularConfig
 from deepflow.scoring import SklearnScorer
-from deepflow.usecases.fraud.config import FraudConfig
 
 KNOWN = ("logistic_regression", "random_forest", "xgboost")
 
 
-def fit_baseline(name: str, cfg: FraudConfig, train: pd.DataFrame) -> SklearnScorer:
+def fit_baseline(name: str, cfg: TabularConfig, train: pd.DataFrame) -> SklearnScorer:
     x, y = train[cfg.features], train[cfg.label]
     seed = cfg.train.seed
     if name == "logistic_regression":

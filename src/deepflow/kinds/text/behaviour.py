@@ -51,7 +51,6 @@ def run(predict: Callable[[list[str]], np.ndarray], labels: list[str], cfg, samp
         ham: list[str]) -> BehaviourResult:
     """``predict(texts) -> (N, C) probabilities``; ``sample``: test texts; ``ham``: test texts of
     a class other than ``cfg.target`` (for the directional tests)."""
-    target = labels.index(cfg.target)
     rows: list[dict] = []
 
     base = predict(sample).argmax(1) if sample else np.array([], dtype=int)
@@ -60,14 +59,15 @@ def run(predict: Callable[[list[str]], np.ndarray], labels: list[str], cfg, samp
         rows += [{"kind": "invariance", "test": name, "text": t, "expected": labels[b], "got": labels[g],
                   "passed": b == g} for t, b, g in zip(sample, base, got, strict=True)]
 
-    if ham:
+    if ham and cfg.phrases and cfg.target is not None:  # directional: only where the entry says which way
+        target = labels.index(cfg.target)
         before = predict(ham)[:, target]
         for phrase in cfg.phrases:
             after = predict([f"{t} {phrase}" for t in ham])[:, target]
             rows += [{"kind": "directional", "test": f"+ {phrase!r}", "text": t, "expected": f"p>{b:.3f}",
                       "got": f"p={a:.3f}", "passed": a > b} for t, b, a in zip(ham, before, after, strict=True)]
 
-    for label, texts in cfg.examples.items():
+    for label, texts in cfg.examples.items():  # minimum functionality: the entry's own examples
         got = predict(list(texts)).argmax(1)
         rows += [{"kind": "mft", "test": f"is {label}", "text": t, "expected": label, "got": labels[g],
                   "passed": labels[g] == label} for t, g in zip(texts, got, strict=True)]

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from deepflow.usecases.traffic.labels import CLASSES, decode, pixel_boxes
+from deepflow.kinds.detection.labels import CLASSES, decode, pixel_boxes
 
 GREY = 114
 
@@ -56,7 +56,7 @@ class DetectorScorer:
         self.min_score, self.iou, self.max_det, self.batch_size = min_score, iou, max_det, batch_size
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        from deepflow.usecases.traffic.models import detect
+        from deepflow.kinds.detection.models import detect
 
         parts = []
         images = list(frame["image"])

@@ -16,7 +16,7 @@ import pandas as pd
 import yaml
 from PIL import Image
 
-from deepflow.usecases.traffic.labels import CLASSES, format_yolo, parse_yolo
+from deepflow.kinds.detection.labels import CLASSES, format_yolo, parse_yolo
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 

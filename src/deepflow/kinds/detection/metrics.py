@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from deepflow import stats
-from deepflow.usecases.traffic.labels import CLASSES, pixel_boxes
+from deepflow.kinds.detection.labels import CLASSES, pixel_boxes
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)

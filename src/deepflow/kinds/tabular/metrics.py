@@ -40,7 +40,7 @@ def card_precision_at_k(frame: pd.DataFrame, scores: np.ndarray, k: int = 100, *
     return float(np.mean(daily)) if daily else float("nan")
 
 
-def fraud_metrics(frame: pd.DataFrame, scores: np.ndarray, *, k: int = 100, entity: str,
+def binary_metrics(frame: pd.DataFrame, scores: np.ndarray, *, k: int = 100, entity: str,
                   label: str, time: str) -> dict[str, float]:
     y = frame[label].to_numpy()
     if y.min() == y.max():

@@ -181,7 +181,7 @@ def sequence_scalers(x: np.ndarray, n_features: int, length: int) -> tuple[Stand
 # --- the Lightning system --------------------------------------------------------------------
 
 
-class FraudSystem(L.LightningModule):
+class TabularSystem(L.LightningModule):
     """Loss, optimiser and ``val/auprc`` for any fraud network.
 
     ``objective="bce"`` trains a classifier on logits; ``"reconstruction"`` trains an

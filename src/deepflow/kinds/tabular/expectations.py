@@ -9,13 +9,13 @@ from __future__ import annotations
 import great_expectations.expectations as gxe
 import pandas as pd
 
-from deepflow.usecases.fraud.config import FraudConfig
+from deepflow.kinds.tabular.config import TabularConfig
 
 SPLITS = ("train", "val", "test")
 NUMERIC = ["int8", "int16", "int32", "int64", "float32", "float64"]
 
 
-def frames(cfg: FraudConfig, splits: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+def frames(cfg: TabularConfig, splits: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     """The frames the suites look at, built from the prepared splits."""
     rows = pd.concat([df.assign(split=name) for name, df in splits.items()], ignore_index=True)
     summary = []
@@ -36,7 +36,7 @@ def frames(cfg: FraudConfig, splits: dict[str, pd.DataFrame]) -> dict[str, pd.Da
     return {"rows": rows, "splits": pd.DataFrame(summary)}
 
 
-def suites(cfg: FraudConfig) -> dict[str, list]:
+def suites(cfg: TabularConfig) -> dict[str, list]:
     label, key = cfg.label, cfg.id_column
     required = [key, label, cfg.time_column, cfg.entity_column, *cfg.features]
     rows: list = [gxe.ExpectTableColumnsToMatchSet(column_set=required, exact_match=False)]
@@ -47,7 +47,7 @@ def suites(cfg: FraudConfig) -> dict[str, list]:
     rows += [
         gxe.ExpectColumnValuesToBeInSet(column=label, value_set=[0, 1]),
         gxe.ExpectColumnMeanToBeBetween(
-            column=label, min_value=cfg.fraud_rate_min, max_value=cfg.fraud_rate_max
+            column=label, min_value=cfg.positive_rate_min, max_value=cfg.positive_rate_max
         ),
         gxe.ExpectColumnValuesToBeUnique(column=key),
     ]
