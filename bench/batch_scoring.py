@@ -46,8 +46,8 @@ def fraud_like_rows(n: int, seed: int = 0) -> pd.DataFrame:
 def register_stand_in(root: Path) -> None:
     import torch
 
-    from deepflow.scoring import TorchScorer
     from deepflow.kinds.tabular.models import DeepNet, Standardize
+    from deepflow.scoring import TorchScorer
 
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
     os.environ.pop("DEEPFLOW_ARTIFACT_ROOT", None)

@@ -1,6 +1,6 @@
 """Cost of one drift report per use case at typical batch sizes: fraud 10,000 rows, nlp 500
 texts, traffic 100 frames, each against its reference (``drift.reference_frame``: the prepared
-train split; fraud capped at 50,000 rows) with the champion's prediction drift.
+train split, capped at the entry's ``monitor.reference_rows``) with the champion's prediction drift.
 
     .venv/bin/python bench/drift_cost.py [--use-cases fraud nlp traffic] [--repeat 2]
 
@@ -10,9 +10,9 @@ detector finds nothing above threshold, so its NMS is cheaper than a trained one
 (width 128, 4 blocks), nlp MiniLM + head (the ``transfer`` candidate), traffic YOLO-style DeepNet.
 References missing on disk are built the way their DVC stage would (fraud: the simulator's
 featured transactions, ~3 s, instead of the 1.8 M-row stage). Batches come from
-``drift.make_batch`` (drift 0 and 1). Times: reading the batch (``load_batch``) and ``detect``;
-the first nlp report also embeds the reference (cached afterwards), so both runs are printed.
-Writes bench/results/drift_cost.json.
+``drift.make_batch`` (drift 0 and 1: each entry's ``incoming:`` generator). Times: reading the
+batch (``load_batch``) and ``detect``; the first nlp report also embeds the reference (cached
+afterwards), so both runs are printed. Writes bench/results/drift_cost.json.
 """
 
 from __future__ import annotations
@@ -25,10 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from deepflow import drift, settings
+from deepflow import drift, settings, usecase
 
 ROWS = {"fraud": 10_000, "nlp": 500, "traffic": 100}
-KIND = {"fraud": "tabular", "nlp": "text", "traffic": "image"}
 
 
 def reference(use_case: str, tmp: Path):
@@ -69,8 +68,8 @@ def scorer(use_case: str):
     if use_case == "fraud":
         import numpy as np
 
-        from deepflow.scoring import TorchScorer
         from deepflow.kinds.tabular.models import DeepNet, Standardize
+        from deepflow.scoring import TorchScorer
         from deepflow.usecases.fraud.prepare import FEATURES
 
         f = len(FEATURES)
@@ -106,16 +105,17 @@ def main() -> None:
         for uc in args.use_cases:
             ref, ref_source = reference(uc, tmp)
             model, threshold, described = scorer(uc)
-            features = list(drift.use_case_config(uc).features) if KIND[uc] == "tabular" else None
+            kind = usecase.entry(uc).kind
+            features = list(getattr(drift.entry_config(uc), "features", None) or []) or None
             for level in (0.0, 1.0):
                 path = drift.make_batch(uc, tmp / "incoming", rows=ROWS[uc], drift=level, seed=1)
                 t0 = time.perf_counter()
-                cur = drift.load_batch(KIND[uc], path)
+                cur = drift.load_batch(kind, path)
                 load_s = time.perf_counter() - t0
                 for run in range(args.repeat):
                     for with_model in (False, True):
                         t0 = time.perf_counter()
-                        report = drift.detect(KIND[uc], ref, cur, scorer=model if with_model else None,
+                        report = drift.detect(kind, ref, cur, scorer=model if with_model else None,
                                               features=features, threshold=threshold)
                         seconds = time.perf_counter() - t0
                         row = {"use_case": uc, "rows": len(cur), "reference_rows": len(ref), "drift": level,

@@ -1,5 +1,6 @@
-"""Prefect deployments: one per use-case pipeline plus one for monitoring, with schedules from
-``src/deepflow/operations.yaml``.
+"""Prefect deployments: one per scheduled entry's pipeline plus one for monitoring, with the
+schedules of the entries (``datasets/<name>.yaml``: ``schedule:``) as ``operations.load`` resolves
+them with ``src/deepflow/operations.yaml``.
 
 Two ways to run them:
 
@@ -8,7 +9,7 @@ Two ways to run them:
 - ``deploy_to_pool`` (``deepflow deploy --pool P``): registers the same deployments with a work
   pool; ``prefect worker start --pool P`` on any machine that has this checkout runs them.
 
-Deployments are addressed as ``train-pipeline/<use case>`` and ``monitor/incoming``; each allows one
+Deployments are addressed as ``train-pipeline/<entry>`` and ``monitor/incoming``; each allows one
 run in flight (a second is cancelled by the server: no pile-up of retrainings).
 """
 
@@ -55,20 +56,26 @@ def _schedules(s: Schedule, timezone: str) -> list:
     return []
 
 
+def _when(s: Schedule) -> str:
+    if s.cron:
+        return f" (cron {s.cron})"
+    return f" (every {s.interval_seconds} s)" if s.interval_seconds else " (on request: API, UI, drift)"
+
+
 def _specs(ops: OpsConfig) -> list[dict]:
     """What each deployment is: flow entrypoint, name, schedule, default parameters."""
     specs = [
         {"entrypoint": "flows/pipeline.py:train_pipeline", "name": uc,
          "schedules": _schedules(s, ops.timezone), "active": s.enabled,
          "parameters": {"use_case": uc, "overrides": list(s.overrides), "promote_challenger": True},
-         "tags": ["deepflow", uc], "description": f"Validate, train, register and promote {uc} (nightly)."}
+         "tags": ["deepflow", uc], "description": f"Validate, train, register and promote {uc}{_when(s)}."}
         for uc, s in ops.pipelines.items()
     ]
     m = ops.monitor.schedule
     specs.append({"entrypoint": "flows/monitor.py:monitor", "name": operations.MONITOR_DEPLOYMENT,
                   "schedules": _schedules(m, ops.timezone), "active": m.enabled, "parameters": {},
                   "tags": ["deepflow", "monitor"],
-                  "description": "Drift report for each new batch in data/incoming/<use case>/; "
+                  "description": "Drift report for each new batch in data/incoming/<entry>/; "
                                  "retrains on drift (one in flight, cooldown, min rows)."})
     return specs
 

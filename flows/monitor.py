@@ -1,11 +1,11 @@
-"""Prefect flow: watch ``data/incoming/<use case>/`` and retrain on drift. Sequencing only: the
+"""Prefect flow: watch ``data/incoming/<entry>/`` and retrain on drift. Sequencing only: the
 drift report is ``deepflow.monitoring.check``, the retraining rules ``operations.decide_retraining``.
 
-``monitor(use_case=None)``: for each use case with new batches -> drift report (MLflow run +
-Prefect artifact) -> maybe trigger deployment ``train-pipeline/<use case>`` -> mark batches done.
+``monitor(use_case=None)``: for each entry with new batches -> drift report (MLflow run +
+Prefect artifact) -> maybe trigger deployment ``train-pipeline/<entry>`` -> mark batches done.
 A retraining is triggered only if the drift is above the thresholds, the new batches hold at
-least ``min_rows`` rows, no run of that deployment is in flight, and the last drift-triggered
-one is older than the cooldown.
+least the entry's ``min_rows`` rows (its ``monitor.min_rows``, or the operations config's), no
+run of that deployment is in flight, and the last drift-triggered one is older than the cooldown.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def decide(use_case: str, report: dict, min_rows: int, cooldown_minutes: float) 
 
 @flow(name="monitor")
 def monitor(use_case: str | None = None, batch: str | None = None, overrides: list[str] | None = None) -> list[dict]:
-    """Drift-check new batches of ``use_case`` (default: every monitored one); retrain on drift.
+    """Drift-check new batches of entry ``use_case`` (default: every monitored one); retrain on drift.
 
     ``batch``: check this file/folder instead of the inbox (it is not marked as processed).
     ``overrides``: ``key=value`` overrides of the operations config (e.g. monitor.cooldown_minutes=0).

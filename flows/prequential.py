@@ -11,17 +11,13 @@ from __future__ import annotations
 
 import time
 
-from deepflow import settings
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
 
-settings.apply_env_defaults()  # before Prefect reads its settings
-
-from prefect import flow, task  # noqa: E402
-from prefect.artifacts import create_markdown_artifact  # noqa: E402
-from prefect.runtime import flow_run  # noqa: E402
-
-from deepflow import report as timing  # noqa: E402
-from deepflow import tracking, usecase  # noqa: E402
-from deepflow.usecases.fraud import prequential as pq  # noqa: E402
+from deepflow import report as timing
+from deepflow import settings, tracking, usecase
+from deepflow.usecases.fraud import prequential as pq
 
 
 @task(name="prequential-start")
@@ -53,6 +49,7 @@ def write_report(use_case: str, summary: dict) -> dict:
 @flow(name="fraud-prequential")
 def prequential_benchmark(use_case: str = "fraud", overrides: list[str] | None = None) -> dict:
     """The handbook's prequential protocol over every configured model; returns the summary."""
+    settings.apply_env_defaults()  # first thing: see flows/__init__.py
     t0 = time.perf_counter()
     overrides = list(overrides or [])
     p = usecase.get(use_case, overrides).cfg.prequential  # fails fast on unknown keys

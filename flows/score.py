@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import re
 
-from deepflow import settings
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 
-settings.apply_env_defaults()  # before Prefect reads its settings
-
-from prefect import flow, get_run_logger, task  # noqa: E402
-from prefect.artifacts import create_markdown_artifact  # noqa: E402
-
-from deepflow import batch, tracking  # noqa: E402
+from deepflow import batch, settings, tracking
 
 
 @task(name="score-file")
@@ -32,6 +28,7 @@ def score_batch(use_case: str, input_path: str, output_path: str,
                 version: str | None = None, threshold: float | None = None,
                 progress: bool | None = None) -> dict:
     """Score ``input_path`` with ``use_case``'s ``@alias`` (or ``version``) into ``output_path``."""
+    settings.apply_env_defaults()  # first thing: see flows/__init__.py
     result = batch.BatchResult(**score_file(use_case, str(input_path), str(output_path), chunk_size,
                                             alias, None if version is None else str(version), threshold,
                                             progress))

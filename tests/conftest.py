@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +11,6 @@ import pytest
 from deepflow import settings
 
 settings.apply_env_defaults()
-sys.path.insert(0, str(settings.PROJECT_ROOT))  # flows/ lives beside src/
 
 from deepflow.usecases.fraud.prepare import SplitParams, add_features, split  # noqa: E402
 from deepflow.usecases.fraud.simulate import SimulationParams, simulate  # noqa: E402
@@ -73,6 +71,16 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     import mlflow
 
     mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"))
+
+
+@pytest.fixture
+def datasets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private datasets folder (copies of the shipped entries) that tests may add entries to."""
+    from tests.entries import private_datasets
+
+    folder = private_datasets(tmp_path / "datasets")
+    monkeypatch.setenv("DEEPFLOW_DATASETS_DIR", str(folder))
+    return folder
 
 
 @pytest.fixture

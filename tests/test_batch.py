@@ -144,6 +144,7 @@ def test_nlp_label_and_probability(store, tmp_path) -> None:
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
+    from deepflow.kinds.text.batch import validate_text
     from deepflow.kinds.text.usecase import TfidfScorer
     from tests.nlp_toy import TOPICS, toy_frame
 
@@ -168,7 +169,7 @@ def test_nlp_label_and_probability(store, tmp_path) -> None:
     rejects = pd.read_csv(tmp_path / "out.rejects.csv")
     assert list(rejects["row"]) == [1, 3] and set(rejects["reason"]) == {"text: missing text", "text: empty text"}
 
-    clean, rej = batch.validate_text(pd.DataFrame({"text": ["fine", 7, None, "  "]}))
+    clean, rej = validate_text(pd.DataFrame({"text": ["fine", 7, None, "  "]}))
     assert list(clean.index) == [0] and list(rej["reason"]) == [
         "text: text is not a string (int)", "text: missing text", "text: empty text"]
 
@@ -212,3 +213,52 @@ def test_traffic_folder_of_images_one_row_per_frame_with_counts(store, tmp_path)
     assert sorted(rejects["row"]) == [2, 3]  # cut.png and notes.txt (files sorted by path)
     assert all("not a decodable image" in r for r in rejects["reason"])
     assert any("notes.txt" in r for r in rejects["reason"]) and any("cut.png" in r for r in rejects["reason"])
+
+
+def test_a_new_tabular_entry_scores_by_its_kind(store, datasets, tmp_path) -> None:
+    """The kind comes from the entry file, not from the scorer: a new tabular entry batch-scores
+    with no code; an unknown entry and a version without a threshold fail before writing."""
+    from tests.entries import write_entry
+
+    write_entry(datasets, "churn", "tabular", {"label": "churned", "features": ["tenure", "spend"]})
+    torch.manual_seed(0)
+    scorer = TorchScorer(torch.nn.Sequential(torch.nn.Linear(2, 1), torch.nn.Flatten(0)), ["tenure", "spend"])
+    example = pd.DataFrame({"tenure": [1.0, 2.0], "spend": [3.0, 4.0]})
+    version = register_champion("churn", scorer, example, {"deepflow.threshold": 0.4})
+    src = tmp_path / "in.csv"
+    example.assign(customer=["a", "b"]).to_csv(src, index=False)
+    model = batch.load_model("churn")
+    assert (model.kind, model.version, model.threshold) == ("tabular", version, 0.4)
+    result = batch.score_file("churn", src, tmp_path / "out.parquet", progress=False)
+    out = pd.read_parquet(tmp_path / "out.parquet")
+    assert result.scored == 2 and list(out.columns) == [
+        "row", "customer", "model", "version", "probability", "decision", "threshold"]
+
+    with pytest.raises(batch.BatchError, match="unknown dataset entry 'nosuch'"):
+        batch.load_model("nosuch")
+    register_champion("churn", scorer, example, {})
+    with pytest.raises(batch.BatchError, match="no deepflow.threshold tag"):
+        batch.load_model("churn")
+    assert batch.load_model("churn", threshold=0.7).threshold == 0.7
+
+    example.assign(decision=[1, 0]).to_csv(src, index=False)  # named like an output column of the kind
+    with pytest.raises(batch.BatchError, match="decision clash"):
+        batch.score_file("churn", src, tmp_path / "clash.parquet", model=model, progress=False)
+
+
+def test_a_kind_that_loses_rows_fails_the_batch(fraud_champion, tmp_path, monkeypatch) -> None:
+    """Every row is scored or rejected: a kind that drops one is an error, not a short output."""
+    from deepflow.kinds.tabular import batch as tabular_batch
+
+    src = tmp_path / "in.parquet"
+    fraud_rows(20).to_parquet(src, index=False)
+    real = tabular_batch.score
+
+    def drop_first(model, frame):
+        scores, rejects = real(model, frame)
+        return scores.iloc[1:], rejects
+
+    monkeypatch.setattr(tabular_batch, "score", drop_first)
+    with pytest.raises(batch.BatchError, match="scored 9 and rejected 0 of 10 rows"):
+        batch.score_file("fraud", src, tmp_path / "out.parquet", chunk_size=10, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet", "mlflow"]

@@ -1,4 +1,5 @@
-"""Drift statistics, detectors per kind, drifted-batch generators and bad batches (deepflow.drift)."""
+"""Drift statistics, detectors per kind, the built-in entries' batch generators and bad batches
+(deepflow.drift). The generic generators and the dispatch: tests/test_drift_batches.py."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ import pytest
 
 from deepflow import drift, settings
 from deepflow.drift import DriftConfig, DriftInputError
+from deepflow.kinds.detection.labels import CLASSES
 from deepflow.usecases.fraud.prepare import FEATURES, add_features
 from deepflow.usecases.fraud.simulate import SimulationParams, simulate
 from deepflow.usecases.traffic.generate import GenerateParams, frame_row
-from deepflow.kinds.detection.labels import CLASSES
 
 SIM = SimulationParams(n_customers=400, n_terminals=2000, n_days=60, seed=1, terminals_per_day=1, customers_per_day=1)
 FRAMES = GenerateParams(width=96, height=96, seed=5)
@@ -312,7 +313,7 @@ def test_text_embedding_shift_with_minilm(sms_splits, tmp_path, monkeypatch):
         assert embedding.drifted is expected, embedding
 
 
-# --- image (traffic) -------------------------------------------------------------------------
+# --- detection (traffic) -------------------------------------------------------------------------
 
 
 class BrightnessDetector:
@@ -339,21 +340,22 @@ def traffic_reference() -> pd.DataFrame:
     return pd.DataFrame([frame_row(FRAMES, "train", i) for i in range(150)])
 
 
-def test_image_batch_without_drift_is_not_flagged_and_drifted_one_is(traffic_reference, tmp_path):
-    calm = drift.load_batch("image", drift.make_batch("traffic", tmp_path, rows=80, drift=0.0, seed=1, params=FRAMES))
-    report = drift.detect("image", traffic_reference, calm, scorer=BrightnessDetector(), threshold=0.1)
+def test_detection_batch_without_drift_is_not_flagged_and_drifted_one_is(traffic_reference, tmp_path):
+    calm = drift.load_batch("detection", drift.make_batch("traffic", tmp_path, rows=80, drift=0.0, seed=1,
+                                                          params=FRAMES))
+    report = drift.detect("detection", traffic_reference, calm, scorer=BrightnessDetector(), threshold=0.1)
     assert not report.drifted, report.markdown()
     assert {"brightness", "sharpness", "detections_per_frame", "detection_score", "detected_classes"} <= {
         s.name for s in report.signals}
-    shifted = drift.load_batch("image", drift.make_batch("traffic", tmp_path, rows=80, drift=1.0, seed=1,
+    shifted = drift.load_batch("detection", drift.make_batch("traffic", tmp_path, rows=80, drift=1.0, seed=1,
                                                          params=FRAMES))
     assert shifted["shift"].str.len().gt(0).mean() > 0.5 and shifted["width"].eq(96).all()
-    report = drift.detect("image", traffic_reference, shifted, scorer=BrightnessDetector(), threshold=0.1)
+    report = drift.detect("detection", traffic_reference, shifted, scorer=BrightnessDetector(), threshold=0.1)
     by_name = {s.name: s for s in report.signals}
     assert report.drifted and by_name["sharpness"].drifted and by_name["detections_per_frame"].drifted
 
 
-def test_image_batch_without_drift_matches_the_generator(tmp_path):
+def test_traffic_batch_without_drift_matches_the_generator(tmp_path):
     path = drift.make_batch("traffic", tmp_path, rows=2, drift=0.0, seed=0, params=FRAMES)
     batch = pd.read_parquet(path)
     expected = frame_row(replace(FRAMES, seed=FRAMES.seed + 1000), "test", 1)
@@ -366,21 +368,24 @@ def test_image_folder_batch_drops_undecodable_files(traffic_reference, tmp_path)
     for i, data in enumerate(traffic_reference["image"][:30]):
         (folder / f"f{i:03d}.jpg").write_bytes(data)
     (folder / "broken.jpg").write_bytes(b"not a jpeg")
-    frame = drift.load_batch("image", folder)
+    frame = drift.load_batch("detection", folder)
     assert len(frame) == 30 and frame.attrs["dropped"] == 1 and "broken.jpg" in frame.attrs["rejected"][0]
-    report = drift.detect("image", traffic_reference, frame)
+    report = drift.detect("detection", traffic_reference, frame)
     assert not report.drifted and "broken.jpg" in report.markdown()
     (folder / "only").mkdir()
     (folder / "only" / "junk.png").write_bytes(b"\x89PNG nope")
     with pytest.raises(DriftInputError, match="junk.png"):
-        drift.load_batch("image", folder / "only")
+        drift.load_batch("detection", folder / "only")
 
 
 def test_command_line_make_batch(tmp_path, capsys):
-    assert drift.main(["make-batch", "traffic", str(tmp_path), "--rows", "2", "--drift", "1", "--seed", "3"]) == 0
+    from deepflow.drift.__main__ import main
+    from deepflow.usecase import UnknownUseCase
+
+    assert main(["make-batch", "traffic", str(tmp_path), "--rows", "2", "--drift", "1", "--seed", "3"]) == 0
     path = Path(capsys.readouterr().out.strip())
     assert path == tmp_path / "traffic-n2-drift1.00-seed3.parquet" and len(pd.read_parquet(path)) == 2
     with pytest.raises(ValueError, match="drift must be in"):
         drift.make_batch("nlp", tmp_path, rows=3, drift=2.0, seed=0)
-    with pytest.raises(ValueError, match="no drifted-batch generator"):
-        drift.make_batch("paysim", tmp_path, rows=3, drift=0.0, seed=0)
+    with pytest.raises(UnknownUseCase, match="spam"):
+        drift.make_batch("spam", tmp_path, rows=3, drift=0.0, seed=0)

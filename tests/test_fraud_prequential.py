@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from deepflow import usecase
-from deepflow.usecases.fraud import prequential as pq
-from deepflow.usecases.fraud import reproduction, search
+from deepflow.usecases.fraud import fits, reproduction, search
+from deepflow.usecases.fraud import protocol as pq
 from deepflow.usecases.fraud.simulate import simulate
 from tests.conftest import SMALL
 
@@ -75,7 +75,7 @@ def test_reproduction_table_compares_with_the_book() -> None:
     def result(name: str, ap: float) -> dict:
         folds = [{"auprc": ap - 0.01, "roc_auc": 0.87, "card_precision_at_100": 0.3},
                  {"auprc": ap + 0.01, "roc_auc": 0.87, "card_precision_at_100": 0.3}]
-        summary = pq.summarise(folds)
+        summary = fits.summarise(folds)
         return {"model": name, "base": name, "params": {"C": 1}, "val": summary, "test": summary,
                 "search_s": 1.0, "test_s": 1.0, "trials": 4, "pruned": 0}
 
@@ -88,7 +88,7 @@ def test_reproduction_table_compares_with_the_book() -> None:
                                   "timings": {"wall": 60.0}})
     assert "| XGBoost | 0.640 ± 0.010 | 0.687 | -0.047 | **no** |" in text
     assert "1 of 2 **not met**" in text and "`sequence`, AP 0.710 ± 0.010: goal AP ≥ 0.70 **met**" in text
-    assert np.isclose(pq.summarise(results["sequence"]["test"]["folds"])["std"]["auprc"], 0.01)
+    assert np.isclose(fits.summarise(results["sequence"]["test"]["folds"])["std"]["auprc"], 0.01)
 
 
 @pytest.mark.slow

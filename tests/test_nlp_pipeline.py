@@ -1,5 +1,5 @@
-"""The NLP use case through the Prefect flow: a made-up three-class dataset by config alone
-(fast), and the SMS spam bake-off with every candidate (slow)."""
+"""The text kind through the Prefect flow: a made-up three-class dataset as its own entry, one
+YAML file and no code (fast), and the SMS spam bake-off with every candidate (slow)."""
 
 import mlflow
 import pandas as pd
@@ -10,17 +10,17 @@ from deepflow import settings, tracking
 from deepflow.kinds.text.prepare import PrepareParams, prepare
 from deepflow.validation import ValidationFailed
 from flows.pipeline import train_pipeline
-from tests.nlp_toy import TOY_OVERRIDES, write_toy_csv
+from tests.entries import TOPICS_CONFIG, write_entry
+from tests.nlp_toy import write_toy_csv
 
 
-def test_any_text_label_csv_goes_through_by_config_alone(store, tmp_path) -> None:
+def test_any_text_label_csv_is_one_entry_file(store, datasets, tmp_path) -> None:
     out = tmp_path / "toy"
     prepare(write_toy_csv(tmp_path / "toy.csv"), out,
             PrepareParams(sep=",", header=True, text_column="text", label_column="label"))
-    overrides = [f"prepared_dir={out}", "dvc_stage=none", *TOY_OVERRIDES, "candidates=[shallow]",
-                 "train.epochs=4"]
+    write_entry(datasets, "topics", "text", {**TOPICS_CONFIG, "prepared_dir": str(out)})
 
-    summary = train_pipeline("nlp", overrides)
+    summary = train_pipeline("topics")
     assert {m["member"] for m in summary["members"]} == {"shallow", "tfidf_lr"}
     assert summary["primary"] == "f1" and summary["promotion"]["promoted"]
     best = max(summary["members"], key=lambda m: m["test"]["f1"])
@@ -29,15 +29,22 @@ def test_any_text_label_csv_goes_through_by_config_alone(store, tmp_path) -> Non
 
     # The champion takes raw strings and returns one probability per class, with its vocabulary.
     texts = pd.DataFrame({"text": ["Storm and rain in the forecast today", "Big league match, what a goal"]})
-    proba = mlflow.pyfunc.load_model("models:/nlp@champion").predict(texts)
+    proba = mlflow.pyfunc.load_model("models:/topics@champion").predict(texts)
     assert proba.shape == (2, 3) and list(proba.argmax(1)) == [0, 1]
     run = summary["registered"]["run_id"]
     assert "reports/misclassified.md" in {a.path for a in MlflowClient().list_artifacts(run, "reports")}
 
-    # A label outside the configured set stops the run before training; nothing is registered.
+    assert MlflowClient().search_model_versions("name='nlp'") == []  # nothing landed in another entry
+    version = tracking.version_by_alias("topics", "champion")
+    assert version.tags["deepflow.data_version"].startswith("files:")  # not in dvc.lock: its own files
+    assert version.tags["deepflow.dvc_stage"] == "none" and version.tags["deepflow.entry_kind"] == "text"
+
+    # A label outside the entry's set stops the run before training; nothing is registered.
+    write_entry(datasets, "topics", "text", {**TOPICS_CONFIG, "prepared_dir": str(out),
+                                             "labels": ["weather", "sport", "finance"]})
     with pytest.raises(ValidationFailed, match="expect_column_values_to_be_in_set"):
-        train_pipeline("nlp", [*overrides, "labels=[weather,sport,finance]"])
-    assert [str(v.version) for v in MlflowClient().search_model_versions("name='nlp'")] == ["1"]
+        train_pipeline("topics")
+    assert [str(v.version) for v in MlflowClient().search_model_versions("name='topics'")] == ["1"]
 
 
 @pytest.mark.slow

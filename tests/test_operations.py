@@ -18,10 +18,53 @@ def test_shipped_config_loads_with_nightly_schedules() -> None:
     assert ops.catch_up == "latest" and ops.monitor.cooldown_minutes > 0
 
 
+def test_schedules_and_min_rows_come_from_the_entries() -> None:
+    from deepflow import usecase
+
+    ops, entries = operations.load(), usecase.entries()
+    scheduled = {name for name, e in entries.items() if e.schedule is not None}
+    assert set(ops.pipelines) == scheduled and "paysim" not in scheduled  # schedule: null
+    assert {name: s.cron for name, s in ops.pipelines.items()} == {name: entries[name].schedule["cron"]
+                                                                   for name in scheduled}
+    assert ops.monitor.use_cases == list(entries)  # null: every entry
+    assert ops.monitor.min_rows == {name: e.monitor.get("min_rows", 0) for name, e in entries.items()}
+    assert ops.monitor.min_rows["paysim"] == 500
+
+
+def test_operations_overrides_win_over_the_entries() -> None:
+    ops = operations.load(overrides=["pipelines.fraud.interval_seconds=60", "pipelines.nlp.enabled=false",
+                                     "pipelines.paysim.cron=0 5 * * *", "monitor.min_rows.fraud=10"])
+    fraud, nlp, paysim = ops.pipelines["fraud"], ops.pipelines["nlp"], ops.pipelines["paysim"]
+    assert (fraud.cron, fraud.interval_seconds) == (None, 60)  # an ops timing replaces the entry's
+    assert (nlp.cron, nlp.enabled) == ("30 2 * * *", False)  # no ops timing: the entry's stays
+    assert paysim.cron == "0 5 * * *"  # an entry without a schedule gets one
+    assert ops.monitor.min_rows["fraud"] == 10 and ops.monitor.min_rows["nlp"] == 200
+    on_request = operations.load(overrides=["pipelines={paysim: {enabled: false}}"]).pipelines["paysim"]
+    assert (on_request.cron, on_request.interval_seconds) == (None, None)  # a deployment without a timetable
+
+
+def test_a_new_entry_brings_its_schedule_and_a_bad_one_is_named(datasets) -> None:
+    from tests.entries import write_entry
+
+    write_entry(datasets, "loans", "tabular", {}, schedule={"interval_s": 30}, monitor={"min_rows": 7})
+    ops = operations.load()
+    assert ops.pipelines["loans"].interval_seconds == 30 and ops.monitor.min_rows["loans"] == 7
+    write_entry(datasets, "loans", "tabular", {}, schedule={"every": "day"})
+    with pytest.raises(config.ConfigError, match=r"loans\.yaml: schedule: unknown key 'every'"):
+        operations.load()
+    write_entry(datasets, "loans", "tabular", {}, schedule={"cron": "0 1 * * *", "interval_s": 5})
+    with pytest.raises(config.ConfigError, match=r"loans\.yaml: schedule needs cron or interval_s, exactly one"):
+        operations.load()
+    write_entry(datasets, "loans", "tabular", {}, monitor={"min_rows": "many"})
+    with pytest.raises(config.ConfigError, match=r"loans\.yaml: monitor.min_rows must be"):
+        operations.load()
+
+
 @pytest.mark.parametrize("override, message", [
-    ("pipelines.spam.cron=0 1 * * *", "unknown use case 'spam'"),
+    ("pipelines.spam.cron=0 1 * * *", "unknown dataset entry 'spam'"),
+    ("monitor.min_rows.spam=3", "unknown dataset entry 'spam'"),
     ("catch_up=some", "catch_up: expected one of"),
-    ("pipelines.fraud.interval_seconds=60", "cron or interval_seconds, not both"),
+    ("monitor.schedule.interval_seconds=60", "cron or interval_seconds, not both"),
     ("monitor.cooldown=5", "unknown config key 'monitor.cooldown'"),
 ])
 def test_bad_operations_config_names_the_key(override, message) -> None:

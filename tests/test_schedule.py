@@ -52,10 +52,15 @@ def _env(tmp_path: Path, api: str, ops_path: Path) -> dict[str, str]:
 
 
 def _ops_file(tmp_path: Path, prepared_dir: Path, interval: int) -> Path:
+    from deepflow import usecase
+
+    # The other scheduled entries keep a deployment (their schedules come from their entry files)
+    # but never fire on their own here.
+    paused = {name: {"enabled": False} for name, e in usecase.entries().items() if name != "fraud" and e.schedule}
     path = tmp_path / "operations.yaml"
     path.write_text(yaml.safe_dump({
         "pipelines": {"fraud": {"interval_seconds": interval,
-                                "overrides": [f"prepared_dir={prepared_dir}", *TINY]}},
+                                "overrides": [f"prepared_dir={prepared_dir}", *TINY]}, **paused},
         "monitor": {"schedule": {"enabled": False}, "use_cases": ["fraud"],
                     "incoming_dir": str(tmp_path / "incoming"), "cooldown_minutes": 60,
                     "min_rows": {"fraud": 500}},

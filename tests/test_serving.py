@@ -1,7 +1,8 @@
-"""Serving: the @champion of each use case over HTTP, hot reload, bad input, and the real server.
+"""Serving: the @champion of each entry over HTTP, hot reload, bad input, and the real server.
 
 Models are registered directly (a tiny torch net, a TF-IDF pipeline, a fake detector) so the
-fast tests need no training data and no orchestration.
+fast tests need no training data and no orchestration. Routes come from each entry's kind
+(``deepflow.kinds.<kind>.serving``).
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ import torch
 from fastapi.testclient import TestClient
 
 from deepflow import ledger, settings, tracking
-from deepflow.scoring import TorchScorer
-from deepflow.serving import ServeConfig, create_app
 from deepflow.kinds.detection.labels import CLASSES
+from deepflow.scoring import TorchScorer
+from deepflow.serving import ModelStore, ServeConfig, create_app
 from tests.conftest import free_port
+from tests.entries import write_entry
 
 FEATURES = ["amount", "hour", "tx_count_7d"]
 SMALL_LIMITS = {"max_json_bytes": 20_000, "max_image_bytes": 50_000}
@@ -181,10 +183,26 @@ def test_models_readyz_and_docs(served) -> None:
     assert ready.status_code == 200
     states = {k: v["state"] for k, v in ready.json()["use_cases"].items()}
     assert states == {"fraud": "ready", "nlp": "ready", "traffic": "ready", "paysim": "no_champion"}
-    spec = client.get("/openapi.json").json()
-    row_schema = json.dumps(spec["components"]["schemas"])
-    assert all(f in row_schema for f in FEATURES)  # the request model comes from the scorer's features
+    assert {name: m["kind"] for name, m in models.items()} == {"fraud": "tabular", "nlp": "text",
+                                                                 "traffic": "detection"}
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    # the row model comes from the served scorer's features; the decision is named after the entry's
+    # positive class (fraud.yaml: class_names [genuine, fraud])
+    assert list(schemas["FraudRow"]["properties"]) == FEATURES and schemas["FraudRow"]["required"] == FEATURES
+    assert set(schemas["FraudPrediction"]["properties"]) == {"probability", "fraud"}
     assert client.get("/docs").status_code == 200
+
+
+def test_a_scorer_that_does_not_fit_the_kind_is_refused(served) -> None:
+    """Each kind checks a loaded scorer (fake loaders here): a tabular one needs `features`, a
+    text one `labels`; a refused version leaves the slot failed, with the reason."""
+    store = ModelStore(("fraud", "nlp", "traffic"), loader=lambda uri: object())
+    store.refresh()
+    states = {name: (slot.state(), slot.error) for name, slot in store.slots.items()}
+    assert states["fraud"][0] == "failed" and "features" in states["fraud"][1]
+    assert states["nlp"][0] == "failed" and "no class labels" in states["nlp"][1]
+    assert states["traffic"] == ("ready", None)  # a detector needs nothing prepared
+    assert store.get("traffic").loaded.threshold == 0.5 and store.get("traffic").kind == "detection"
 
 
 def test_readyz_is_503_when_nothing_is_loaded(store) -> None:
@@ -193,6 +211,31 @@ def test_readyz_is_503_when_nothing_is_loaded(store) -> None:
         assert r.status_code == 503 and not r.json()["ready"]
         assert client.get("/healthz").status_code == 200
         assert client.post("/v1/fraud/predict", json={"rows": [row()]}).status_code == 503
+
+
+def test_an_entry_with_default_class_names_answers_positive(store, datasets, tmp_path, monkeypatch) -> None:
+    """A new tabular entry serves with no code: its decision field is its positive class
+    (``positive`` by default), and OpenAPI lists each of its features as a field."""
+    monkeypatch.setenv("DEEPFLOW_LOCK_DIR", str(tmp_path / "locks"))
+    features = ["tenure", "monthly_spend"]
+    write_entry(datasets, "churn-risk", "tabular", {"label": "churned", "features": features})
+    torch.manual_seed(0)
+    scorer = TorchScorer(torch.nn.Sequential(torch.nn.Linear(2, 1), torch.nn.Flatten(0)), features)
+    version = register("churn-risk", scorer, pd.DataFrame([[1.0, 2.0]], columns=features), 0.5)
+    with TestClient(create_app(ServeConfig(reload_interval=0, use_cases=("churn-risk",)))) as client:
+        r = client.post("/v1/churn-risk/predict", json={"rows": [{"tenure": 3.0, "monthly_spend": 40.0}]})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["model"] == {"name": "churn-risk", "version": version}
+        [prediction] = body["predictions"]
+        assert set(prediction) == {"probability", "positive"}
+        assert prediction["positive"] == (prediction["probability"] >= 0.5)
+        schemas = client.get("/openapi.json").json()["components"]["schemas"]
+        assert list(schemas["ChurnRiskRow"]["properties"]) == features
+        assert schemas["ChurnRiskRow"]["required"] == features
+        assert set(schemas["ChurnRiskPrediction"]["properties"]) == {"probability", "positive"}
+        missing = client.post("/v1/churn-risk/predict", json={"rows": [{"tenure": 3.0}]})
+        assert missing.status_code == 422 and missing.json()["detail"][0]["loc"][-1] == "monthly_spend"
 
 
 def test_serving_imports_neither_great_expectations_nor_prefect(served) -> None:

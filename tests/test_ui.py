@@ -84,15 +84,25 @@ def test_mlflow_dashboard_shows_experiments_models_and_champion(store, fast_over
         server.stop()
 
 
+def _cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
 @pytest.mark.gpu
-def test_training_runs_on_cuda(small_splits) -> None:
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
+@pytest.mark.skipif(not _cuda(), reason="needs a CUDA device (torch.cuda.is_available() is False)")
+def test_training_runs_on_cuda(small_splits, monkeypatch) -> None:
+    """With ``DEEPFLOW_ACCELERATOR=cuda`` the Trainer must use the GPU (Lightning refuses otherwise);
+    the trained network comes back on the CPU, ready to be logged and served."""
     from deepflow import usecase
 
+    monkeypatch.setenv("DEEPFLOW_ACCELERATOR", "cuda")
     scorer, info = usecase.get("fraud", ["train.epochs=1"]).fit("deep", "candidate", small_splits)
     assert info["steps"] > 0
+    assert {p.device.type for p in scorer.net.parameters()} == {"cpu"}
 
 
 @pytest.mark.slow

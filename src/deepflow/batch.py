@@ -1,21 +1,32 @@
-"""Batch scoring: a CSV or parquet file through a registered version (``@champion`` by default).
+"""Batch scoring: a CSV or parquet file (or a folder of images) through a registered version.
 
-Plain functions, no Prefect (``flows/score.py`` sequences them). The model is resolved to one
-version and loaded once; the input is read in chunks (parquet: ``iter_batches``; CSV: pandas
-``chunksize``); each chunk is validated row by row, scored, and appended to a temporary output
-that is renamed into place only when every chunk went through. Rows that fail validation go to
-``<output stem>.rejects.<ext>`` with their row index and a reason naming the column.
+Plain functions, no Prefect (``flows/score.py`` sequences them). The version (``@champion`` by
+default) is resolved and loaded once; the input is read in chunks (parquet ``iter_batches``, CSV
+``chunksize``, a folder's files as ``file`` and ``image`` columns), each validated row by row,
+scored and appended to a temporary output that is renamed into place only when every chunk went
+through. Rows that fail validation go to ``<output stem>.rejects.<ext>`` with a reason.
 
-Two scorer shapes are supported, told apart by what the scorer carries:
+This module is the kind-independent core. What a row must hold and what its scores are belongs
+to the entry's kind (``Model.kind`` is the entry's ``kind``): ``deepflow.kinds.<kind>.batch``
+(``kinds.part(kind, "batch")``) provides
 
-* tabular (fraud): ``scorer.features`` -> one probability per row, decided at the version's
-  ``deepflow.threshold`` tag;
-* text (nlp): ``scorer.labels`` and a ``text`` column -> (N, C) class probabilities; the
-  output holds the arg-max label and its probability.
-* image (traffic): a folder of image files (or a table with an ``image`` column of encoded
-  bytes) -> one output row per image: the detections above the version's threshold as JSON, and
-  the count of objects per class (the traffic-flow numbers). Files that do not decode as images
-  are rejected with their name.
+* ``NEEDS_THRESHOLD: bool``: without a threshold (tag or argument) :func:`load_model` refuses;
+* ``OUTPUTS: tuple[str, ...]``: the columns it adds to each output row (an input column so
+  named is refused);
+* ``inputs(model) -> list[str]``: the columns the model reads; the input must have them, and
+  they are not copied to the output (every other column passes through: ids);
+* ``validate(frame, model) -> (clean, rejects)``: the rows that can be scored, their inputs
+  parsed, and ``rejects`` in the shape of :func:`rejects_frame`;
+* ``score(model, frame) -> (scores, rejects)``: ``validate`` then the scorer; ``scores`` is
+  indexed by the scored rows' index in ``frame`` and holds exactly the ``OUTPUTS`` columns. Every
+  row of ``frame`` is in ``scores`` or ``rejects``, never both (:func:`score_chunk` checks it).
+
+The core adds to each scored row its position in the input (``row``), the pass-through columns,
+and the registered ``model`` name and ``version``. The three kinds score:
+
+* tabular: the scorer's ``features`` -> a ``probability`` and its ``decision`` at the threshold;
+* text: a ``text`` column -> the arg-max ``label`` over the scorer's ``labels``, its ``probability``;
+* detection: images -> the detections at or above the threshold as JSON, and the count per class.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -33,19 +45,20 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from deepflow import settings, tracking
+from deepflow import kinds, settings, tracking, usecase
 
 DEFAULT_CHUNK_SIZE = 100_000
 ROW = "row"  # the input row's 0-based position in the file, carried to output and rejects
 REJECT_COLUMNS = (ROW, "column", "reason")
-TEXT = "text"
-IMAGE, FILE = "image", "file"
+STAMPS = (ROW, "model", "version")  # what the core adds to every output row
+IMAGE, FILE = "image", "file"  # the columns of a folder's rows: encoded bytes, path in the folder
 IMAGE_CHUNK = 256  # images read per chunk from a folder
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 
 
 class BatchError(RuntimeError):
-    """The batch cannot run (no such model version, bad input schema); nothing is written."""
+    """The batch cannot run or cannot finish (no such entry or version, bad input schema, a kind
+    that lost track of rows); no output is left behind."""
 
 
 @dataclass
@@ -94,22 +107,19 @@ class BatchResult:
 
 @dataclass
 class Model:
-    name: str
+    """One loaded version, fixed for the whole batch."""
+
+    name: str  # the entry, which is also the registered model's name
+    kind: str  # the entry's kind: picks deepflow.kinds.<kind>.batch
     version: str
-    alias: str | None
+    alias: str | None  # the alias it was resolved through; None when a version was asked for
     scorer: Any
     threshold: float | None
 
-    @property
-    def kind(self) -> str:
-        if hasattr(self.scorer, "features"):
-            return "tabular"
-        if hasattr(self.scorer, "labels"):
-            return "text"
-        if hasattr(self.scorer, "max_det"):  # a detector: encoded images in, boxes out
-            return "image"
-        raise BatchError(f"{self.name} v{self.version}: batch scoring supports tabular scorers (with "
-                         f"`features`), text scorers (with `labels`) and detectors, not {type(self.scorer).__name__}")
+
+def batch_part(kind: str) -> ModuleType:
+    """The kind's batch module (its contract is in this module's docstring)."""
+    return kinds.part(kind, "batch")
 
 
 def resolve_version(name: str, alias: str | None = tracking.CHAMPION, version: str | None = None) -> tuple[str, Any]:
@@ -131,14 +141,17 @@ def load_model(name: str, alias: str | None = tracking.CHAMPION, version: str | 
                threshold: float | None = None) -> Model:
     """Resolve the alias to a version once and load that version (so a moving alias cannot mix
     two versions in one batch)."""
+    try:
+        kind = usecase.entry(name).kind
+    except usecase.UnknownUseCase as exc:
+        raise BatchError(str(exc)) from exc
     ver, mv = resolve_version(name, alias, version)
-    scorer = tracking.load_scorer(f"models:/{name}/{ver}")
     if threshold is None and (tag := (mv.tags or {}).get("deepflow.threshold")) is not None:
         threshold = float(tag)
-    model = Model(name, ver, None if version is not None else (alias or tracking.CHAMPION), scorer, threshold)
-    if model.kind == "tabular" and model.threshold is None:
+    if threshold is None and batch_part(kind).NEEDS_THRESHOLD:
         raise BatchError(f"{name} v{ver} has no deepflow.threshold tag; pass a threshold")
-    return model
+    scorer = tracking.load_scorer(f"models:/{name}/{ver}")
+    return Model(name, kind, ver, None if version is not None else (alias or tracking.CHAMPION), scorer, threshold)
 
 
 # --- input -----------------------------------------------------------------------------------
@@ -205,84 +218,12 @@ def read_chunks(path: Path, chunk_size: int) -> Iterator[pd.DataFrame]:
                 yield frame
 
 
-# --- validation ------------------------------------------------------------------------------
-
-
-def numeric_problems(values: pd.Series) -> tuple[np.ndarray, pd.Series]:
-    """(float64 values, reason per bad row) for one feature column; reasons only for bad rows."""
-    if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
-        parsed = values.to_numpy(dtype=np.float64, na_value=np.nan)
-        raw_missing = values.isna().to_numpy()
-    else:
-        parsed = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        raw_missing = values.isna().to_numpy()
-    bad = ~np.isfinite(parsed)
-    if not bad.any():
-        return parsed, pd.Series(dtype=str)
-    reasons = {}
-    for pos in np.flatnonzero(bad):
-        if raw_missing[pos]:
-            reasons[values.index[pos]] = "missing value"
-        elif np.isinf(parsed[pos]):
-            reasons[values.index[pos]] = "infinite value"
-        else:
-            reasons[values.index[pos]] = f"non-numeric value {str(values.iloc[pos])[:40]!r}"
-    return parsed, pd.Series(reasons, dtype=str)
-
-
-def validate_tabular(frame: pd.DataFrame, features: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(valid rows with float feature columns, rejects[row, column, reason])."""
-    problems: dict[Any, list[tuple[str, str]]] = {}
-    parsed = {}
-    for col in features:
-        parsed[col], reasons = numeric_problems(frame[col])
-        for row, reason in reasons.items():
-            problems.setdefault(row, []).append((col, reason))
-    clean = frame.copy() if not problems else frame.drop(index=list(problems))
-    if problems:
-        keep = ~frame.index.isin(list(problems))
-        for col in features:
-            clean[col] = parsed[col][keep]
-    else:
-        for col in features:
-            clean[col] = parsed[col]
-    return clean, rejects_frame(problems)
-
-
-def validate_text(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(rows whose ``text`` is a non-empty string, rejects[row, column, reason])."""
-    problems: dict[Any, list[tuple[str, str]]] = {}
-    values = frame[TEXT]
-    for row, value in values.items():
-        if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
-            problems[row] = [(TEXT, "missing text")]
-        elif not isinstance(value, str):
-            problems[row] = [(TEXT, f"text is not a string ({type(value).__name__})")]
-        elif not value.strip():
-            problems[row] = [(TEXT, "empty text")]
-    clean = frame.drop(index=list(problems)) if problems else frame
-    return clean, rejects_frame(problems)
-
-
-def validate_image(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(rows whose ``image`` decodes, rejects[row, column, reason]); the reason names the file."""
-    from deepflow.kinds.detection.labels import decode
-
-    problems: dict[Any, list[tuple[str, str]]] = {}
-    for row, data in frame[IMAGE].items():
-        where = f" ({frame.at[row, FILE]})" if FILE in frame.columns else ""
-        if not isinstance(data, bytes | bytearray) or not data:
-            problems[row] = [(IMAGE, f"no image bytes{where}")]
-            continue
-        try:
-            decode(data)  # the scorer's own full decode: a truncated file fails here, not at scoring time
-        except Exception as exc:  # PIL raises several types for bad bytes
-            problems[row] = [(IMAGE, f"not a decodable image{where}: {type(exc).__name__}")]
-    clean = frame.drop(index=list(problems)) if problems else frame
-    return clean, rejects_frame(problems)
+# --- rejects --------------------------------------------------------------------------------
 
 
 def rejects_frame(problems: dict[Any, list[tuple[str, str]]]) -> pd.DataFrame:
+    """The rejects of one chunk, one row per failed input row: ``row``, the failing ``column``(s)
+    and the ``reason``(s), from ``{row: [(column, reason), ...]}``."""
     rows = sorted(problems)
     return pd.DataFrame({
         ROW: pd.Series(rows, dtype="int64"),
@@ -294,63 +235,24 @@ def rejects_frame(problems: dict[Any, list[tuple[str, str]]]) -> pd.DataFrame:
 # --- scoring ---------------------------------------------------------------------------------
 
 
-def _stamped(clean: pd.DataFrame, inputs: list[str], model: Model) -> pd.DataFrame:
-    """The output frame of the valid rows: their row index, the pass-through columns (everything
-    but the model's ``inputs``), and the model name and version that scored them."""
-    out = clean.drop(columns=inputs)
-    out.insert(0, ROW, clean.index.to_numpy(dtype=np.int64))
-    out["model"] = pd.Series(model.name, index=clean.index, dtype=str)
-    out["version"] = pd.Series(model.version, index=clean.index, dtype=str)
-    return out
-
-
 def score_chunk(model: Model, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(predictions, rejects) for one chunk. Predictions carry the row index, the input's other
-    columns (ids), the model name and version, and the scores."""
-    if model.kind == "tabular":
-        features = model.scorer.features
-        clean, rejects = validate_tabular(frame, features)
-        scores = model.scorer.predict(clean) if len(clean) else np.empty(0)
-        out = _stamped(clean, features, model)
-        out["probability"] = np.asarray(scores, dtype=np.float64).reshape(-1)
-        out["decision"] = out["probability"].to_numpy() >= model.threshold
-        out["threshold"] = float(model.threshold)
-    elif model.kind == "image":
-        return score_images(model, frame)
-    else:
-        clean, rejects = validate_text(frame)
-        width = len(model.scorer.labels)
-        proba = np.asarray(model.scorer.predict(clean[[TEXT]])) if len(clean) else np.empty((0, width))
-        labels = np.asarray(model.scorer.labels, dtype=object)
-        best = proba.argmax(axis=1) if len(proba) else np.empty(0, dtype=int)
-        out = _stamped(clean, [TEXT], model)
-        out["label"] = pd.Series(labels[best], index=clean.index, dtype=str)
-        out["probability"] = proba[np.arange(len(proba)), best].astype(np.float64) if len(proba) else np.empty(0)
-    return out.reset_index(drop=True), rejects
-
-
-def score_images(model: Model, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One output row per decodable image: detections at or above the threshold (JSON) and counts per class."""
-    import json
-
-    from deepflow.kinds.detection.labels import CLASSES
-
-    clean, rejects = validate_image(frame)
-    threshold = model.threshold if model.threshold is not None else 0.0
-    found = model.scorer.predict(clean[[IMAGE]].reset_index(drop=True)) if len(clean) else None
-    out = _stamped(clean, [IMAGE], model)
-    kept = found[found["score"] >= threshold] if found is not None else None
-    boxes, counts = [], {c: [] for c in CLASSES}
-    for pos in range(len(clean)):
-        mine = kept[kept["image"] == pos] if kept is not None else pd.DataFrame()
-        boxes.append(json.dumps([{k: (round(float(r[k]), 2) if k != "class" else r[k]) for k in
-                                  ("x1", "y1", "x2", "y2", "class", "score")} for _, r in mine.iterrows()]))
-        for c in CLASSES:
-            counts[c].append(int((mine["class"] == c).sum()) if len(mine) else 0)
-    out["threshold"] = float(threshold)
-    out["detections"] = pd.Series(boxes, index=clean.index, dtype=str)
-    for c in CLASSES:
-        out[f"count_{c}"] = pd.Series(counts[c], index=clean.index, dtype="int64")
+    columns (ids), the model name and version, then the kind's scores; a kind that drops or
+    doubles a row raises :class:`BatchError`."""
+    part = batch_part(model.kind)
+    scores, rejects = part.score(model, frame)
+    covered = np.concatenate([scores.index.to_numpy(), rejects[ROW].to_numpy()])
+    if len(covered) != len(frame) or not frame.index.isin(covered).all():
+        raise BatchError(f"{model.name} v{model.version}: the {model.kind} kind scored {len(scores)} and rejected "
+                         f"{len(rejects)} of {len(frame)} rows in a chunk (each row must be in exactly one); "
+                         f"a bug in {part.__name__}")
+    out = frame.drop(columns=part.inputs(model))  # the pass-through columns (ids)
+    if not out.index.equals(scores.index):
+        out = out.loc[scores.index]
+    out.insert(0, ROW, scores.index.to_numpy(dtype=np.int64))
+    out["model"] = pd.Series(model.name, index=scores.index, dtype=str)
+    out["version"] = pd.Series(model.version, index=scores.index, dtype=str)
+    out = pd.concat([out, scores], axis=1)
     return out.reset_index(drop=True), rejects
 
 
@@ -408,12 +310,13 @@ def rejects_path(output: Path) -> Path:
 
 
 def check_schema(model: Model, columns: list[str], path: Path) -> None:
-    needed = {"tabular": lambda: list(model.scorer.features), "text": lambda: [TEXT],
-              "image": lambda: [IMAGE]}[model.kind]()
+    """The whole file's problems, before anything is written: a missing input column, or an
+    input column named like an output column."""
+    part = batch_part(model.kind)
+    needed = list(part.inputs(model))
     if missing := [c for c in needed if c not in columns]:
         raise BatchError(f"{path}: missing column(s) {', '.join(missing)} needed by {model.name} v{model.version}")
-    outputs = {ROW, "model", "version", "probability", "decision", "threshold", "label", "detections"}
-    clash = outputs & (set(columns) - set(needed))
+    clash = {*STAMPS, *part.OUTPUTS} & (set(columns) - set(needed))
     if clash:
         raise BatchError(f"{path}: input column(s) {', '.join(sorted(clash))} clash with output columns; rename them")
 
@@ -478,7 +381,6 @@ def score_file(use_case: str, input_path: str | Path, output_path: str | Path, *
         raise
     finally:
         close()
-    assert scored + rejected == rows, (scored, rejected, rows)
     return BatchResult(use_case=use_case, model=model.name, version=model.version, alias=model.alias,
                        input=str(source), output=str(target), rejects=str(rejects_path(target)),
                        rows=rows, scored=scored, rejected=rejected, chunks=chunks,

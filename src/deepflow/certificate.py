@@ -111,10 +111,10 @@ def model_card(cert: dict[str, Any], primary: str) -> str:
     return f"""# Model card: {cert['use_case']} v{cert['version']} ({cert['member']})
 
 ## Intended use
-Scores {cert['use_case']} records for review. Inputs: the prepared feature columns of data stage
-`{cert['data']['dvc_stage']}` (raw features; standardisation ships inside the model). Output: one
-score per row, higher = more likely positive. A decision threshold is stored as version tag
-`deepflow.threshold` (best F1 on the validation window).
+Scores the records of entry `{cert['use_case']}` for review. Inputs: the prepared columns of data
+stage `{cert['data']['dvc_stage']}` (raw values; preprocessing ships inside the model). Output: the
+kind's prediction per record. A decision threshold, where the kind uses one, is stored as version
+tag `deepflow.threshold` (chosen on the validation split).
 
 ## Data
 DVC output md5 `{cert['data']['md5']}`; validated by suite `{cert['validation']['suite']}`
@@ -130,10 +130,11 @@ Primary metric: `{primary}`. Latency at batch 1 (plain scorer): p50 {cert['laten
 p95 {cert['latency_ms']['p95']:.2f} ms. Size {cert['size_mb']:.2f} MB.
 
 ## Limitations
-Trained on one 7-day window of simulated (or sample) data and evaluated on a later window; the
-simulator's fraud patterns (large amounts, compromised terminals, compromised cards) are the
-only ones it has seen. Scores are not calibrated probabilities for the autoencoder. Re-validate
-before use on another population; promotion evidence is in the version's `promotion/` artifacts.
+Trained on the `train` split of entry `{cert['use_case']}` and evaluated on its `test` split: it
+has seen only the patterns that data holds, and the test split is the only evidence of how it
+generalises. Scores are not calibrated probabilities unless the member is a calibrated classifier
+(an autoencoder's are reconstruction errors). Re-validate before use on another population;
+promotion evidence is in the version's `promotion/` artifacts.
 
 ## Provenance
 git `{cert['code']['git_commit']}`{' (dirty tree)' if cert['code']['dirty'] else ''}, config hash

@@ -16,8 +16,6 @@ from rich.table import Table
 
 from deepflow import settings
 
-settings.apply_env_defaults()
-
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="deepflow: validated, tracked, promoted bake-offs of shallow, deep and classical models.")
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -42,20 +40,32 @@ def _check(use_case: str, overrides: list[str]) -> None:
         _fail(str(exc), 2)
 
 
-def _pipeline(use_case: str, overrides: list[str], promote: bool) -> dict:
-    sys.path.insert(0, str(settings.PROJECT_ROOT))  # flows/ lives beside src/
-    from deepflow.validation import ValidationFailed
-    from flows.pipeline import train_pipeline
+def _pipelines(names: list[str], overrides: list[str], promote: bool) -> list[dict]:
+    """Run each entry's pipeline in turn, showing progress on stdout (a live display on a terminal,
+    plain lines otherwise); library logs go to a file under reports/logs/ (path printed once)."""
+    from deepflow import progress
+    from flows.pipeline import train_pipeline  # first: Prefect and MLflow set up their logging on import
 
+    with progress.reporting(out, log_dir=settings.reports_dir() / "logs"):
+        return [_pipeline(train_pipeline, name, overrides, promote) for name in names]
+
+
+def _pipeline(train_pipeline, use_case: str, overrides: list[str], promote: bool) -> dict:
+    from deepflow import progress
+    from deepflow.validation import ValidationFailed
+
+    progress.step(use_case, "start")
     start = time.perf_counter()
+    failure = None
     try:
         summary = train_pipeline(use_case, overrides, promote_challenger=promote)
-    except ValidationFailed as exc:
-        _fail(str(exc), 1)
-    except FileNotFoundError as exc:
-        _fail(str(exc), 1)
-    except Exception as exc:  # a crashed step: say what and where; the flow log has the traceback
-        _fail(f"{use_case} pipeline failed: {type(exc).__name__}: {exc} (@champion unchanged)", 1)
+    except (ValidationFailed, FileNotFoundError) as exc:
+        failure = str(exc)
+    except Exception as exc:  # a crashed step: say what and where; the log file has the traceback
+        failure = f"{use_case} pipeline failed: {type(exc).__name__}: {exc} (@champion unchanged)"
+    progress.finish(use_case, ok=failure is None)
+    if failure is not None:
+        _fail(failure, 1)
     from deepflow import report
 
     summary["timings"] = report.add_outer_wall(summary["timings"], time.perf_counter() - start)
@@ -95,7 +105,7 @@ def run(use_cases: Annotated[list[str] | None, typer.Argument(help="default: all
     names = use_cases or usecase.default_names()
     for name in names:
         _check(name, override or [])
-    _print_summaries([_pipeline(name, override or [], promote=True) for name in names])
+    _print_summaries(_pipelines(names, override or [], promote=True))
 
 
 @app.command()
@@ -117,17 +127,23 @@ def validate(use_case: UseCaseArg, overrides: Overrides = None) -> None:
 def train(use_case: UseCaseArg, overrides: Overrides = None) -> None:
     """Validate, train all members and register the best as @challenger (no promotion)."""
     _check(use_case, overrides or [])
-    _print_summaries([_pipeline(use_case, overrides or [], promote=False)])
+    _print_summaries(_pipelines([use_case], overrides or [], promote=False))
 
 
 @app.command()
-def promote(use_case: UseCaseArg) -> None:
+def promote(use_case: UseCaseArg,
+            accept_schema_change: Annotated[bool, typer.Option(
+                "--accept-schema-change",
+                help="the entry's schema changed on purpose: replace a @champion of the old schema without "
+                     "comparing with it (the policy's floors still apply; recorded with the decision)")] = False,
+            ) -> None:
     """Compare @challenger with @champion on the current test split; move @champion if it wins."""
     from deepflow import ledger, steps
 
     _check(use_case, [])
     try:
-        result = steps.promote_challenger(use_case, actor=ledger.actor_for_cli())
+        result = steps.promote_challenger(use_case, actor=ledger.actor_for_cli(),
+                                          accept_schema_change=accept_schema_change)
     except (LookupError, FileNotFoundError) as exc:
         _fail(str(exc), 1)
     verdict = "promoted" if result["promoted"] else "not promoted"
@@ -276,17 +292,18 @@ def score(use_case: UseCaseArg,
           input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="CSV or parquet to score")],
           output_path: Annotated[Path, typer.Argument(metavar="OUTPUT", help=".parquet or .csv; rejects go beside it")],
           chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, help="rows per chunk")] = 100_000,
-          alias: Annotated[str, typer.Option("--alias", help="registry alias to score with")] = "champion",
+          alias: Annotated[str | None, typer.Option("--alias", help="registry alias to score with",
+                                                    show_default="champion")] = None,
           version: Annotated[str | None, typer.Option("--version", help="a version (overrides --alias)")] = None,
           ) -> None:
     """Score a file with USE_CASE@ALIAS (loaded once); failed rows go to OUTPUT's .rejects file."""
-    sys.path.insert(0, str(settings.PROJECT_ROOT))  # flows/ lives beside src/
+    from deepflow import tracking
     from deepflow.batch import BatchError
     from flows.score import score_batch
 
     try:
         result = score_batch(use_case, str(input_path), str(output_path), chunk_size=chunk_size,
-                             alias=alias, version=version)
+                             alias=alias or tracking.CHAMPION, version=version)
     except (BatchError, FileNotFoundError) as exc:
         _fail(str(exc), 1)
     except Exception as exc:  # a crash mid-file: nothing was written under OUTPUT
@@ -323,7 +340,6 @@ def schedule(override: OpsOverrides = None,
         server = _started(dashboards.start_prefect_server, prefect_port)
         os.environ["PREFECT_API_URL"] = f"{server.url}/api"
         out.print(f"Prefect server + UI: {server.url}", highlight=False)
-    sys.path.insert(0, str(settings.PROJECT_ROOT))
     from flows import deployments
 
     try:
@@ -345,7 +361,6 @@ def deploy(pool: Annotated[str, typer.Option("--pool", help="Prefect work pool (
     ops = _ops(override)
     if not dashboards.discover_prefect():
         _fail("deploy needs a Prefect server: set PREFECT_API_URL (see docs/team.md)", 2)
-    sys.path.insert(0, str(settings.PROJECT_ROOT))
     from flows import deployments
 
     ids = deployments.deploy_to_pool(ops, pool)
@@ -386,19 +401,32 @@ def incoming(use_case: UseCaseArg,
              drift: Annotated[float, typer.Option(help="0: like the training data; 1: clearly shifted")] = 0.0,
              seed: Annotated[int, typer.Option(help="generator seed")] = 1,
              override: OpsOverrides = None) -> None:
-    """Write a new batch (drifted on request) into the use case's inbox, for `deepflow monitor`."""
+    """Write a new batch (drifted on request) into the entry's inbox, for `deepflow monitor`."""
+    from deepflow import config, operations
     from deepflow import drift as drift_mod
-    from deepflow import operations
 
     _check(use_case, [])
-    path = drift_mod.make_batch(use_case, operations.inbox(_ops(override), use_case), rows=rows, drift=drift,
-                                seed=seed)
+    try:  # the entry's `incoming:` generator, else its kind's generic one
+        path = drift_mod.make_batch(use_case, operations.inbox(_ops(override), use_case), rows=rows, drift=drift,
+                                    seed=seed)
+    except (FileNotFoundError, ValueError) as exc:  # no prepared data yet, a bad `incoming:`, drift out of range
+        _fail(str(exc), 2 if isinstance(exc, config.ConfigError) else 1)
     out.print(f"{use_case}: wrote {path} ({rows} rows, drift {drift})", highlight=False)
 
 
+@app.callback()
+def _environment() -> None:
+    # Every command: the quiet/offline defaults and embedded stores (settings.apply_env_defaults),
+    # set here rather than on import so that importing this module changes nothing.
+    settings.apply_env_defaults()
+
+
 def main() -> None:
+    """The ``deepflow`` console script: environment defaults first (before anything imports
+    Prefect, which reads its settings once), then the local Prefect server, then the command."""
     from deepflow import dashboards
 
+    settings.apply_env_defaults()
     dashboards.discover_prefect()  # use the local Prefect server `deepflow schedule`/`ui` started
     app()
 

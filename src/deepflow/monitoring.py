@@ -29,27 +29,31 @@ def read_batches(kind: str, paths: list[Path], features: list[str] | None = None
 
 
 def check(use_case: str, paths: list[Path], ops: OpsConfig) -> dict[str, Any]:
-    """Drift of ``paths`` (one or more incoming batches) against the champion's reference.
+    """Drift of ``paths`` (one or more incoming batches of entry ``use_case``) against the
+    champion's reference, measured by the entry's kind.
 
     Returns a JSON-able dict: drifted, score, rows, champion version, report paths, run id.
     Raises ``batch.BatchError`` (no champion) or ``ValueError`` (unreadable batch) with a message
-    naming the use case and the file.
+    naming the entry and the file.
     """
     from deepflow import drift, usecase
 
     t0 = time.perf_counter()
+    kind = usecase.entry(use_case).kind
     model = batch.load_model(use_case)
-    pipeline = ops.pipelines.get(use_case)
-    uc = usecase.get(use_case, pipeline.overrides if pipeline else [])
-    current = read_batches(model.kind, paths, list(uc.cfg.features) if model.kind == "tabular" else None)
     # The reference is the training split of the data the scheduled pipeline trains on (the same
     # overrides, e.g. another prepared_dir).
-    reference = drift.reference_frame(use_case, overrides=tuple(pipeline.overrides) if pipeline else ())
+    pipeline = ops.pipelines.get(use_case)
+    overrides = tuple(pipeline.overrides) if pipeline else ()
+    # Entries of a kind with feature columns (tabular) name them; the batch must carry them.
+    features = list(getattr(drift.entry_config(use_case, overrides), "features", None) or []) or None
+    current = read_batches(kind, paths, features)
+    reference = drift.reference_frame(use_case, overrides=overrides)
     cfg = drift.DriftConfig(**ops.monitor.drift.get(use_case, {}))
-    extra = {"features": list(uc.cfg.features)} if model.kind == "tabular" else {}
-    if model.kind == "image" and model.threshold is not None:
-        extra["threshold"] = model.threshold  # count detections as the champion would report them
-    report = drift.detect(model.kind, reference, current, cfg, scorer=model.scorer, use_case=use_case, **extra)
+    # The champion's threshold: detections are counted as it would report them (kinds without a
+    # use for it ignore it).
+    report = drift.detect(kind, reference, current, cfg, scorer=model.scorer, use_case=use_case, features=features,
+                          threshold=model.threshold)
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = operations.monitor_reports_dir(use_case) / stamp

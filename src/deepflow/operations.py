@@ -5,8 +5,11 @@ says *what* should happen — which deployments exist and when they fire, which 
 catch-up skips, whether a drift report triggers a retraining, which incoming batches are new —
 so every rule is testable in microseconds.
 
-Config: dataclass defaults here <- ``operations.yaml`` beside this file (or ``DEEPFLOW_OPS_CONFIG``)
-<- ``key=value`` overrides, like the use cases' configs.
+What is per dataset lives in its entry (``datasets/<name>.yaml``): ``schedule:`` (when its pipeline
+runs; null: never on its own) and ``monitor:`` (``min_rows``, ``reference_rows``). What is global
+lives here: dataclass defaults <- ``operations.yaml`` beside this file (or ``DEEPFLOW_OPS_CONFIG``)
+<- ``key=value`` overrides, like the entries' configs. Its ``pipelines.<entry>`` and
+``monitor.min_rows.<entry>`` override what the entries say (a test, a team's own timetable).
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from deepflow import config, settings
+
+if TYPE_CHECKING:
+    from deepflow.usecase import Entry
 
 DEFAULT_PATH = Path(__file__).with_name("operations.yaml")
 PIPELINE_FLOW = "train-pipeline"  # flow names: deployments are addressed as "<flow>/<deployment>"
@@ -27,6 +33,7 @@ MONITOR_FLOW = "monitor"
 MONITOR_DEPLOYMENT = "incoming"
 DRIFT_TAG = "trigger:drift"  # on every retraining run a monitor started
 STATE_FILE = ".processed.json"  # per inbox: which batches the monitor has dealt with
+ENTRY_SCHEDULE_KEYS = ("cron", "interval_s")
 
 
 @dataclass
@@ -40,42 +47,97 @@ class Schedule:
 @dataclass
 class MonitorConfig:
     schedule: Schedule = field(default_factory=lambda: Schedule(cron="15 * * * *"))
-    incoming_dir: str = "data/incoming"  # one folder per use case: data/incoming/<use_case>/
-    use_cases: list[str] = field(default_factory=lambda: ["fraud", "nlp", "traffic"])
+    incoming_dir: str = "data/incoming"  # one folder per entry: data/incoming/<entry>/
+    use_cases: list[str] | None = None  # the entries the monitor looks at; None: every entry
     cooldown_minutes: float = 360.0  # after a drift-triggered retraining, no other for this long
-    min_rows: dict[str, int] = field(default_factory=lambda: {"fraud": 2000, "nlp": 200, "traffic": 50})
-    drift: dict[str, dict[str, Any]] = field(default_factory=dict)  # DriftConfig overrides per use case
+    min_rows: dict[str, int] = field(default_factory=dict)  # per entry; default: its monitor.min_rows
+    drift: dict[str, dict[str, Any]] = field(default_factory=dict)  # DriftConfig overrides per entry
 
 
 @dataclass
 class OpsConfig:
+    """As loaded: ``pipelines`` holds every entry that gets a pipeline deployment with its resolved
+    schedule, ``monitor.use_cases`` the monitored entries and ``monitor.min_rows`` every entry's
+    threshold (see ``resolve``)."""
+
     timezone: str = "UTC"
     # What a schedule does about runs it missed while no runner/worker was up:
     # "latest" runs only the most recent one and cancels the rest; "all" runs every one.
     catch_up: Literal["latest", "all"] = "latest"
-    pipelines: dict[str, Schedule] = field(default_factory=lambda: {
-        "fraud": Schedule(cron="0 2 * * *"),
-        "nlp": Schedule(cron="30 2 * * *"),
-        "traffic": Schedule(cron="0 3 * * *"),
-    })
+    pipelines: dict[str, Schedule] = field(default_factory=dict)  # per entry, over its own schedule
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
 
 def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> OpsConfig:
-    """The operations config; raises ``config.ConfigError`` naming a bad key or an unknown use case."""
+    """The resolved operations config; raises ``config.ConfigError`` naming a bad key, an unknown
+    entry or a bad ``schedule:``/``monitor:`` in an entry file."""
     from deepflow import usecase
 
     path = Path(path or os.environ.get("DEEPFLOW_OPS_CONFIG") or DEFAULT_PATH)
     if not path.exists():
         raise config.ConfigError(f"operations config {path} does not exist")
-    ops = config.load(OpsConfig, path, overrides)
-    for name in [*ops.pipelines, *ops.monitor.use_cases]:
-        if name not in usecase.entries():
-            raise config.ConfigError(f"operations config: unknown use case {name!r} "
-                                     f"(known: {', '.join(usecase.entries())})")
+    return resolve(config.load(OpsConfig, path, overrides), usecase.entries())
+
+
+def entry_schedule(e: Entry) -> Schedule | None:
+    """An entry's own ``schedule:`` (``{cron: ...}`` or ``{interval_s: ...}``); None when it is null."""
+    if e.schedule is None:
+        return None
+    if unknown := sorted(set(e.schedule) - set(ENTRY_SCHEDULE_KEYS)):
+        raise config.ConfigError(f"{e.path}: schedule: unknown key {unknown[0]!r} "
+                                 f"(known: {', '.join(ENTRY_SCHEDULE_KEYS)}; null: not scheduled)")
+    cron, interval = e.schedule.get("cron"), e.schedule.get("interval_s")
+    if (cron is None) == (interval is None):
+        raise config.ConfigError(f"{e.path}: schedule needs cron or interval_s, exactly one")
+    if cron is not None and not (isinstance(cron, str) and cron.strip()):
+        raise config.ConfigError(f"{e.path}: schedule.cron must be a cron string, got {cron!r}")
+    if interval is not None and (not isinstance(interval, int) or isinstance(interval, bool) or interval < 1):
+        raise config.ConfigError(f"{e.path}: schedule.interval_s must be a positive integer, got {interval!r}")
+    return Schedule(cron=cron, interval_seconds=interval)
+
+
+def entry_min_rows(e: Entry) -> int:
+    """An entry's ``monitor.min_rows`` (0 when it sets none)."""
+    rows = e.monitor.get("min_rows", 0)
+    if not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
+        raise config.ConfigError(f"{e.path}: monitor.min_rows must be a non-negative integer, got {rows!r}")
+    return rows
+
+
+def resolve(ops: OpsConfig, entries: dict[str, Entry]) -> OpsConfig:
+    """Fill ``ops`` in from the entries, in place, and return it.
+
+    * ``pipelines``: an entry gets a deployment when its ``schedule:`` is set or ``ops.pipelines``
+      names it (with no timing on either side, the deployment runs only when asked: API, UI,
+      drift). An ops ``cron``/``interval_seconds`` replaces the entry's timing (none: the entry's
+      stays); ``enabled`` and ``overrides`` come from ops;
+    * ``monitor.use_cases``: None becomes every entry;
+    * ``monitor.min_rows``: per entry, the ops value, else the entry's ``monitor.min_rows``.
+    """
+    named = {"pipelines": list(ops.pipelines), "monitor.use_cases": list(ops.monitor.use_cases or []),
+             "monitor.min_rows": list(ops.monitor.min_rows), "monitor.drift": list(ops.monitor.drift)}
+    for key, names in named.items():
+        for name in names:
+            if name not in entries:
+                raise config.ConfigError(f"operations config {key}: unknown dataset entry {name!r} "
+                                         f"(known: {', '.join(entries)})")
     for name, sched in [*ops.pipelines.items(), ("monitor", ops.monitor.schedule)]:
         if sched.cron and sched.interval_seconds:
             raise config.ConfigError(f"schedule of {name}: set cron or interval_seconds, not both")
+    pipelines: dict[str, Schedule] = {}
+    for name, e in entries.items():
+        own, override = entry_schedule(e), ops.pipelines.get(name)
+        if own is None and override is None:
+            continue
+        sched = Schedule(cron=own.cron, interval_seconds=own.interval_seconds) if own else Schedule()
+        if override is not None:
+            if override.cron or override.interval_seconds:
+                sched.cron, sched.interval_seconds = override.cron, override.interval_seconds
+            sched.enabled, sched.overrides = override.enabled, list(override.overrides)
+        pipelines[name] = sched
+    ops.pipelines = pipelines
+    ops.monitor.use_cases = list(entries) if ops.monitor.use_cases is None else ops.monitor.use_cases
+    ops.monitor.min_rows = {name: ops.monitor.min_rows.get(name, entry_min_rows(e)) for name, e in entries.items()}
     return ops
 
 
@@ -128,6 +190,7 @@ def decide_retraining(*, drifted: bool, rows: int, min_rows: int, in_flight: lis
 
 
 def inbox(ops: OpsConfig, use_case: str) -> Path:
+    """``<incoming_dir>/<entry>/``: where new batches of an entry arrive."""
     from deepflow import usecase
 
     return usecase.project_path(ops.monitor.incoming_dir) / use_case

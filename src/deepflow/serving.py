@@ -1,41 +1,50 @@
-"""Real-time serving: the ``@champion`` of every use case behind one FastAPI app.
+"""Real-time serving: the ``@champion`` of every dataset entry behind one FastAPI app.
 
 ``deepflow serve`` runs :func:`create_app` under uvicorn. Inference calls the plain scorer that
 MLflow stored (``tracking.load_scorer``), which carries its own preprocessing; nothing from the
 training side (data contracts, orchestration) is imported here.
 
-Hot reload: a daemon thread polls the registry every ``reload_interval`` seconds. When a use case's
-``@champion`` points at a new version, that version is loaded on the poller thread (off the request
-path) and the slot's reference is replaced in one assignment; a request takes the reference once,
-at its start, so in-flight requests finish on the version they started with. A version that fails
-to load leaves the previous one serving and is reported in ``/readyz``.
+This module is the kind-independent core: the served versions (:class:`ModelStore`), hot reload,
+body limits, error handling and the operations endpoints. What a request and a response look like
+belongs to the entry's kind: ``deepflow.kinds.<kind>.serving`` (reached through
+``kinds.part(kind, "serving")``) provides
+
+* ``DEFAULT_THRESHOLD: float``, used when a version has no ``deepflow.threshold`` tag;
+* ``prepare(name, scorer) -> Any``: checks a freshly loaded scorer fits the kind and returns the
+  per-version state its routes need (kept in :attr:`Loaded.prepared`); raising refuses the version,
+  so the previous one keeps serving;
+* ``body_limit(cfg) -> int``: the largest request body, in bytes, on the kind's routes;
+* ``add_routes(app, store, cfg, name)``: ``POST /v1/<name>/predict`` (and any other route under
+  ``/v1/<name>/``); a handler takes the served version with :meth:`ModelStore.serving`.
+
+Hot reload: a daemon thread polls the registry every ``reload_interval`` seconds. When an entry's
+``@champion`` points at a new version, that version is loaded on the poller thread (off the
+request path) and the slot's reference is replaced in one assignment; a request takes the
+reference once, at its start, so in-flight requests finish on the version they started with. A
+version that fails to load leaves the previous one serving and is reported in ``/readyz``.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from types import ModuleType
+from typing import Any
 
-import numpy as np
-from fastapi import FastAPI, File, HTTPException, UploadFile
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, create_model
+from pydantic import BaseModel
 
-from deepflow import settings, tracking, usecase
+from deepflow import kinds, settings, tracking, usecase
 
 log = logging.getLogger("deepflow.serving")
 
-TABULAR, TEXT, IMAGE = "tabular", "text", "image"
-DEFAULT_THRESHOLD = {TABULAR: 0.5, TEXT: 0.5, IMAGE: 0.25}
-FLOAT32_MAX = 3.4e38  # the scorers compute in float32: larger inputs would become inf
 NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")  # MLflow's codes for no model / no alias
-MULTIPART_MARGIN = 64 * 1024  # form boundaries and headers around the image bytes
 
 
 @dataclass(frozen=True)
@@ -46,14 +55,19 @@ class ServeConfig:
     torch_threads: int = 1  # intra-op threads per inference call (see docs/serving.md)
     max_json_bytes: int = 1_000_000  # request bodies of the JSON endpoints -> 413 above
     max_image_bytes: int = 10_000_000  # an uploaded image -> 413 above
-    max_rows: int = 1000  # rows per fraud request, texts per nlp request -> 422 above
+    max_rows: int = 1000  # items (rows, texts) per JSON request -> 422 above
     max_text_chars: int = 10_000
     use_cases: tuple[str, ...] = field(default_factory=lambda: tuple(usecase.entries()))
 
 
-def kind_of(use_case: str) -> str:
-    """Which request shape an entry takes, from its kind."""
-    return {"tabular": TABULAR, "text": TEXT, "detection": IMAGE}[usecase.entry(use_case).kind]
+def model_title(name: str, suffix: str) -> str:
+    """An OpenAPI model name for entry ``name``: ``model_title("churn-risk", "Row") == "ChurnRiskRow"``."""
+    return "".join(word[:1].upper() + word[1:] for word in re.split(r"[-_]+", name)) + suffix
+
+
+def serving_part(kind: str) -> ModuleType:
+    """The kind's serving module (its contract is in this module's docstring)."""
+    return kinds.part(kind, "serving")
 
 
 # --- the loaded models ---------------------------------------------------------------------
@@ -70,7 +84,7 @@ class Loaded:
     tags: dict[str, str]
     run_id: str
     loaded_at: str
-    row_model: type[BaseModel] | None = None  # tabular: one field per scorer feature
+    prepared: Any = None  # the kind's per-version state from its ``prepare`` (tabular: the row model)
 
     @property
     def ref(self) -> dict[str, str]:
@@ -79,10 +93,10 @@ class Loaded:
 
 @dataclass
 class Slot:
-    """A use case's serving state. ``loaded`` is swapped by one assignment (atomic in CPython)."""
+    """An entry's serving state. ``loaded`` is swapped by one assignment (atomic in CPython)."""
 
     use_case: str
-    kind: str
+    kind: str  # the entry's kind: picks the routes and the per-version preparation
     loaded: Loaded | None = None
     champion: str | None = None  # the version @champion pointed to at the last poll
     aliases: list[str] = field(default_factory=list)  # of the loaded version, at the last poll
@@ -101,36 +115,32 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def row_model_for(features: list[str], title: str = "TransactionRow") -> type[BaseModel]:
-    """A pydantic model with one required, finite, strictly numeric field per feature."""
-    fields: dict[str, Any] = {f: (float, Field(allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX))
-                              for f in features}
-    return create_model(title, __config__=ConfigDict(strict=True, extra="ignore"), **fields)
+def load_version(use_case: str, version: Any, loader: Callable[[str], Any] = tracking.load_scorer,
+                 kind: str | None = None) -> Loaded:
+    """Load one registered version (``version``: an MLflow ModelVersion) into a ``Loaded``.
 
-
-def load_version(use_case: str, version, loader: Callable[[str], Any] = tracking.load_scorer) -> Loaded:
-    """Load one registered version (``version``: an MLflow ModelVersion) into a ``Loaded``."""
-    kind = kind_of(use_case)
+    ``kind`` defaults to the entry's; the kind's ``prepare`` may refuse the scorer (it raises).
+    """
+    part = serving_part(kind or usecase.entry(use_case).kind)
     scorer = loader(f"models:/{use_case}/{version.version}")
     tags = dict(version.tags or {})
     try:
         threshold = float(tags["deepflow.threshold"])
     except (KeyError, ValueError):
-        threshold = DEFAULT_THRESHOLD[kind]
-    row_model = None
-    if kind == TABULAR:
-        row_model = row_model_for(list(scorer.features), f"{use_case.title()}Row")
-    elif kind == TEXT and not getattr(scorer, "labels", None):
-        raise TypeError(f"{use_case} v{version.version}: the scorer has no class labels")
+        threshold = float(part.DEFAULT_THRESHOLD)
+    prepared = part.prepare(use_case, scorer)
     return Loaded(use_case, str(version.version), scorer, threshold, tags, str(version.run_id or ""), _now(),
-                  row_model)
+                  prepared)
 
 
 class ModelStore:
-    """The slots of every served use case, and the poller that keeps them on ``@champion``."""
+    """The slots of every served entry, and the poller that keeps them on ``@champion``.
+
+    ``loader`` turns a ``models:/<name>/<version>`` URI into a scorer (tests pass fakes).
+    """
 
     def __init__(self, use_cases: tuple[str, ...], loader: Callable[[str], Any] = tracking.load_scorer) -> None:
-        self.slots = {name: Slot(name, kind_of(name)) for name in use_cases}
+        self.slots = {name: Slot(name, usecase.entry(name).kind) for name in use_cases}
         self.loader = loader
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -138,6 +148,17 @@ class ModelStore:
 
     def get(self, use_case: str) -> Slot:
         return self.slots[use_case]
+
+    def serving(self, use_case: str) -> Loaded:
+        """The version a request runs on, taken once (a reload mid-request does not affect it);
+        503 when the entry has none loaded."""
+        slot = self.get(use_case)
+        loaded = slot.loaded
+        if loaded is None:
+            why = f" (last error: {slot.error})" if slot.error else ""
+            raise HTTPException(503, f"{use_case}: no @champion loaded; register a version and move @champion "
+                                     f"(`deepflow train {use_case}` / `deepflow promote {use_case}`){why}")
+        return loaded
 
     def refresh(self) -> None:
         """One poll: load what ``@champion`` now points to, where it moved."""
@@ -167,7 +188,7 @@ class ModelStore:
             return
         started = time.perf_counter()
         try:
-            loaded = load_version(slot.use_case, mv, self.loader)
+            loaded = load_version(slot.use_case, mv, self.loader, slot.kind)
         except Exception as exc:  # a broken version must not take the served one down
             slot.error = f"v{version} failed to load: {type(exc).__name__}: {exc}"[:2000]
             log.error("%s: %s (still serving %s)", slot.use_case, slot.error,
@@ -201,54 +222,14 @@ class ModelStore:
             self._thread = None
 
 
-# --- request and response shapes -----------------------------------------------------------
+# --- shapes every kind shares ----------------------------------------------------------------
 
 
 class ModelRef(BaseModel):
+    """The version that produced a response; every prediction response carries one."""
+
     name: str
     version: str
-
-
-class FraudPrediction(BaseModel):
-    probability: float
-    fraud: bool
-
-
-class FraudResponse(BaseModel):
-    model: ModelRef
-    threshold: float
-    predictions: list[FraudPrediction]
-
-
-class TextPrediction(BaseModel):
-    label: str
-    probability: float
-    probabilities: dict[str, float]
-
-
-class TextResponse(BaseModel):
-    model: ModelRef
-    predictions: list[TextPrediction]
-
-
-class Detection(BaseModel):
-    x1: float
-    y1: float
-    x2: float
-    y2: float
-    class_: str = Field(alias="class")
-    score: float
-
-    model_config = ConfigDict(populate_by_name=True)
-
-
-class DetectionResponse(BaseModel):
-    model: ModelRef
-    threshold: float
-    width: int
-    height: int
-    detections: list[Detection]
-    counts: dict[str, int]
 
 
 class Problem(BaseModel):
@@ -264,10 +245,10 @@ ERRORS = {404: {"model": Problem}, 413: {"model": Problem}, 503: {"model": Probl
 class BodyLimit:
     """ASGI middleware: 413 for request bodies over the limit of their path, before parsing."""
 
-    def __init__(self, app, limit_for: Callable[[str], int]) -> None:
+    def __init__(self, app: Any, limit_for: Callable[[str], int]) -> None:
         self.app, self.limit_for = app, limit_for
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
@@ -295,7 +276,7 @@ class BodyLimit:
                 break
         body, sent = b"".join(chunks), False
 
-        async def replay():
+        async def replay() -> dict[str, Any]:
             nonlocal sent
             if not sent:
                 sent = True
@@ -305,7 +286,7 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
-async def _send_json(send, status: int, payload: dict) -> None:
+async def _send_json(send: Callable, status: int, payload: dict) -> None:
     import json
 
     data = json.dumps(payload).encode()
@@ -317,33 +298,12 @@ async def _send_json(send, status: int, payload: dict) -> None:
 # --- the app -------------------------------------------------------------------------------
 
 
-def _serving(store: ModelStore, use_case: str) -> Loaded:
-    loaded = store.get(use_case).loaded  # taken once: a reload mid-request does not affect it
-    if loaded is None:
-        slot = store.get(use_case)
-        why = f" (last error: {slot.error})" if slot.error else ""
-        raise HTTPException(503, f"{use_case}: no @champion loaded; register a version and move @champion "
-                                 f"(`deepflow train {use_case}` / `deepflow promote {use_case}`){why}")
-    return loaded
-
-
-def _check_rows(loaded: Loaded, rows: list[dict[str, Any]]):
-    """Validate rows against the served version's own features (they may change on reload)."""
-    import pandas as pd
-
-    errors, clean = [], []
-    for i, row in enumerate(rows):
-        try:
-            clean.append(loaded.row_model.model_validate(row).model_dump())
-        except ValidationError as exc:
-            errors += [{**e, "loc": ("body", "rows", i, *e["loc"])} for e in exc.errors(include_url=False)]
-    if errors:
-        raise RequestValidationError(errors)
-    return pd.DataFrame(clean, columns=list(loaded.scorer.features))
-
-
 def create_app(cfg: ServeConfig | None = None, store: ModelStore | None = None) -> FastAPI:
-    """The serving app. Loads the current champions now; polls for new ones while it runs."""
+    """The serving app. Loads the current champions now; polls for new ones while it runs.
+
+    ``store`` (default: a :class:`ModelStore` of ``cfg.use_cases``) decides what is served: one
+    set of routes per slot, from the slot's kind.
+    """
     import contextlib
 
     import torch
@@ -363,20 +323,25 @@ def create_app(cfg: ServeConfig | None = None, store: ModelStore | None = None) 
             store.stop()
 
     app = FastAPI(title="deepflow serving", version="1",
-                  description="The @champion of every registered deepflow use case.", lifespan=lifespan)
+                  description="The @champion of every registered deepflow dataset entry.", lifespan=lifespan)
     app.state.store, app.state.config = store, cfg
-    image_paths = {f"/v1/{n}/predict" for n in cfg.use_cases if kind_of(n) == IMAGE}
-    app.add_middleware(BodyLimit, limit_for=lambda path: cfg.max_image_bytes + MULTIPART_MARGIN
-                       if path in image_paths else cfg.max_json_bytes)
+    limits = {name: serving_part(slot.kind).body_limit(cfg) for name, slot in store.slots.items()}
+
+    def limit_for(path: str) -> int:
+        segments = path.split("/")  # "/v1/<name>/predict" -> ["", "v1", "<name>", "predict"]
+        served = segments[2] if len(segments) > 2 and segments[1] == "v1" else None
+        return limits.get(served, cfg.max_json_bytes)
+
+    app.add_middleware(BodyLimit, limit_for=limit_for)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:
         """The process is alive (says nothing about models)."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["ops"], responses={503: {"description": "no use case has a champion loaded"}})
+    @app.get("/readyz", tags=["ops"], responses={503: {"description": "no entry has a champion loaded"}})
     def readyz() -> JSONResponse:
-        """Per use case: state (ready, degraded, no_champion, failed), served version, last error."""
+        """Per entry: state (ready, degraded, no_champion, failed), served version, last error."""
         body = {
             name: {"state": s.state(), "version": s.loaded.version if s.loaded else None,
                    "champion": s.champion, "error": s.error, "checked_at": s.checked_at}
@@ -387,7 +352,7 @@ def create_app(cfg: ServeConfig | None = None, store: ModelStore | None = None) 
 
     @app.get("/v1/models", tags=["ops"])
     def models() -> dict[str, Any]:
-        """Served use cases: version, aliases, key test metrics and data version from the version's tags."""
+        """Served entries: kind, version, aliases, key test metrics and data version from the version's tags."""
         out = {}
         for name, slot in store.slots.items():
             loaded = slot.loaded
@@ -402,12 +367,12 @@ def create_app(cfg: ServeConfig | None = None, store: ModelStore | None = None) 
             }
         return {"models": out}
 
-    for name in cfg.use_cases:
-        _add_route(app, store, cfg, name)
+    for name, slot in store.slots.items():
+        serving_part(slot.kind).add_routes(app, store, cfg, name)
 
     @app.post("/v1/{use_case}/predict", include_in_schema=False)
     def unknown(use_case: str) -> None:
-        raise HTTPException(404, f"unknown use case {use_case!r} (served: {', '.join(cfg.use_cases)})")
+        raise HTTPException(404, f"unknown dataset entry {use_case!r} (served: {', '.join(store.slots)})")
 
     return app
 
@@ -417,93 +382,6 @@ def _number(value: str) -> float | str:
         return float(value)
     except ValueError:
         return value
-
-
-def _add_route(app: FastAPI, store: ModelStore, cfg: ServeConfig, name: str) -> None:
-    kind = kind_of(name)
-    path = f"/v1/{name}/predict"
-    if kind == TABULAR:
-        loaded = store.get(name).loaded
-        row = loaded.row_model if loaded else create_model(
-            f"{name.title()}Row", __config__=ConfigDict(extra="allow"))  # no champion yet: checked per request
-        body_model = create_model(f"{name.title()}Request", rows=(
-            list[row], Field(min_length=1, max_length=cfg.max_rows,
-                             description="one object per transaction, one number per model feature")))
-
-        def predict_tabular(body) -> FraudResponse:
-            served = _serving(store, name)
-            frame = _check_rows(served, [r.model_dump() for r in body.rows])
-            probs = np.asarray(served.scorer.predict(frame), dtype=np.float64)
-            if not np.isfinite(probs).all():  # absurd but finite inputs can overflow inside the model
-                bad = [i for i, p in enumerate(probs) if not np.isfinite(p)]
-                raise RequestValidationError([{"type": "value_error", "loc": ("body", "rows", i),
-                                               "msg": "the model gives no finite score for these values",
-                                               "input": None} for i in bad])
-            return FraudResponse(model=ModelRef(**served.ref), threshold=served.threshold, predictions=[
-                FraudPrediction(probability=float(p), fraud=bool(p >= served.threshold)) for p in probs])
-
-        predict_tabular.__annotations__["body"] = body_model  # a local class: resolve it here
-        app.post(path, tags=["predict"], responses=ERRORS, summary=f"Score transactions ({name})")(predict_tabular)
-    elif kind == TEXT:
-        text = Annotated[str, StringConstraints(max_length=cfg.max_text_chars)]
-        text_request = create_model(f"{name.title()}Request", texts=(
-            list[text], Field(min_length=1, max_length=cfg.max_rows, description="the texts to classify")))
-
-        def predict_text(body) -> TextResponse:
-            import pandas as pd
-
-            served = _serving(store, name)
-            probs = served.scorer.predict(pd.DataFrame({"text": body.texts}))
-            labels = [str(x) for x in served.scorer.labels]
-            out = []
-            for row in probs:
-                best = int(row.argmax())
-                out.append(TextPrediction(label=labels[best], probability=float(row[best]),
-                                          probabilities={lab: float(p) for lab, p in zip(labels, row, strict=True)}))
-            return TextResponse(model=ModelRef(**served.ref), predictions=out)
-
-        predict_text.__annotations__["body"] = text_request
-        app.post(path, tags=["predict"], responses=ERRORS, summary=f"Classify texts ({name})")(predict_text)
-    else:
-
-        def predict_image(image: Annotated[UploadFile, File(description="a JPEG or PNG image")]) -> DetectionResponse:
-            import pandas as pd
-
-            data = image.file.read(cfg.max_image_bytes + 1)  # the client's errors first, then availability
-            if len(data) > cfg.max_image_bytes:
-                raise HTTPException(413, f"image over the {cfg.max_image_bytes}-byte limit")
-            width, height = _image_size(data)
-            served = _serving(store, name)
-            found = served.scorer.predict(pd.DataFrame({"image": [data]}))
-            found = found[found["score"] >= served.threshold]
-            detections = [Detection(x1=x1, y1=y1, x2=x2, y2=y2, class_=str(c), score=s) for x1, y1, x2, y2, c, s in
-                          zip(found["x1"], found["y1"], found["x2"], found["y2"], found["class"], found["score"],
-                              strict=True)]
-            counts: dict[str, int] = {}
-            for d in detections:
-                counts[d.class_] = counts.get(d.class_, 0) + 1
-            return DetectionResponse(model=ModelRef(**served.ref), threshold=served.threshold, width=width,
-                                     height=height, detections=detections, counts=counts)
-
-        app.post(path, tags=["predict"], responses={**ERRORS, 400: {"model": Problem}},
-                 summary=f"Detect objects in an image ({name})", response_model_by_alias=True)(predict_image)
-
-
-def _image_size(data: bytes) -> tuple[int, int]:
-    """(width, height) of encoded image bytes; 400 when they do not decode as an image."""
-    import warnings
-
-    from PIL import Image
-
-    from deepflow.kinds.detection.labels import decode
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = decode(data)
-    except Exception as exc:  # PIL raises many types for bad bytes; all are the client's
-        raise HTTPException(400, f"not a decodable image: {type(exc).__name__}") from exc
-    return image.size
 
 
 def serve(cfg: ServeConfig) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from deepflow import bakeoff, certificate, config, ledger, promotion, settings, tracking, usecase, validation
+from deepflow import bakeoff, certificate, config, ledger, progress, promotion, settings, tracking, usecase, validation
 
 
 class Stopwatch:
@@ -50,6 +50,7 @@ def start_pipeline(use_case: str, overrides: Sequence[str], flow_run_id: str | N
 
 def validate_data(use_case: str, overrides: Sequence[str], run_id: str | None = None) -> dict:
     """Run the use case's data contract; raise ValidationFailed (report saved) on bad data."""
+    progress.step(use_case, "validate")
     uc = usecase.get(use_case, overrides)
     sw = Stopwatch()
     with sw("validation"):
@@ -91,6 +92,7 @@ def data_fingerprint(uc: usecase.UseCase) -> str:
 def train_member(use_case: str, overrides: Sequence[str], member: str, kind: str,
                  parent_run_id: str, data_version: str) -> dict:
     """Fit one candidate or baseline in its own nested run; evaluate it; log model and plots."""
+    progress.step(use_case, "train", member)
     uc = usecase.get(use_case, overrides)
     sw = Stopwatch()
     primary = uc.primary_metric
@@ -108,6 +110,7 @@ def train_member(use_case: str, overrides: Sequence[str], member: str, kind: str
 
         with sw("training"):
             scorer, info = uc.fit(member, kind, splits, log=log_epoch)
+        progress.step(use_case, "evaluate", member)
         with sw("evaluation"):
             val_scores = scorer.predict(splits["val"])
             test_scores = scorer.predict(splits["test"])
@@ -162,6 +165,7 @@ def register_best(use_case: str, overrides: Sequence[str], results: list[dict], 
 
     Hard rule: only with a passing validation of the exact data version it was trained on.
     """
+    progress.step(use_case, "register")
     uc = usecase.get(use_case, overrides)
     if validation_info.get("result") != "passed":
         raise RuntimeError(f"{use_case}: refusing to register without a passing validation")
@@ -237,6 +241,7 @@ def promote_challenger(use_case: str, overrides: Sequence[str] = (), actor: str 
     schema differs from the entry's, or from the champion's, is refused before anything is scored
     (unless ``accept_schema_change``: then the champion is not compared, only the floors apply).
     """
+    progress.step(use_case, "promote")
     uc = usecase.get(use_case, overrides)
     primary, p = uc.primary_metric, uc.cfg.promotion
     sw = Stopwatch()
@@ -341,6 +346,7 @@ def rollback(use_case: str, reason: str, to_version: str | None = None, actor: s
 
 def bakeoff_report(use_case: str, overrides: Sequence[str], summary: dict) -> dict:
     """Write the run's bake-off report (MD, HTML, PNG) under reports/ and log it to MLflow."""
+    progress.step(use_case, "report")
     uc = usecase.get(use_case, overrides)
     sw = Stopwatch()
     best = bakeoff.best_by_family(summary, uc.families)

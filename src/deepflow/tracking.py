@@ -131,7 +131,7 @@ def log_scorer(run_id: str, scorer, input_example: pd.DataFrame) -> str:
 
 
 def load_scorer(model_uri: str):
-    """The plain scorer behind a logged pyfunc (``models:/fraud@champion`` works)."""
+    """The plain scorer behind a logged pyfunc (``models:/<name>@champion`` works)."""
     return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().scorer
 
 

@@ -1,6 +1,7 @@
 """The one place a Lightning Trainer is built, plus the leaf utilities every candidate shares.
 
-Metrics are logged to MLflow once per epoch, in one batch, against an explicit ``run_id``.
+Metrics are logged to MLflow once per epoch, in one batch, against an explicit ``run_id``; each
+finished epoch is also reported to ``deepflow.progress`` (a no-op unless a command enabled it).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +23,8 @@ from torch.utils.data import (
     SequentialSampler,
     TensorDataset,
 )
+
+from deepflow import progress
 
 _DEFAULT_THREADS = torch.get_num_threads()
 
@@ -59,6 +63,25 @@ class EpochMetricsToMlflow(L.Callback):
         }
         if metrics:
             self.sink(metrics, trainer.current_epoch)
+
+
+class EpochProgress(L.Callback):
+    """Report each finished epoch (epochs done of ``total``, training seconds so far) to
+    ``deepflow.progress``, for the entry and member of the step that started this fit."""
+
+    def __init__(self, total: int, may_stop_early: bool) -> None:
+        self.total, self.may_stop_early = total, may_stop_early
+        self.entry, self.member = progress.current()
+        self.start = time.perf_counter()
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        progress.epoch(self.entry, self.member, trainer.current_epoch + 1, self.total,
+                       seconds=time.perf_counter() - self.start, may_stop_early=self.may_stop_early)
 
 
 class KeepBest(L.Callback):
@@ -123,10 +146,10 @@ def fit(
     fast_dev_run: bool = False,
 ) -> FitResult:
     """Train ``module``; leave it holding its best-on-validation weights. Without ``val``: exactly
-    ``max_epochs`` epochs, no early stopping (the epoch count is then a hyperparameter)."""
-    import time
-
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no GPU/TPU banners, tips
+    ``max_epochs`` epochs, no early stopping (the epoch count is then a hyperparameter). Reports
+    every epoch and the fit's end to ``deepflow.progress``."""
+    # Lightning's GPU/TPU banners and tips: into the log file when progress routes logs, else dropped.
+    logging.getLogger("lightning.pytorch").setLevel(logging.INFO if progress.logs_routed() else logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     keep = KeepBest(monitor)
     callbacks: list[L.Callback] = [] if val is None else [
@@ -135,6 +158,9 @@ def fit(
     ]
     if log is not None:
         callbacks.append(EpochMetricsToMlflow(log))
+    total = 1 if fast_dev_run else max_epochs
+    reporter = EpochProgress(total, may_stop_early=val is not None and not fast_dev_run)
+    callbacks.append(reporter)
     trainer = L.Trainer(
         **trainer_options(),
         max_epochs=max_epochs,
@@ -150,6 +176,7 @@ def fit(
     start = time.perf_counter()
     trainer.fit(module, train, val)
     seconds = time.perf_counter() - start
+    progress.fitted(reporter.entry, reporter.member, trainer.current_epoch, total, seconds=seconds)
     keep.restore(module)
     module.cpu().eval()
     return FitResult(

@@ -229,11 +229,11 @@ class UseCase(abc.ABC):
 
     # --- optional hooks -----------------------------------------------------------------------
 
-    def extra_metrics(self, scorer: Scorer) -> dict[str, float]:  # noqa: ARG002
+    def extra_metrics(self, scorer: Scorer) -> dict[str, float]:
         """Model-level checks beyond the test split (``test/x`` joins the gated metrics)."""
         return {}
 
-    def reports(self, member: str, scorer: Scorer, scores: np.ndarray,  # noqa: ARG002
+    def reports(self, member: str, scorer: Scorer, scores: np.ndarray,
                 frame: pd.DataFrame) -> dict[str, str]:
         """Markdown artifacts of one member (path -> text)."""
         return {}

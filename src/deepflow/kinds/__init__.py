@@ -5,11 +5,14 @@ case class and config class live, and the modules that serve, batch-score and mo
 The core (``serving``, ``batch``, ``drift``, ``cli``) reaches a kind only through :func:`part`,
 so adding a dataset never touches them, and adding a kind touches only its own package.
 
-Each part module has a fixed shape (see the kinds' modules for the full contract):
+Each part module has a fixed shape (the core module that uses it states the full contract):
 
-* ``serving``: ``add_routes(app, store, cfg, name)`` and ``check(loaded)``: the kind's request/response models.
-* ``batch``: ``validate(frame, model)`` -> (clean, rejects) and ``score(model, frame)`` -> (rows, rejects).
-* ``drift``: ``detect(reference, current, cfg, scorer, ...)`` -> DriftReport, ``make_batch(...)``.
+* ``serving`` (see ``deepflow/serving.py``): ``DEFAULT_THRESHOLD``, ``prepare(name, scorer)``,
+  ``body_limit(cfg)``, ``add_routes(app, store, cfg, name)``: the kind's request/response models.
+* ``batch`` (see ``deepflow/batch.py``): ``NEEDS_THRESHOLD``, ``OUTPUTS``, ``inputs(model)``,
+  ``validate(frame, model)`` -> (clean, rejects), ``score(model, frame)`` -> output columns.
+* ``drift`` (see ``deepflow/drift/``): ``detect(reference, current, cfg, scorer, ...)`` -> DriftReport,
+  and a generic ``make_batch`` for entries without an ``incoming:`` generator.
 
 Parts are imported lazily: naming a kind costs nothing; its models load torch only when used.
 """

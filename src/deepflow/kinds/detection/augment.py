@@ -1,6 +1,6 @@
 """Batch augmentation for road scenes, on tensors: horizontal flip, scale/crop, colour jitter.
 
-No vertical flips or rotations: cameras are upright and traffic keeps to the ground. Images are
+No vertical flips or rotations: cameras are upright and objects keep to the ground. Images are
 ``(B, 3, S, S)`` floats in [0, 1]; targets ``(B, M, 5)`` = [class, x1, y1, x2, y2] pixels, class
 -1 for padding. A box pushed mostly out of the frame by a crop becomes padding.
 """

@@ -1,4 +1,4 @@
-"""Typed defaults for the traffic use case; ``config.yaml`` and ``key=value`` override them."""
+"""Typed defaults of the ``detection`` kind; an entry's ``config:`` and ``key=value`` override them."""
 
 from __future__ import annotations
 

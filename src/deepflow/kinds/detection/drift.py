@@ -1,4 +1,5 @@
-"""Image drift (``deepflow.drift.detect(kind="image")``) and drifted incoming camera batches.
+"""Detection drift (``deepflow.drift.detect(kind="detection")``), image batches and the generic
+image generator.
 
 Signals, each against the champion's reference frames (the prepared train split):
 
@@ -13,36 +14,38 @@ Signals, each against the champion's reference frames (the prepared train split)
   ``detected_classes`` (total variation of the class shares, confirmed by a chi-square test).
   A camera that fogs up shows as fewer, less confident detections before anyone labels a frame.
 
-The batch generator renders frames with the DVC stage's generator (another seed) and, with
-probability growing with ``drift``, turns them to night, fogs or blurs them, and crowds the scenes.
+Batches are a folder of image files or a parquet table with an ``image`` column of encoded bytes.
+
+``make_batch`` is what a detection entry without its own ``incoming:`` generator gets: frames
+resampled from the prepared test split, each turned, with a probability growing with ``drift``,
+to night, fogged or blurred (``shift_image``).
 """
 
 from __future__ import annotations
 
 import io
-from dataclasses import replace
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from deepflow.drift import (
-    IMAGE,
-    DriftConfig,
-    DriftReport,
-    Signal,
+from deepflow.drift.batches import (
+    DriftInputError,
     batch_name,
-    chi2_pvalue,
-    numeric_signal,
+    read_table,
     require_columns,
+    sample_split,
+    source_of,
     subsample,
-    summarise,
-    total_variation,
     write_parquet,
 )
-from deepflow.kinds.detection.labels import CLASSES, decode, format_yolo
+from deepflow.drift.report import DriftConfig, DriftReport, Signal, numeric_signal, summarise
+from deepflow.drift.statistics import chi2_pvalue, total_variation
+from deepflow.kinds.detection.labels import CLASSES, decode
 
+IMAGE, FILE = "image", "file"  # as deepflow.batch reads a folder: encoded bytes, path in the folder
 STATS = ("brightness", "contrast", "red", "green", "blue", "sharpness")
 STATS_SIZE = 160  # longest side the statistics are computed at
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -82,8 +85,10 @@ def detections(scorer: Any, images: list[bytes], threshold: float) -> tuple[np.n
     return per_frame, found["score"].to_numpy(dtype=np.float64), np.bincount(classes, minlength=len(CLASSES))
 
 
-def detect_image(reference: pd.DataFrame, current: pd.DataFrame, cfg: DriftConfig, scorer: Any = None, *,
-                 use_case: str = "", threshold: float | None = None) -> DriftReport:
+def detect(reference: pd.DataFrame, current: pd.DataFrame, cfg: DriftConfig, scorer: Any = None, *,
+           use_case: str = "", features: list[str] | None = None, threshold: float | None = None) -> DriftReport:
+    """The signals of the module docstring; detections count at or above ``threshold`` (default
+    ``cfg.detection_threshold``). ``features`` is not used by this kind."""
     require_columns(reference, [IMAGE], "reference")
     require_columns(current, [IMAGE], "current batch")
     ref = subsample(reference, cfg.max_frames, cfg.seed)
@@ -99,8 +104,6 @@ def detect_image(reference: pd.DataFrame, current: pd.DataFrame, cfg: DriftConfi
     if cur_bad:
         notes.append(f"{len(cur_bad)} current frame(s) did not decode and were skipped")
     if cur_stats.empty:
-        from deepflow.drift import DriftInputError, source_of
-
         raise DriftInputError(f"{source_of(current, 'current batch')}: no decodable image")
     sizes = _sizes(cur)
     if sizes and sizes != _sizes(ref):
@@ -119,7 +122,7 @@ def detect_image(reference: pd.DataFrame, current: pd.DataFrame, cfg: DriftConfi
         good_cur = [bytes(d) for i, d in enumerate(cur[IMAGE]) if i not in skip_c]
         signals += _detection_signals(scorer, [bytes(d) for d in scored], good_cur, thr, cfg, samples)
         notes.append(f"detections counted at score >= {thr:g}; {len(scored)} reference frames scored")
-    return summarise(use_case, "image", len(ref), len(cur), signals, cfg, notes, samples)
+    return summarise(use_case, "detection", len(ref), len(cur), signals, cfg, notes, samples)
 
 
 def _sizes(frame: pd.DataFrame) -> set[tuple[int, int]]:
@@ -171,30 +174,54 @@ def shift_image(image, drift: float, rng: np.random.Generator):
     return image, applied
 
 
-def drifted_row(p, index: int, drift: float) -> dict:
-    """One frame as ``generate.frame_row`` writes it (split "test" of ``p.seed``), then shifted."""
-    from deepflow.usecases.traffic.generate import SPLITS, render
-
-    img, classes, boxes, tags = render(np.random.default_rng([p.seed, SPLITS.index("test"), index]), p)
-    img, applied = shift_image(img, drift, np.random.default_rng([p.seed, 99, index]))
+def encode_jpeg(image, quality: int = 90) -> bytes:
     buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=p.jpeg_quality)
-    xyxy = boxes / np.array([p.width, p.height, p.width, p.height], dtype=np.float64)
-    cxcywh = np.concatenate([(xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, :2]], axis=1)
-    return {"image_id": f"incoming-{p.seed}-{index:06d}", "image": buf.getvalue(), "width": p.width,
-            "height": p.height, "labels": format_yolo(classes, cxcywh), **tags, "shift": ",".join(applied)}
+    image.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
 
 
-def make_batch(out_dir: Path, *, rows: int, drift: float, seed: int, params=None) -> Path:
-    """Write ``traffic-n<rows>-drift<d>-seed<s>.parquet`` in the generator's format (plus a
-    ``shift`` column naming what was applied). ``params``: the reference's ``GenerateParams``
-    (default: ``params.yaml``); ``crowded_share`` grows by ``0.5 * drift``."""
-    from deepflow.usecases.traffic.generate import GenerateParams
+def make_batch(name: str, out_dir: Path, *, rows: int, drift: float, seed: int,
+               overrides: Sequence[str] = ()) -> Path:
+    """Write ``<name>-n<rows>-drift<d>-seed<s>.parquet``: frames of entry ``name``'s prepared test
+    split (val, then train, when it has none) drawn with replacement, in the split's columns plus
+    ``shift`` (what ``shift_image`` applied; a shifted frame is re-encoded as JPEG, its boxes stay).
+    ``overrides``: the entry's config ``key=value`` (e.g. ``prepared_dir=...``)."""
+    pool, path = sample_split(name, overrides)
+    require_columns(pool, [IMAGE], str(path))
+    rng = np.random.default_rng(seed)
+    batch = pool.iloc[rng.integers(0, len(pool), size=rows)].reset_index(drop=True)
+    images, shifts = [], []
+    for data in batch[IMAGE]:
+        image, applied = shift_image(decode(bytes(data)), drift, rng) if drift > 0 else (None, [])
+        images.append(encode_jpeg(image) if applied else bytes(data))
+        shifts.append(",".join(applied))
+    batch[IMAGE], batch["shift"] = images, shifts
+    return write_parquet(batch, out_dir / batch_name(name, rows, drift, seed))
 
-    if params is None:
-        from deepflow.settings import stage_params
 
-        params = GenerateParams(**stage_params("traffic.generate"))
-    p = replace(params, seed=params.seed + 1000 + seed, crowded_share=min(1.0, params.crowded_share + 0.5 * drift))
-    frame = pd.DataFrame([drifted_row(p, i, drift) for i in range(rows)])
-    return write_parquet(frame, out_dir / batch_name("traffic", rows, drift, seed))
+# --- reading batches ---------------------------------------------------------------------------
+
+
+def load_batch(path: Path, features: list[str] | None = None) -> pd.DataFrame:
+    """A folder of image files, or a parquet table with an ``image`` column of encoded bytes (the
+    generator's shards); undecodable images are dropped and named in ``attrs["rejected"]``.
+    ``features``: unused."""
+    from deepflow.kinds.detection.batch import validate_image
+
+    frame = _image_folder(path) if path.is_dir() else read_table(path)
+    require_columns(frame, [IMAGE], str(path))
+    clean, rejects = validate_image(frame)
+    if clean.empty:
+        raise DriftInputError(f"{path}: no decodable image ({'; '.join(rejects['reason'].head(3))})")
+    clean = clean.reset_index(drop=True)
+    clean.attrs.update(source=str(path), dropped=len(rejects), rejected=list(rejects["reason"].head(10)))
+    return clean
+
+
+def _image_folder(folder: Path) -> pd.DataFrame:
+    from deepflow.batch import image_files
+
+    files = image_files(folder)
+    if not files:
+        raise DriftInputError(f"{folder}: no files in the folder")
+    return pd.DataFrame({FILE: [str(f.relative_to(folder)) for f in files], IMAGE: [f.read_bytes() for f in files]})

@@ -1,4 +1,4 @@
-"""The traffic data contract, as Great Expectations suites over a manifest of the prepared splits.
+"""The ``detection`` kind's data contract, as Great Expectations suites over a manifest of the prepared splits.
 
 ``images``: one row per image (decodes? decoded size vs the recorded one, boxes, content hash and
 the splits that hold the same pixels). ``boxes``: one row per labelled box (class, normalised

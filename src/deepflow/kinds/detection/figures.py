@@ -1,4 +1,4 @@
-"""Figures logged with every traffic model: detections on test frames, PR curves, counts per frame."""
+"""Figures logged with every detection model: detections on test frames, PR curves, counts per frame."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def pr_curves(matched: Matched, title: str) -> Figure:
 
 
 def counts_per_frame(frame: pd.DataFrame, dets: pd.DataFrame, threshold: float, title: str) -> tuple[Figure, dict]:
-    """Traffic-flow numbers: mean objects per frame by class, true vs counted at ``threshold``.
+    """Counts: mean objects per frame by class, true vs counted at ``threshold``.
 
     Returns the figure and per-class mean absolute count error per frame.
     """

@@ -1,4 +1,4 @@
-"""The classes, and the one prepared-data format every traffic source is converted to.
+"""The classes, and the one prepared-data format every detection source is converted to.
 
 A prepared split is a parquet file with one row per image: ``image_id``, ``image`` (encoded
 JPEG/PNG bytes), ``width``, ``height`` and ``labels`` (the image's YOLO label file as text:

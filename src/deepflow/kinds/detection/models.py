@@ -1,4 +1,4 @@
-"""Traffic candidates: two plain-PyTorch detectors with one anchor-free output format.
+"""The ``detection`` kind's candidates: two plain-PyTorch detectors with one anchor-free output format.
 
 Each network maps images ``(B, 3, S, S)`` in [0, 1] to one map per pyramid level,
 ``(B, 5 + K, S/s, S/s)`` for stride ``s``: 4 box distances (left, top, right, bottom from the
@@ -126,7 +126,7 @@ def build_net(name: str, n_classes: int, m) -> nn.Module:
         return ShallowNet(n_classes, m.shallow_width)
     if name == "deep":
         return DeepNet(n_classes, m.deep_width, m.deep_depth)
-    raise KeyError(f"unknown traffic candidate {name!r} (known: shallow, deep)")
+    raise KeyError(f"unknown detection candidate {name!r} (known: shallow, deep)")
 
 
 # --- decoding: maps -> boxes, scores ------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The traffic scorer: encoded image in, boxes out; the same preprocessing in training and serving.
+"""The detection scorer: encoded image in, boxes out; the same preprocessing in training and serving.
 
 ``predict(frame)`` takes a frame with an ``image`` column of JPEG/PNG bytes and returns one row per
 detection: ``image`` (row position in the input), ``x1 y1 x2 y2`` (input-image pixels), ``class``

@@ -1,4 +1,4 @@
-"""The traffic use case, wired for the pipeline: frames, contract, detectors, mAP, figures.
+"""The ``detection`` kind's use case, wired for the pipeline: frames, contract, detectors, mAP, figures.
 
 Scores are detection frames (one row per box, see ``scorer.py``); every metric takes them with
 the split they were predicted on.
@@ -63,7 +63,7 @@ class DetectionUseCase(usecase.UseCase):
 
         cfg, t, m = self.cfg, self.cfg.train, self.cfg.model
         if kind != "candidate":
-            raise ValueError(f"traffic trains candidates only, not {kind!r}")
+            raise ValueError(f"{self.name}: a detection entry trains candidates only, not {kind!r}")
         if t.batch_size < 1:
             raise ValueError(f"train.batch_size must be >= 1, got {t.batch_size}")
         training.seed_everything(t.seed, t.threads)
@@ -131,7 +131,7 @@ class DetectionUseCase(usecase.UseCase):
             "plots/counts_per_frame.png": counts,
         }
 
-    def input_example(self, frame: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:  # noqa: ARG002
+    def input_example(self, frame: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
         """Encoded images (bytes: MLflow's ``binary``), the one column the model needs."""
         return frame[["image"]].head(3).reset_index(drop=True)
 

@@ -33,11 +33,11 @@ class ModelConfig:
     ae_latent: int = 8
     xgb_trees: int = 300
     xgb_depth: int = 6
-    seq_length: int = 5  # previous transactions of the card the sequence model reads (<= prepared history)
+    seq_length: int = 5  # previous rows of the entity the sequence model reads (<= prepared history)
     seq_hidden: int = 32
     seq_cell: str = "gru"  # gru | lstm
     seq_attention: bool = True
-    seq_blocks: int = 2  # residual blocks on the current transaction's features
+    seq_blocks: int = 2  # residual blocks on the current row's features
     ffn_hidden: int = 500  # the handbook's feed-forward network (prequential protocol)
     ffn_layers: int = 1
     ffn_dropout: float = 0.2
@@ -95,7 +95,7 @@ class TabularConfig:
     class_names: list[str] = field(default_factory=lambda: ["negative", "positive"])  # label 0, 1
     id_column: str | None = None  # unique per row, when set
     time_column: str | None = None  # a datetime column, for per-day metrics
-    entity_column: str | None = None  # e.g. the card, for entity precision@k (needs time_column)
+    entity_column: str | None = None  # the entity a row belongs to, for entity precision@k (needs time_column)
     features: list[str] = field(default_factory=list)
     nonnegative: list[str] = field(default_factory=list)  # data contract: values >= 0
     unit_interval: list[str] = field(default_factory=list)  # data contract: values in [0, 1]

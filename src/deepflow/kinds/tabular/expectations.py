@@ -1,6 +1,6 @@
-"""The fraud data contract, as Great Expectations suites (one per validated frame).
+"""The ``tabular`` kind's data contract, as Great Expectations suites (one per validated frame).
 
-``rows``: every transaction of every split. ``splits``: one row per split (time bounds, counts),
+``rows``: every row of every split. ``splits``: one row per split (time bounds, counts),
 so that "time-ordered, non-overlapping splits" is an expectation like any other.
 """
 

@@ -1,4 +1,4 @@
-"""Fraud candidates: plain PyTorch networks, plus one LightningModule that trains any of them.
+"""The ``tabular`` kind's candidates: plain PyTorch networks, plus one LightningModule that trains any of them.
 
 Every network maps raw feature rows ``(B, F)`` to one score per row ``(B,)``; standardisation is
 a layer of the network, so the preprocessing used in training ships with the model.
@@ -77,7 +77,7 @@ class DeepNet(nn.Module):
 
 
 class AutoEncoder(nn.Module):
-    """Trained on genuine rows only; the score is the reconstruction error (B,)."""
+    """Trained on negative (label 0) rows only; the score is the reconstruction error (B,)."""
 
     def __init__(self, scaler: Standardize, hidden: int = 32, latent: int = 8) -> None:
         super().__init__()
@@ -115,13 +115,13 @@ class FeedForwardNet(nn.Module):
         return self.body(self.scaler(x)).squeeze(-1)
 
 
-# --- sequence: the card's recent transactions, recurrent + attention ---------------------------
+# --- sequence: the entity's recent rows, recurrent + attention ----------------------------------
 
 
 class SequenceNet(nn.Module):
-    """A GRU (or LSTM) over the card's previous transactions, attended from the current one.
+    """A GRU (or LSTM) over the entity's previous rows, attended from the current one.
 
-    Input rows are flat: the current transaction's ``F`` features, then ``length`` steps of
+    Input rows are flat: the current row's ``F`` features, then ``length`` steps of
     ``F + 1`` values (``sequences.columns``: most recent first, ``HOURS_AGO`` last, all zeros
     for a missing step). Output: one logit per row (B,).
     """
@@ -132,7 +132,7 @@ class SequenceNet(nn.Module):
         self.n_features, self.length = scaler.mean.numel(), length
         self.step_size = step_scaler.mean.numel()  # F + 1
         self.scaler, self.step_scaler = scaler, step_scaler
-        # the current transaction: a stem and ``blocks`` residual blocks (the ``deep`` candidate's trunk)
+        # the current row: a stem and ``blocks`` residual blocks (the ``deep`` candidate's trunk)
         self.current = nn.Sequential(nn.Linear(self.n_features, hidden), nn.ReLU(),
                                      *[ResidualBlock(hidden, dropout) for _ in range(blocks)])
         self.step_in = nn.Linear(self.step_size + 1, hidden)  # + the "present" flag
@@ -147,7 +147,7 @@ class SequenceNet(nn.Module):
         """Flat rows -> current (B, F), steps oldest first (B, L, F + 1), present (B, L)."""
         b = x.shape[0]
         steps = x[:, self.n_features:].reshape(b, self.length, self.step_size).flip(1)
-        present = steps[..., -1] > 0  # HOURS_AGO > 0 only for a real previous transaction
+        present = steps[..., -1] > 0  # HOURS_AGO > 0 only for a real previous row
         hours = torch.log1p(steps[..., -1:].clamp(min=0))
         steps = torch.cat([steps[..., :-1], hours], dim=-1)
         return x[:, : self.n_features], steps, present
@@ -158,7 +158,7 @@ class SequenceNet(nn.Module):
         steps = torch.cat([self.step_scaler(steps) * mask, mask], dim=-1)  # padding stays zero
         states, _ = self.rnn(self.step_in(steps))  # (B, L, H); padding comes first, oldest to newest
         q = self.current(self.scaler(current))  # (B, H)
-        parts = [q, states[:, -1]]  # the state after the most recent transaction
+        parts = [q, states[:, -1]]  # the state after the most recent row
         if self.attention:
             scores = (states @ self.query(q).unsqueeze(-1)).squeeze(-1) / states.shape[-1] ** 0.5  # (B, L)
             weights = torch.softmax(scores.masked_fill(~present, -1e9), dim=-1) * present  # none: all 0
@@ -182,10 +182,10 @@ def sequence_scalers(x: np.ndarray, n_features: int, length: int) -> tuple[Stand
 
 
 class TabularSystem(L.LightningModule):
-    """Loss, optimiser and ``val/auprc`` for any fraud network.
+    """Loss, optimiser and ``val/auprc`` for any tabular network.
 
     ``objective="bce"`` trains a classifier on logits; ``"reconstruction"`` trains an
-    autoencoder on genuine rows (the loader must hold only those) and still validates on AP.
+    autoencoder on negative (label 0) rows (the loader must hold only those) and still validates on AP.
     """
 
     def __init__(self, net: nn.Module, objective: str = "bce", lr: float = 1e-3,

@@ -1,20 +1,21 @@
-"""Each transaction's card history: the card's previous transactions, as flat columns.
+"""Each row's entity history: the entity's previous rows, as flat columns.
 
-The history is built on the *whole* transaction table, before any split, so a test-week
-transaction sees the card's purchases from the weeks before (the handbook's sequence models
-only saw transactions inside the same split). "Previous" means a strictly earlier timestamp:
-a transaction never sees itself, a later one, or another one of the same second.
+A row is one time-stamped event of an entity (the entry's ``entity_column``). The history is
+built on the *whole* table, before any split, so a test-week row sees its entity's rows from the
+weeks before (the handbook's sequence models only saw rows inside the same split). "Previous"
+means a strictly earlier timestamp: a row never sees itself, a later one, or another one of the
+same second.
 
-A step holds the previous transaction's own features (``FEATURES``: amount, time flags,
-customer windows and the terminal risk, which is already shifted back by the label delay) and
-how many hours before the current transaction it happened. No label of any past transaction is
-a step feature, so no undelayed label can leak in.
+A step holds the previous row's own features (the entry's ``features``; any that depend on
+labels must already be shifted back by the label delay) and how many hours before the current
+row it happened. No label of any past row is a step feature, so no undelayed label can leak in.
 
 Flat columns ``PREV{k}_{feature}`` and ``PREV{k}_HOURS_AGO`` (``k = 1`` is the most recent
-previous transaction) are what a sequence scorer takes, next to the current transaction's
-features: the serving API and the batch scorer stay "one row in, one score out", and whoever
-calls them supplies the card's history (a feature store would). A missing step (a card with a
-shorter history) is all zeros; ``HOURS_AGO > 0`` holds exactly for present steps.
+previous row) are what a sequence scorer takes, next to the current row's features: the serving
+API and the batch scorer stay "one row in, one score out", and whoever calls them supplies the
+entity's history (a feature store would). A missing step (an entity with a shorter history) is
+all zeros; ``HOURS_AGO > 0`` holds exactly for present steps. The column defaults below are the
+handbook's.
 """
 
 from __future__ import annotations
@@ -31,26 +32,26 @@ def step_columns(features: list[str]) -> list[str]:
 
 
 def columns(features: list[str], length: int) -> list[str]:
-    """Flat history column names, most recent previous transaction first."""
+    """Flat history column names, most recent previous row first."""
     return [f"PREV{k}_{f}" for k in range(1, length + 1) for f in step_columns(features)]
 
 
-def history_index(card: np.ndarray, time: np.ndarray, length: int) -> np.ndarray:
-    """(R, length) positions of each row's previous ``length`` transactions of the same card,
-    most recent first; -1 where the card has fewer. ``time``: any sortable per-row timestamp."""
-    n = len(card)
-    codes = pd.factorize(np.asarray(card))[0]
-    order = np.lexsort((np.arange(n), np.asarray(time), codes))  # by card, time, position
+def history_index(entity: np.ndarray, time: np.ndarray, length: int) -> np.ndarray:
+    """(R, length) positions of each row's previous ``length`` rows of the same entity, most
+    recent first; -1 where the entity has fewer. ``time``: any sortable per-row timestamp."""
+    n = len(entity)
+    codes = pd.factorize(np.asarray(entity))[0]
+    order = np.lexsort((np.arange(n), np.asarray(time), codes))  # by entity, time, position
     c, t = codes[order], np.asarray(time)[order]
     pos = np.arange(n)
-    new_card = np.r_[True, c[1:] != c[:-1]]
-    new_time = new_card | np.r_[True, t[1:] != t[:-1]]
-    card_start = np.maximum.accumulate(np.where(new_card, pos, 0))  # first row of the card
+    new_entity = np.r_[True, c[1:] != c[:-1]]
+    new_time = new_entity | np.r_[True, t[1:] != t[:-1]]
+    entity_start = np.maximum.accumulate(np.where(new_entity, pos, 0))  # first row of the entity
     time_start = np.maximum.accumulate(np.where(new_time, pos, 0))  # first row of this timestamp
     out = np.full((n, length), -1, dtype=np.int64)
     for k in range(1, length + 1):
-        prev = time_start - k  # k-th row before the first row sharing this card and time
-        found = prev >= card_start
+        prev = time_start - k  # k-th row before the first row sharing this entity and time
+        found = prev >= entity_start
         out[order, k - 1] = np.where(found, order[np.maximum(prev, 0)], -1)
     return out
 

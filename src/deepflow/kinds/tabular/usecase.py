@@ -2,7 +2,7 @@
 
 Data, contract, candidates (shallow MLP, deep residual MLP, autoencoder, entity-sequence model),
 classical baselines, metrics (AUPRC, ROC-AUC, entity precision@k when the entry names an entity
-and a time column) and plots. Every tabular entry (``datasets/fraud.yaml``, ``paysim.yaml``) is
+and a time column) and plots. Every entry of kind ``tabular`` (a ``datasets/<name>.yaml``) is
 this class over its own config.
 """
 
@@ -65,7 +65,7 @@ class TabularUseCase(usecase.UseCase):
         ]
 
     def member_features(self, name: str) -> list[str]:
-        """The columns a member reads: the sequence model adds the card's history (sequences.py)."""
+        """The columns a member reads: the sequence model adds the entity's history (sequences.py)."""
         if name == "sequence":
             return [*self.cfg.features, *sequences.columns(self.cfg.features, self.cfg.model.seq_length)]
         return list(self.cfg.features)
@@ -92,7 +92,7 @@ class TabularUseCase(usecase.UseCase):
             scaler = Standardize(x_train.mean(0).numpy(), x_train.std(0).numpy())
         net, objective = build_net(name, scaler, cfg.model, step_scaler)
         y_train = _tensor(train[cfg.label])
-        if objective == "reconstruction":  # the autoencoder learns what genuine looks like
+        if objective == "reconstruction":  # the autoencoder learns what a negative row looks like
             x_train, y_train = x_train[y_train == 0], y_train[y_train == 0]
         system = TabularSystem(net, objective, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         val = splits["val"]

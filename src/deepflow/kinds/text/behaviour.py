@@ -2,7 +2,8 @@
 Made-With-ML): a model that scores well can still fail cases anyone would call obvious.
 
 - invariance: case, punctuation and whitespace changes must not change the predicted label;
-- directional: appending a typical spam phrase to a ham message must raise the spam probability;
+- directional: appending a phrase typical of the target class (the entry's ``behaviour.phrases``) to
+  a message of another class must raise the target class's probability;
 - minimum functionality: hand-written messages with an obvious label.
 
 The pass rate over all cases is ``test/behaviour_pass_rate``, which promotion can gate on.

@@ -24,7 +24,7 @@ class TrainConfig:
     # torch intra-op threads. 1: the GRU's many tiny per-step ops gain nothing from a second
     # thread, and with other busy processes on the cores two threads stall each other badly.
     threads: int = 1
-    max_len: int = 64  # tokens kept per message (SMS: 99 % are shorter)
+    max_len: int = 64  # tokens kept per message (short messages: most are shorter)
 
 
 @dataclass
@@ -47,7 +47,7 @@ class ModelConfig:
 class BehaviourConfig:
     """Made-With-ML-style behavioural tests, reported as ``test/behaviour_pass_rate``. Invariance
     (typos, casing, punctuation) applies to any text; the directional phrases and the minimum
-    functionality examples belong to an entry (the SMS entry's spam phrases live in datasets/nlp.yaml)."""
+    functionality examples belong to an entry (its ``datasets/<name>.yaml``, under ``behaviour``)."""
 
     enabled: bool = False
     target: str | None = None  # the class the directional phrases should push towards

@@ -1,4 +1,4 @@
-"""Text drift (``deepflow.drift.detect(kind="text")``) and drifted incoming SMS batches.
+"""Text drift (``deepflow.drift.detect(kind="text")``), text batches and the generic text generator.
 
 Signals, each against the champion's reference texts (the prepared train split):
 
@@ -21,9 +21,12 @@ Signals, each against the champion's reference texts (the prepared train split):
 * ``predicted_labels`` (with a scorer): total variation between the champion's predicted label
   shares on at most ``scored_texts`` texts per side, confirmed by a chi-square test.
 
-The batch generator resamples the prepared test split and mixes in a new-domain stream (today's
-smishing: parcel fees, bank alerts, crypto groups, "hi mum" scams, with URLs and emojis, and chatty
-ham with emojis) in proportion ``drift``.
+Batches are CSV, TSV or parquet files with a ``text`` column, or ``.txt`` (one message per line).
+
+``make_batch`` is what a text entry without its own ``incoming:`` generator gets: texts resampled
+from the prepared test split, a ``drift`` share of them replaced by texts of made-up words
+(seeded syllables no real vocabulary shares), each as many words as the text it replaces: new
+tokens, the same token counts. Entries with a domain of their own name a richer generator.
 """
 
 from __future__ import annotations
@@ -31,28 +34,27 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from deepflow.drift import (
-    TEXT,
-    DriftConfig,
-    DriftReport,
-    Signal,
+from deepflow.drift.batches import (
+    DriftInputError,
     batch_name,
-    chi2_pvalue,
-    jensen_shannon,
-    numeric_signal,
+    read_table,
     require_columns,
+    sample_split,
+    source_of,
     subsample,
-    summarise,
-    total_variation,
     write_parquet,
 )
+from deepflow.drift.report import DriftConfig, DriftReport, Signal, numeric_signal, summarise
+from deepflow.drift.statistics import chi2_pvalue, jensen_shannon, total_variation
 
+TEXT = "text"  # the column batch scoring and serving read
 _TOKEN = re.compile(r"[^\W\d_]+|\d+|[^\w\s]")  # text.tokenize's words and digits, plus any symbol
 _JOINERS = re.compile("[\ufe0e\ufe0f\u200d]")  # emoji variation selectors and joiners: not tokens
 
@@ -64,7 +66,8 @@ def tokens(text: str) -> list[str]:
     return [("<longnum>" if len(t) > 4 else "<num>") if t.isdigit() else t for t in found]
 
 
-def _texts(frame: pd.DataFrame, what: str) -> list[str]:
+def texts_of(frame: pd.DataFrame, what: str) -> list[str]:
+    """The non-empty strings of the ``text`` column (a DriftInputError names ``what`` without one)."""
     require_columns(frame, [TEXT], what)
     values = frame[TEXT]
     ok = values.map(lambda v: isinstance(v, str) and bool(v.strip()))
@@ -136,12 +139,11 @@ def label_shares(scorer: Any, texts: list[str], embedded: tuple[list[str], np.nd
     return np.bincount(proba.argmax(1), minlength=len(scorer.labels))
 
 
-def detect_text(reference: pd.DataFrame, current: pd.DataFrame, cfg: DriftConfig, scorer: Any = None, *,
-                use_case: str = "") -> DriftReport:
-    ref_all, cur_all = _texts(reference, "reference"), _texts(current, "current batch")
+def detect(reference: pd.DataFrame, current: pd.DataFrame, cfg: DriftConfig, scorer: Any = None, *,
+           use_case: str = "", features: list[str] | None = None, threshold: float | None = None) -> DriftReport:
+    """The signals of the module docstring; ``features`` and ``threshold`` are not used by this kind."""
+    ref_all, cur_all = texts_of(reference, "reference"), texts_of(current, "current batch")
     if not cur_all:
-        from deepflow.drift import DriftInputError, source_of
-
         raise DriftInputError(f"{source_of(current, 'current batch')}: column text holds no non-empty strings")
     ref = subsample(pd.DataFrame({TEXT: ref_all}), cfg.max_texts, cfg.seed)[TEXT].tolist()
     cur = subsample(pd.DataFrame({TEXT: cur_all}), cfg.max_texts, cfg.seed + 1)[TEXT].tolist()
@@ -206,67 +208,54 @@ def _embedding_signal(ref: list[str], cur: list[str], cfg: DriftConfig
     return signal, (ref, e_ref), (cur, e_cur)
 
 
-# --- drifted batches -------------------------------------------------------------------------
-
-EMOJI = ["📦", "🚚", "⚠️", "🔒", "🚀", "💰", "👉", "😭", "❤️", "🎉", "😂", "🙏", "✅", "🔥", "💼", "📅"]
-SCAMS = [
-    "{e} {carrier}: your parcel {code} is on hold. Pay the £{fee} redelivery fee within 24h at "
-    "https://{domain}/track/{code} {e2}",
-    "{bank} ALERT {e}: a payment of £{amount} to {merchant} was flagged. Not you? Secure your account now: "
-    "https://{domain}/verify?id={code}",
-    "{e}{e} {coin} is about to explode! Our VIP signal group made members {pct}% this week. Join free {e2} "
-    "https://t.me/{handle}",
-    "Hi Mum, it's me {e} I dropped my phone, this is my new number. Can you WhatsApp me when you see this? "
-    "I need help paying a bill today {e2}",
-    "Hello! We are hiring remote product reviewers {e} Earn £{amount}/day from your phone, no experience needed. "
-    "Message {name} on WhatsApp: +44{digits}",
-    "Your {service} subscription has expired {e} Update your billing details within 24 hours to avoid losing "
-    "access: https://{domain}/billing/{code}",
-]
-CHATS = [
-    "omg {e}{e} did you see {name}'s story?? brb, on the bus now",
-    "Meeting moved to {hour}:30 {e} link is in the Teams chat, see you there",
-    "Happy birthday {name}!!! {e}{e2} hope you have the best day, drinks on Friday?",
-    "Just landed {e} uber to the hotel then dinner, call you after {hour}",
-    "Can you send me the photos from the weekend? {e} the group chat ones didn't load",
-]
-FILL = {
-    "carrier": ["DPD", "Evri", "Royal Mail", "DHL", "Yodel"], "bank": ["Barclays", "HSBC", "Monzo", "Lloyds"],
-    "merchant": ["Amazon", "Apple Pay", "PayPal", "Currys"], "coin": ["$PEPE", "Solana", "XRP", "a new memecoin"],
-    "service": ["Netflix", "Disney+", "Spotify", "iCloud"], "name": ["Sophie", "Jake", "Priya", "Tom", "Aisha"],
-    "domain": ["parcel-redeliver.info", "secure-verify.co", "acct-help.net", "billing-update.app"],
-}
+# --- batches ---------------------------------------------------------------------------------
 
 
-def campaign_text(rng: random.Random) -> str:
-    """One message of the new domain: 70 % scams, 30 % chatty ham, with emojis and URLs."""
-    template = rng.choice(SCAMS if rng.random() < 0.7 else CHATS)
-    values = {k: rng.choice(v) for k, v in FILL.items()}
-    values.update(e=rng.choice(EMOJI), e2=rng.choice(EMOJI), fee=f"{rng.randint(1, 3)}.{rng.randint(10, 99)}",
-                  amount=rng.randint(80, 950), pct=rng.randint(40, 900), hour=rng.randint(1, 11),
-                  code="".join(rng.choices("ABCDEFGHJKLMNPQRSTUVWXYZ0123456789", k=8)),
-                  handle=f"vip_{rng.choice(['signals', 'pumps', 'gains'])}{rng.randint(1, 99)}",
-                  digits="".join(rng.choices("0123456789", k=10)))
-    return template.format(**values)
+def load_batch(path: Path, features: list[str] | None = None) -> pd.DataFrame:
+    """A CSV, TSV or parquet batch with a ``text`` column, or ``.txt`` (one message per line),
+    UTF-8; rows without text are dropped (counted in ``attrs["dropped"]``). ``features``: unused."""
+    from deepflow.kinds.text.batch import validate_text
+
+    frame = read_table(path, strings=True)
+    require_columns(frame, [TEXT], str(path))
+    clean, rejects = validate_text(frame)
+    if clean.empty:
+        raise DriftInputError(f"{path}: column text holds no non-empty strings")
+    clean = clean.reset_index(drop=True)
+    clean.attrs.update(source=str(path), dropped=len(rejects))
+    return clean
 
 
-def make_batch(out_dir: Path, *, rows: int, drift: float, seed: int, source: pd.DataFrame | Path | None = None) -> Path:
-    """Write ``nlp-n<rows>-drift<d>-seed<s>.parquet`` (columns ``text``, ``origin``): ``1 - drift``
-    of the rows resampled from ``source`` (default: the prepared test split), the rest new-domain."""
-    if source is None:
-        from deepflow import usecase
-        from deepflow.drift import use_case_config
+_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "zh", "kv", "thr")
+_NUCLEI = ("a", "e", "i", "o", "u", "ae", "oi", "uu")
+_CODAS = ("", "", "x", "q", "rk", "nd", "sh")
 
-        source = usecase.project_path(use_case_config("nlp").prepared_dir) / "test.parquet"
-    frame = pd.read_parquet(source) if isinstance(source, str | Path) else source
-    pool = _texts(frame, str(source) if isinstance(source, str | Path) else "source")
+
+def made_up_word(rng: random.Random) -> str:
+    """A pronounceable word of 2-4 syllables that ends in a rare coda or runs long: next to no real
+    vocabulary (or model tokeniser) has it, so it measures as a new token."""
+    syllables = "".join(rng.choice(_ONSETS) + rng.choice(_NUCLEI) for _ in range(rng.randint(2, 4)))
+    return syllables + rng.choice(_CODAS)
+
+
+def shifted_text(text: str, rng: random.Random) -> str:
+    """A text of made-up words, as many as ``text`` has tokens (at least one)."""
+    return " ".join(made_up_word(rng) for _ in range(max(1, len(tokens(text)))))
+
+
+def make_batch(name: str, out_dir: Path, *, rows: int, drift: float, seed: int,
+               overrides: Sequence[str] = ()) -> Path:
+    """Write ``<name>-n<rows>-drift<d>-seed<s>.parquet`` (columns ``text``, ``origin``): texts of
+    entry ``name``'s prepared test split (val, then train, when it has none) drawn with
+    replacement, ``round(rows * drift)`` of them replaced by ``shifted_text`` (origin ``shifted``).
+    ``overrides``: the entry's config ``key=value`` (e.g. ``prepared_dir=...``)."""
+    frame, path = sample_split(name, overrides)
+    pool = texts_of(frame, str(path))
+    if not pool:
+        raise DriftInputError(f"{path}: column text holds no non-empty strings to draw a batch from")
     rng = random.Random(seed)
-    n_new = round(rows * drift)
-    old = rng.sample(pool, rows - n_new) if rows - n_new <= len(pool) else rng.choices(pool, k=rows - n_new)
-    new = [campaign_text(rng) for _ in range(n_new)]
-    texts = old + new
-    origin = ["reference"] * len(old) + ["campaign"] * len(new)
-    order = list(range(rows))
-    rng.shuffle(order)
-    out = pd.DataFrame({TEXT: [texts[i] for i in order], "origin": [origin[i] for i in order]})
-    return write_parquet(out, out_dir / batch_name("nlp", rows, drift, seed))
+    texts = rng.choices(pool, k=rows)
+    shifted = set(rng.sample(range(rows), round(rows * drift)))
+    out = pd.DataFrame({TEXT: [shifted_text(t, rng) if i in shifted else t for i, t in enumerate(texts)],
+                        "origin": ["shifted" if i in shifted else "reference" for i in range(rows)]})
+    return write_parquet(out, out_dir / batch_name(name, rows, drift, seed))

@@ -1,4 +1,4 @@
-"""The NLP data contract as Great Expectations suites, one per validated frame.
+"""The ``text`` kind's data contract as Great Expectations suites, one per validated frame.
 
 ``rows``: every message of every split (text, label, UTF-8 check). ``classes``: one row per
 (split, class) with its share. ``splits``: one row per split (how many classes it holds).

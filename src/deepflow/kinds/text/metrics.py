@@ -1,6 +1,6 @@
 """Text-classification metrics and their bootstrap intervals.
 
-``f1`` is the positive class's F1 when the use case names a positive class (spam), else the
+``f1`` is the positive class's F1 when the entry names a positive class, else the
 macro F1 over all classes. Decisions are the arg-max class.
 """
 

@@ -1,4 +1,4 @@
-"""NLP networks (plain ``nn.Module``: token ids or sentence embeddings in, class logits out)
+"""Text networks (plain ``nn.Module``: token ids or sentence embeddings in, class logits out)
 and ``TextSystem``, the LightningModule that trains any of them.
 
 - ``FastTextNet`` (shallow): the mean of word, bigram and subword embeddings, one linear layer.

@@ -1,10 +1,10 @@
-"""DVC stage ``nlp_prepare``: any ``text,label`` file -> normalised, deduplicated, stratified splits.
+"""The text entries' DVC prepare stage: any ``text,label`` file -> normalised, deduplicated, stratified splits.
 
 1. read a TSV/CSV (with or without a header; which columns hold text and label is a parameter),
 2. normalise the text (HTML entities, Unicode NFC, one space for any run of whitespace),
 3. drop exact duplicates, then *near* duplicates: messages equal after lower-casing, collapsing
-   digit runs and reducing punctuation/whitespace to one space (spam templates that differ only
-   in a phone number or prize amount). A near-duplicate group whose labels disagree is dropped
+   digit runs and reducing punctuation/whitespace to one space (templated messages that differ
+   only in a phone number or an amount). A near-duplicate group whose labels disagree is dropped
    whole: it cannot be labelled honestly. All this happens **before** the split, so a template
    cannot leak from train to test.
 4. split per class by a hash of (seed, dedup key): a message's split depends only on its own
@@ -112,11 +112,13 @@ def main() -> None:
     from deepflow.settings import stage_params
 
     parser = argparse.ArgumentParser(description="normalise, deduplicate and split a text,label file")
-    parser.add_argument("--src", type=Path, default=Path("data/external/sms_spam/SMSSpamCollection"))
-    parser.add_argument("--out", type=Path, default=Path("data/prepared/nlp"))
-    parser.add_argument("--params", default="nlp.prepare", help="params.yaml section ('' for defaults)")
+    parser.add_argument("--src", type=Path, required=True, help="the raw text,label file")
+    parser.add_argument("--out", type=Path, required=True, help="folder of the splits, data/prepared/<entry>")
+    parser.add_argument("--params", default=None,
+                        help="params.yaml section, '' for defaults (default: <out folder name>.prepare)")
     args = parser.parse_args()
-    params = PrepareParams(**(stage_params(args.params) if args.params else {}))
+    section = f"{args.out.name}.prepare" if args.params is None else args.params
+    params = PrepareParams(**(stage_params(section) if section else {}))
     counts = prepare(args.src, args.out, params)
     print(", ".join(f"{k} {v:,}" for k, v in counts.items()))
 

@@ -1,5 +1,5 @@
-"""The NLP use case, wired for the pipeline: text classification of short messages (SMS spam by
-default; any ``text,label`` data by config alone).
+"""The ``text`` kind's use case, wired for the pipeline: classification of short messages (any
+``text,label`` data, by the entry's config alone).
 
 Candidates: ``shallow`` (fastText-style bag of embeddings), ``deep`` (2-layer BiGRU with max and
 attention pooling), ``transfer`` (frozen all-MiniLM-L6-v2 + a small head); reference baseline
@@ -192,7 +192,7 @@ class TextUseCase(usecase.UseCase):
         return paired_bootstrap_f1(self.y(frame), challenger, champion, self.positive, resamples=p.resamples,
                                    confidence=p.confidence, seed=p.seed)
 
-    def threshold(self, val_scores: np.ndarray, val: pd.DataFrame) -> float:  # noqa: ARG002
+    def threshold(self, val_scores: np.ndarray, val: pd.DataFrame) -> float:
         return 0.5  # decisions are the arg-max class (for two classes: probability >= 0.5)
 
     def extra_metrics(self, scorer) -> dict[str, float]:
@@ -208,7 +208,7 @@ class TextUseCase(usecase.UseCase):
         self._behaviour[id(scorer)] = result
         return result.metrics()
 
-    def figures(self, member: str, scores: np.ndarray, frame: pd.DataFrame, threshold: float):  # noqa: ARG002
+    def figures(self, member: str, scores: np.ndarray, frame: pd.DataFrame, threshold: float):
         y = self.y(frame)
         figs = {"plots/confusion_matrix.png": plots.confusion(y, scores.argmax(1), self.cfg.labels,
                                                               f"{self.name} {member}: test")}
@@ -232,5 +232,5 @@ class TextUseCase(usecase.UseCase):
             out["reports/behaviour.md"] = result.failures_markdown()
         return out
 
-    def input_example(self, frame: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:  # noqa: ARG002
+    def input_example(self, frame: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
         return frame[["text"]].head(5).reset_index(drop=True)

@@ -20,7 +20,7 @@ import pandas as pd
 
 from deepflow import tracking
 from deepflow.kinds.tabular.config import PrequentialConfig, TabularConfig
-from deepflow.usecases.fraud import prequential
+from deepflow.usecases.fraud import fits, protocol
 
 PRIMARY = "auprc"
 
@@ -44,7 +44,7 @@ def grid_of(cfg: TabularConfig, model: str) -> dict[str, list[Any]]:
     return {**PrequentialConfig().grids.get(model, {}), **cfg.prequential.grids.get(model, {})}
 
 
-def ffn_space(trial, max_epochs: int) -> dict[str, Any]:
+def ffn_space(trial: Any, max_epochs: int) -> dict[str, Any]:
     """The handbook's FFN grid (chapter 7: lr, batch size, epochs, 500 hidden units, 1-2 layers,
     dropout), widened to ranges; batches of 64 are left out for time."""
     return {
@@ -57,7 +57,7 @@ def ffn_space(trial, max_epochs: int) -> dict[str, Any]:
     }
 
 
-def sequence_space(trial, max_epochs: int) -> dict[str, Any]:
+def sequence_space(trial: Any, max_epochs: int) -> dict[str, Any]:
     return {
         "lr": trial.suggest_float("lr", 3e-4, 1e-2, log=True),
         "batch_size": trial.suggest_categorical("batch_size", [512, 1024]),
@@ -80,12 +80,13 @@ FIRST = {  # the first trial of each search: the handbook's FFN, and our single-
 
 
 def select(cfg: TabularConfig, model: str, table: pd.DataFrame, use_case: str, run_id: str) -> Selection:
-    """Best hyperparameters of ``model`` on the validation folds."""
-    if model in prequential.SKLEARN:
+    """Best hyperparameters of ``model`` on the validation folds: the grid (classical models) or Optuna
+    (``ffn``, ``sequence``), every setting an MLflow child run of ``run_id``; KeyError for another model."""
+    if model in fits.SKLEARN:
         return select_grid(cfg, model, table, use_case, run_id)
     if model in SPACES:
         return select_optuna(cfg, model, table, use_case, run_id)
-    raise KeyError(f"no search for {model!r} (known: {', '.join(prequential.KNOWN)})")
+    raise KeyError(f"no search for {model!r} (known: {', '.join(fits.KNOWN)})")
 
 
 def _trial_run(use_case: str, parent: str, model: str, number: int, params: dict[str, Any]) -> str:
@@ -98,7 +99,7 @@ def _trial_run(use_case: str, parent: str, model: str, number: int, params: dict
 def _close_trial(run_id: str, state: str, per: list[dict[str, Any]]) -> None:
     """Log the trial's validation metrics so far (all folds, or those run before pruning)."""
     if per:
-        summary = prequential.summarise(per)
+        summary = fits.summarise(per)
         tracking.log_metrics(run_id, {**{f"val/{k}": v for k, v in summary["mean"].items()},
                                       **{f"val/{k}_std": v for k, v in summary["std"].items()},
                                       "val/folds": len(per), "time/s": summary["seconds"]})
@@ -108,12 +109,12 @@ def _close_trial(run_id: str, state: str, per: list[dict[str, Any]]) -> None:
 
 def select_grid(cfg: TabularConfig, model: str, table: pd.DataFrame, use_case: str, run_id: str) -> Selection:
     start = time.perf_counter()
-    data = prequential.fold_data(cfg, table, "val")
+    data = protocol.fold_data(cfg, table, "val")
     trials = []
     for number, params in enumerate(grid_points(grid_of(cfg, model))):
         trial_run = _trial_run(use_case, run_id, model, number, params)
         try:
-            result = prequential.run_folds(cfg, model, params, data)
+            result = fits.run_folds(cfg, model, params, data)
         except BaseException:
             _close_trial(trial_run, "failed", [])
             raise
@@ -131,8 +132,8 @@ def select_optuna(cfg: TabularConfig, model: str, table: pd.DataFrame, use_case:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     s = cfg.prequential.search
     start = time.perf_counter()
-    length = prequential.HISTORY if model == "sequence" else 0
-    data = prequential.fold_data(cfg, table, "val", length)
+    length = protocol.HISTORY if model == "sequence" else 0
+    data = protocol.fold_data(cfg, table, "val", length)
     space = SPACES[model]
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1) if s.pruning
               else optuna.pruners.NopPruner())
@@ -151,7 +152,7 @@ def select_optuna(cfg: TabularConfig, model: str, table: pd.DataFrame, use_case:
 
         def report(i: int, so_far: list[dict[str, Any]]) -> None:
             per[:] = so_far
-            trial.report(prequential.summarise(so_far)["mean"][PRIMARY], i)
+            trial.report(fits.summarise(so_far)["mean"][PRIMARY], i)
             if trial.should_prune():
                 raise optuna.TrialPruned("pruned")
             last = i == len(data) - 1
@@ -159,12 +160,12 @@ def select_optuna(cfg: TabularConfig, model: str, table: pd.DataFrame, use_case:
                 raise optuna.TrialPruned("budget")  # the budget holds within a trial too, to one fold
 
         try:
-            result = prequential.run_folds(cfg, model, params, data, on_fold=report)
+            result = fits.run_folds(cfg, model, params, data, on_fold=report)
         except optuna.TrialPruned as why:
             state = "pruned" if str(why) == "pruned" else "stopped: budget"
             _close_trial(trial_run, state, per)
             trials.append({"number": trial.number, "params": params, "state": state,
-                           "val": prequential.summarise(per)})
+                           "val": fits.summarise(per)})
             raise
         except BaseException:
             _close_trial(trial_run, "failed", per)

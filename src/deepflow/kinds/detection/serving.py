@@ -1,0 +1,91 @@
+"""Serving part of the ``detection`` kind: an uploaded image in, boxes and counts per class out.
+
+``POST /v1/<name>/predict`` takes a multipart upload (field ``image``, JPEG or PNG) and answers
+the detections scoring at least the version's threshold, in the image's pixels, with the count
+per class. Checks run in this order: size (413), decodable (400), then availability (503), so a
+client learns about its own errors even while no version is loaded.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import FastAPI, File, HTTPException, UploadFile
+from pydantic import BaseModel, ConfigDict, Field
+
+from deepflow.serving import ERRORS, ModelRef, ModelStore, Problem, ServeConfig
+
+DEFAULT_THRESHOLD = 0.25
+MULTIPART_MARGIN = 64 * 1024  # form boundaries and headers around the image bytes
+
+
+class Detection(BaseModel):
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    class_: str = Field(alias="class")
+    score: float
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class DetectionResponse(BaseModel):
+    model: ModelRef
+    threshold: float
+    width: int
+    height: int
+    detections: list[Detection]
+    counts: dict[str, int]
+
+
+def prepare(name: str, scorer: Any) -> None:  # noqa: ARG001
+    """Nothing to build per version: a detector takes encoded bytes and answers a boxes frame."""
+    return None
+
+
+def body_limit(cfg: ServeConfig) -> int:
+    return cfg.max_image_bytes + MULTIPART_MARGIN
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """(width, height) of encoded image bytes; 400 when they do not decode as an image."""
+    import warnings
+
+    from PIL import Image
+
+    from deepflow.kinds.detection.labels import decode
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = decode(data)
+    except Exception as exc:  # PIL raises many types for bad bytes; all are the client's
+        raise HTTPException(400, f"not a decodable image: {type(exc).__name__}") from exc
+    return image.size
+
+
+def add_routes(app: FastAPI, store: ModelStore, cfg: ServeConfig, name: str) -> None:
+    """``POST /v1/<name>/predict``: detect objects in one uploaded image with the served version."""
+
+    def predict(image: Annotated[UploadFile, File(description="a JPEG or PNG image")]) -> DetectionResponse:
+        import pandas as pd
+
+        data = image.file.read(cfg.max_image_bytes + 1)  # the client's errors first, then availability
+        if len(data) > cfg.max_image_bytes:
+            raise HTTPException(413, f"image over the {cfg.max_image_bytes}-byte limit")
+        width, height = image_size(data)
+        served = store.serving(name)
+        found = served.scorer.predict(pd.DataFrame({"image": [data]}))
+        found = found[found["score"] >= served.threshold]
+        detections = [Detection(x1=x1, y1=y1, x2=x2, y2=y2, class_=str(c), score=s) for x1, y1, x2, y2, c, s in
+                      zip(found["x1"], found["y1"], found["x2"], found["y2"], found["class"], found["score"],
+                          strict=True)]
+        counts: dict[str, int] = {}
+        for d in detections:
+            counts[d.class_] = counts.get(d.class_, 0) + 1
+        return DetectionResponse(model=ModelRef(**served.ref), threshold=served.threshold, width=width,
+                                 height=height, detections=detections, counts=counts)
+
+    app.post(f"/v1/{name}/predict", tags=["predict"], responses={**ERRORS, 400: {"model": Problem}},
+             summary=f"Detect objects in an image ({name})", response_model_by_alias=True)(predict)

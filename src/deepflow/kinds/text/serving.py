@@ -1,0 +1,61 @@
+"""Serving part of the ``text`` kind: texts in, a label and the class probabilities out.
+
+``POST /v1/<name>/predict`` takes ``{"texts": [...]}`` and answers, per text, the arg-max label,
+its probability and every class's probability, the classes being the served scorer's ``labels``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import FastAPI
+from pydantic import BaseModel, Field, StringConstraints, create_model
+
+from deepflow.serving import ERRORS, ModelRef, ModelStore, ServeConfig, model_title
+
+DEFAULT_THRESHOLD = 0.5  # reported in /v1/models; the answer is the arg-max class, not a cut
+
+
+class TextPrediction(BaseModel):
+    label: str
+    probability: float
+    probabilities: dict[str, float]
+
+
+class TextResponse(BaseModel):
+    model: ModelRef
+    predictions: list[TextPrediction]
+
+
+def prepare(name: str, scorer: Any) -> None:
+    """A text scorer must name its classes (``labels``), in the order of its probability columns."""
+    if not getattr(scorer, "labels", None):
+        raise TypeError(f"{name}: the scorer has no class labels")
+
+
+def body_limit(cfg: ServeConfig) -> int:
+    return cfg.max_json_bytes
+
+
+def add_routes(app: FastAPI, store: ModelStore, cfg: ServeConfig, name: str) -> None:
+    """``POST /v1/<name>/predict``: classify texts with the served version."""
+    text = Annotated[str, StringConstraints(max_length=cfg.max_text_chars)]
+    body_model = create_model(model_title(name, "Request"), texts=(
+        list[text], Field(min_length=1, max_length=cfg.max_rows, description="the texts to classify")))
+
+    def predict(body) -> TextResponse:
+        import pandas as pd
+
+        served = store.serving(name)
+        probs = served.scorer.predict(pd.DataFrame({"text": body.texts}))
+        labels = [str(x) for x in served.scorer.labels]
+        out = []
+        for row in probs:
+            best = int(row.argmax())
+            out.append(TextPrediction(label=labels[best], probability=float(row[best]),
+                                      probabilities={lab: float(p) for lab, p in zip(labels, row, strict=True)}))
+        return TextResponse(model=ModelRef(**served.ref), predictions=out)
+
+    predict.__annotations__["body"] = body_model  # a class made here: resolve it here, not by name
+    app.post(f"/v1/{name}/predict", tags=["predict"], responses=ERRORS, response_model=TextResponse,
+             summary=f"Classify texts ({name})")(predict)
