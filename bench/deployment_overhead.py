@@ -50,7 +50,8 @@ def main() -> None:
         frame.to_parquet(prepared / f"{name}.parquet", index=False)
     overrides = [f"prepared_dir={prepared}", *OVERRIDES]
     ops = work / "operations.yaml"
-    ops.write_text(yaml.safe_dump({"pipelines": {"fraud": {"enabled": False, "overrides": overrides}},
+    ops.write_text(yaml.safe_dump({"pipelines": {"fraud": {"enabled": False, "overrides": overrides},
+                                                 **{n: {"enabled": False} for n in ("nlp", "traffic")}},
                                    "monitor": {"schedule": {"enabled": False}, "use_cases": ["fraud"]}}))
     os.environ.update(PREFECT_HOME=str(work / "prefect"), DEEPFLOW_REPORTS_DIR=str(work / "reports"))
     server = dashboards.start_prefect_server(free_port(), ui=False)

@@ -5,11 +5,10 @@ from collections.abc import Callable
 import pandas as pd
 import pytest
 
-from deepflow import validation
+from deepflow import usecase, validation
 from deepflow.kinds.tabular import expectations
-from deepflow.kinds.tabular.config import TabularConfig
 
-CFG = TabularConfig()
+CFG = usecase.get("fraud").cfg  # the fraud entry's contract (datasets/fraud.yaml)
 Splits = dict[str, pd.DataFrame]
 
 

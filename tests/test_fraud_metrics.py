@@ -6,6 +6,8 @@ import pytest
 
 from deepflow.kinds.tabular.metrics import card_precision_at_k
 
+HANDBOOK = {"entity": "CUSTOMER_ID", "label": "TX_FRAUD", "time": "TX_DATETIME"}
+
 
 def hand_made() -> tuple[pd.DataFrame, np.ndarray]:
     rows = [  # (day, card, score, fraud)
@@ -27,12 +29,12 @@ def test_card_precision_on_a_hand_made_case() -> None:
     # k=2. Day 1: per card max score A .9 (fraud), B .8, C .7 (fraud: its .2 transaction) -> top A, B -> 1/2;
     #   A is detected. Day 2: A is blocked; C .6 (fraud), D .5, E .4 -> top C, D -> 1/2; C detected.
     #   Day 3: C is blocked; B .3, E .2 (fraud), F .1 -> top B, E -> 1/2.  Mean 0.5.
-    assert card_precision_at_k(frame, scores, k=2) == pytest.approx(0.5)
+    assert card_precision_at_k(frame, scores, k=2, **HANDBOOK) == pytest.approx(0.5)
     # Without the removal of detected cards: day 2 -> A, C = 2/2; day 3 -> C, B = 1/2. Mean 2/3.
-    assert card_precision_at_k(frame, scores, k=2, remove_detected=False) == pytest.approx(2 / 3)
+    assert card_precision_at_k(frame, scores, k=2, remove_detected=False, **HANDBOOK) == pytest.approx(2 / 3)
     # k larger than the number of cards: still divided by k. Day 1: A, C of A, B, C -> 2/5; day 2: A, C
     #   blocked, E of D, E -> 1/5; day 3: C, E blocked, none of B, F -> 0.
-    assert card_precision_at_k(frame, scores, k=5) == pytest.approx((2 / 5 + 1 / 5 + 0) / 3)
+    assert card_precision_at_k(frame, scores, k=5, **HANDBOOK) == pytest.approx((2 / 5 + 1 / 5 + 0) / 3)
 
 
 def handbook_reference(frame: pd.DataFrame, scores: np.ndarray, k: int) -> float:
@@ -61,4 +63,5 @@ def test_card_precision_matches_the_handbook_algorithm_on_random_days() -> None:
     })
     scores = rng.random(n) + 0.3 * frame["TX_FRAUD"].to_numpy()  # continuous: no ties
     for k in (5, 20, 100):
-        assert card_precision_at_k(frame, scores, k) == pytest.approx(handbook_reference(frame, scores, k), abs=1e-12)
+        expected = handbook_reference(frame, scores, k)
+        assert card_precision_at_k(frame, scores, k, **HANDBOOK) == pytest.approx(expected, abs=1e-12)

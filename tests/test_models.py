@@ -35,7 +35,7 @@ def test_standardize_is_part_of_the_network() -> None:
 
 
 def test_unknown_candidate() -> None:
-    with pytest.raises(KeyError, match="unknown fraud candidate"):
+    with pytest.raises(KeyError, match="unknown tabular candidate"):
         build_net("transformer", scaler(), ModelConfig())
 
 

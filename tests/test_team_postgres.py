@@ -205,7 +205,8 @@ def test_worker_runs_the_pipeline_deployment_against_postgres(tmp_path, monkeypa
     # test is about where the run happens and what it records, not how good 2 epochs get.
     overrides = [*fast_overrides, "candidates=[shallow]", "baselines=[logistic_regression]", "promotion.floor=0.0"]
     ops_path.write_text(yaml.safe_dump({
-        "pipelines": {"fraud": {"enabled": False, "overrides": overrides}},
+        "pipelines": {"fraud": {"enabled": False, "overrides": overrides},  # the only deployment here:
+                      **{name: {"enabled": False} for name in ("nlp", "traffic")}},  # entries scheduled by default
         "monitor": {"schedule": {"enabled": False}, "use_cases": ["fraud"]},
     }))
 

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from deepflow import settings
@@ -26,7 +27,7 @@ Overrides = Annotated[list[str] | None, typer.Argument(help="config overrides, k
 
 
 def _fail(message: str, code: int) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -46,15 +47,15 @@ def _pipelines(names: list[str], overrides: list[str], promote: bool) -> list[di
     from deepflow import progress
     from flows.pipeline import train_pipeline  # first: Prefect and MLflow set up their logging on import
 
-    with progress.reporting(out, log_dir=settings.reports_dir() / "logs"):
-        return [_pipeline(train_pipeline, name, overrides, promote) for name in names]
+    with progress.reporting(out, log_dir=settings.reports_dir() / "logs") as log:
+        return [_pipeline(train_pipeline, name, overrides, promote, log) for name in names]
 
 
-def _pipeline(train_pipeline, use_case: str, overrides: list[str], promote: bool) -> dict:
+def _pipeline(train_pipeline, use_case: str, overrides: list[str], promote: bool, log: Path) -> dict:
     from deepflow import progress
     from deepflow.validation import ValidationFailed
 
-    progress.step(use_case, "start")
+    progress.step(use_case, "start: Prefect flow run, MLflow run")
     start = time.perf_counter()
     failure = None
     try:
@@ -62,7 +63,8 @@ def _pipeline(train_pipeline, use_case: str, overrides: list[str], promote: bool
     except (ValidationFailed, FileNotFoundError) as exc:
         failure = str(exc)
     except Exception as exc:  # a crashed step: say what and where; the log file has the traceback
-        failure = f"{use_case} pipeline failed: {type(exc).__name__}: {exc} (@champion unchanged)"
+        failure = (f"{use_case} pipeline failed: {type(exc).__name__}: {exc} (@champion unchanged; "
+                   f"traceback in {log})")
     progress.finish(use_case, ok=failure is None)
     if failure is not None:
         _fail(failure, 1)

@@ -37,6 +37,10 @@ _view: _Lines | _Live | None = None
 _route: _LogRoute | None = None
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Loggers that say nothing useful at INFO, even in a file (GX: ~200 lines per process about its docs).
+QUIET_LOGGERS = ("great_expectations._docs_decorators",)
+# File only, even at ERROR: a failed flow or task run's traceback (the command prints its own error line).
+FILE_ONLY_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 
 
 # --- what pipeline code calls ------------------------------------------------------------------
@@ -56,17 +60,18 @@ def step(entry: str, name: str, member: str | None = None) -> None:
 def epoch(entry: str | None, member: str | None, done: int, total: int, *, seconds: float,
           may_stop_early: bool = False) -> None:
     """``done`` of ``total`` epochs finished after ``seconds`` of training; ``may_stop_early``: early
-    stopping may end the fit before ``total``. ``entry`` None: the entry of :func:`current`."""
+    stopping may end the fit before ``total``. ``entry``/``member`` None (a fit outside any step,
+    e.g. a benchmark's): shown as ``deepflow`` / ``fit``."""
     with _lock:
         if _view is not None:
-            _view.epoch(entry or "deepflow", member, done, total, seconds, may_stop_early)
+            _view.epoch(entry or "deepflow", member or "fit", done, total, seconds, may_stop_early)
 
 
 def fitted(entry: str | None, member: str | None, epochs: int, total: int, *, seconds: float) -> None:
     """A fit ended after ``epochs`` of at most ``total`` epochs, ``seconds`` of training."""
     with _lock:
         if _view is not None:
-            _view.fitted(entry or "deepflow", member, epochs, total, seconds)
+            _view.fitted(entry or "deepflow", member or "fit", epochs, total, seconds)
 
 
 def finish(entry: str, ok: bool = True) -> None:
@@ -159,6 +164,10 @@ def _left(done: int, total: int, seconds: float, may_stop_early: bool) -> str:
     return f"{text} (early stopping may end it sooner)" if may_stop_early else text
 
 
+def _members(n: int) -> str:
+    return f"{n} member" if n == 1 else f"{n} members"
+
+
 def _fit_end(epochs: int, total: int, seconds: float) -> str:
     return f"{epochs}/{total} epochs in {duration(seconds)}" + (" (stopped early)" if epochs < total else "")
 
@@ -234,7 +243,7 @@ class _Live:
             self._close_member(entry)
         if key not in self.members:
             self._entry(entry)
-            self.members[key] = self.progress.add_task(f"  {escape(member or 'fit')}", total=None, count="",
+            self.members[key] = self.progress.add_task(f"  {escape(member or '')}", total=None, count="",
                                                        note="")
         self.open[entry] = key
         return self.members[key]
@@ -276,7 +285,7 @@ class _Live:
         verdict = "done" if ok else "[red]failed[/]"
         self.progress.update(task, total=1, completed=1 if ok else 0,
                              description=f"[bold]{escape(entry)}[/] {verdict}",
-                             count=f"{sum(owner == entry for owner, _ in self.members)} members")
+                             count=_members(sum(owner == entry for owner, _ in self.members)))
         self.progress.stop_task(task)
 
     def close(self) -> None:
@@ -308,9 +317,9 @@ def _to_terminal(handler: logging.Handler) -> bool:
 
 
 class _LogRoute:
-    """Every logger's records (INFO and up) to one file; WARNING and up to stderr; the terminal
-    handlers that libraries installed (Prefect's console, MLflow's, Lightning's) taken off meanwhile
-    and put back by :meth:`close`."""
+    """Every logger's records (INFO and up) to one file; WARNING and up also to stderr, except
+    :data:`FILE_ONLY_LOGGERS`; the terminal handlers that libraries installed (Prefect's console,
+    MLflow's, Lightning's) taken off meanwhile and put back by :meth:`close`."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -320,10 +329,13 @@ class _LogRoute:
         self.terminal = _Stderr()
         self.terminal.setLevel(logging.WARNING)
         self.terminal.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        self.terminal.addFilter(lambda record: not record.name.startswith(FILE_ONLY_LOGGERS))
         self.removed: list[tuple[logging.Logger, logging.Handler]] = []
         self.propagating: list[logging.Logger] = []
-        self.root_level = logging.root.level
+        self.levels = {name: logging.getLogger(name).level for name in ("", *QUIET_LOGGERS)}
         logging.root.setLevel(logging.INFO)
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
         self.refresh()
 
     def refresh(self) -> None:
@@ -353,4 +365,5 @@ class _LogRoute:
                 lg.addHandler(handler)
         for lg in self.propagating:
             lg.propagate = False
-        root.setLevel(self.root_level)
+        for name, level in self.levels.items():
+            logging.getLogger(name).setLevel(level)

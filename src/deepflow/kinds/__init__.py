@@ -12,7 +12,8 @@ Each part module has a fixed shape (the core module that uses it states the full
 * ``batch`` (see ``deepflow/batch.py``): ``NEEDS_THRESHOLD``, ``OUTPUTS``, ``inputs(model)``,
   ``validate(frame, model)`` -> (clean, rejects), ``score(model, frame)`` -> output columns.
 * ``drift`` (see ``deepflow/drift/``): ``detect(reference, current, cfg, scorer, ...)`` -> DriftReport,
-  and a generic ``make_batch`` for entries without an ``incoming:`` generator.
+  ``load_batch(path, features)``, and a generic ``make_batch(name, out_dir, *, rows, drift, seed)``
+  for entries without an ``incoming:`` generator.
 
 Parts are imported lazily: naming a kind costs nothing; its models load torch only when used.
 """

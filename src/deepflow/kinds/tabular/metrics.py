@@ -12,8 +12,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 
 def card_precision_at_k(frame: pd.DataFrame, scores: np.ndarray, k: int = 100, *,
-                        entity: str = "CUSTOMER_ID", label: str = "TX_FRAUD",
-                        time: str = "TX_DATETIME", remove_detected: bool = True) -> float:
+                        entity: str, label: str, time: str, remove_detected: bool = True) -> float:
     """Entity precision@k: the handbook's ``card_precision_top_k`` (chapter 4.2), exactly.
 
     Day by day in time order: each entity (the ``entity`` column) gets its highest score of the
@@ -21,7 +20,7 @@ def card_precision_at_k(frame: pd.DataFrame, scores: np.ndarray, k: int = 100, *
     positive entities (a row labelled 1 that day) among them over ``k`` (not over the number of
     entities, if fewer). With ``remove_detected``, a positive entity found in an earlier day's
     top ``k`` drops out of every later day. The result is the mean over days. Ties in score go
-    to the smaller entity id. The column defaults are the handbook's.
+    to the smaller entity id.
     """
     per_entity = (
         pd.DataFrame({
@@ -45,17 +44,14 @@ def card_precision_at_k(frame: pd.DataFrame, scores: np.ndarray, k: int = 100, *
     return float(np.mean(daily)) if daily else float("nan")
 
 
-def binary_metrics(frame: pd.DataFrame, scores: np.ndarray, *, k: int = 100, entity: str,
-                  label: str, time: str) -> dict[str, float]:
-    """``auprc``, ``roc_auc`` and ``card_precision_at_<k>`` of ``scores`` against ``frame[label]``;
-    a ValueError when the frame holds one class only."""
+def binary_metrics(frame: pd.DataFrame, scores: np.ndarray, *, k: int = 100, entity: str | None,
+                  label: str, time: str | None) -> dict[str, float]:
+    """``auprc``, ``roc_auc`` and (with an entity and a time column) ``card_precision_at_<k>`` of
+    ``scores`` against ``frame[label]``; a ValueError when the frame holds one class only."""
     y = frame[label].to_numpy()
     if y.min() == y.max():
         raise ValueError("evaluation split has a single class; AP and ROC-AUC are undefined")
-    return {
-        "auprc": float(average_precision_score(y, scores)),
-        "roc_auc": float(roc_auc_score(y, scores)),
-        f"card_precision_at_{k}": card_precision_at_k(
-            frame, scores, k, entity=entity, label=label, time=time
-        ),
-    }
+    out = {"auprc": float(average_precision_score(y, scores)), "roc_auc": float(roc_auc_score(y, scores))}
+    if entity is not None and time is not None:
+        out[f"card_precision_at_{k}"] = card_precision_at_k(frame, scores, k, entity=entity, label=label, time=time)
+    return out

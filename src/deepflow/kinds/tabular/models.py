@@ -241,4 +241,4 @@ def build_net(name: str, scaler: Standardize, m, step_scaler: Standardize | None
         return DeepNet(scaler, m.deep_width, m.deep_blocks, m.dropout), "bce"
     if name == "autoencoder":
         return AutoEncoder(scaler, m.ae_hidden, m.ae_latent), "reconstruction"
-    raise KeyError(f"unknown fraud candidate {name!r} (known: shallow, deep, autoencoder, sequence, ffn)")
+    raise KeyError(f"unknown tabular candidate {name!r} (known: shallow, deep, autoencoder, sequence, ffn)")

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deepflow.drift import batch_name, write_parquet
+from deepflow.drift.batches import batch_name, write_parquet
 from deepflow.usecases.fraud.prepare import FEATURES, add_features
 from deepflow.usecases.fraud.simulate import DAY_S, SimulationParams, simulate
 
