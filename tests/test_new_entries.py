@@ -57,9 +57,9 @@ def test_two_new_entries_end_to_end_touch_no_other_entry(store, datasets, prepar
 
     for name in ("loans", "topics"):
         assert "validation passed" in deepflow("validate", name)
-        deepflow("run", name)
+        ran = deepflow("run", name)
         champion = tracking.version_by_alias(name, tracking.CHAMPION)
-        assert champion is not None and str(champion.version) == "1", name
+        assert champion is not None and str(champion.version) == "1", ran
         assert champion.tags["deepflow.data_version"].startswith("files:")  # its own data, not a DVC hash
         assert champion.tags["deepflow.entry"] == f"{name}.yaml"
         experiment = MlflowClient().get_experiment_by_name(name)

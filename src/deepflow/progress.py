@@ -105,8 +105,9 @@ def reporting(console: Console | None = None, *, log_dir: Path | None = None, li
               interval: float = 10.0, clock: Callable[[], float] = time.monotonic) -> Iterator[Path | None]:
     """Report progress on ``console`` (default: stdout) for the block, and send library logs
     (INFO and up) to ``log_dir/deepflow-<time>.log`` when ``log_dir`` is given: warnings and errors
-    still reach stderr. Yields the log file's path (printed once). ``live`` None: a live display
-    when the console is an interactive terminal, else plain lines. Nested use is refused."""
+    still reach stderr too, except a failed Prefect run's traceback (file only: the caller prints
+    its own error line). Yields the log file's path (printed once) or None. ``live`` None: a live
+    display when the console is an interactive terminal, else plain lines. Nested use is refused."""
     global _view, _route
     console = console or Console()
     use_live = (console.is_terminal and not console.is_dumb_terminal) if live is None else live
@@ -118,7 +119,13 @@ def reporting(console: Console | None = None, *, log_dir: Path | None = None, li
             path = Path(log_dir) / f"deepflow-{time.strftime('%Y%m%dT%H%M%S')}.log"
             _route = _LogRoute(path)
             console.print(f"library logs: {_shown(path)}", markup=False, highlight=False, soft_wrap=True)
-        _view = _Live(console) if use_live else _Lines(console, interval, clock)
+        try:
+            _view = _Live(console) if use_live else _Lines(console, interval, clock)
+        except BaseException:
+            if _route is not None:
+                _route.close()
+                _route = None
+            raise
     try:
         yield path
     finally:

@@ -1,7 +1,9 @@
 """The ``tabular`` kind's data contract, as Great Expectations suites (one per validated frame).
 
 ``rows``: every row of every split. ``splits``: one row per split (time bounds, counts),
-so that "time-ordered, non-overlapping splits" is an expectation like any other.
+so that "time-ordered, non-overlapping splits" is an expectation like any other. The optional
+columns (``id_column``, ``time_column``, ``entity_column``) add their checks only when the entry
+names them: ids unique across all splits (no row in two splits), splits ordered in time.
 """
 
 from __future__ import annotations
@@ -21,12 +23,16 @@ def frames(cfg: TabularConfig, splits: dict[str, pd.DataFrame]) -> dict[str, pd.
     summary = []
     prev_max = None
     for name in SPLITS:
-        t = (splits[name][cfg.time_column] - pd.Timestamp(0)) // pd.Timedelta(seconds=1)  # epoch s
+        frame = splits[name]
+        if cfg.time_column is not None:
+            t = (frame[cfg.time_column] - pd.Timestamp(0)) // pd.Timedelta(seconds=1)  # epoch s
+        else:
+            t = pd.Series([], dtype="int64")
         summary.append(
             {
                 "split": name,
-                "rows": len(t),
-                "positives": int(splits[name][cfg.label].sum()),
+                "rows": len(frame),
+                "positives": int(frame[cfg.label].sum()),
                 "t_min": t.min() if len(t) else None,
                 "t_max": t.max() if len(t) else None,
                 "prev_t_max": prev_max,
@@ -38,9 +44,10 @@ def frames(cfg: TabularConfig, splits: dict[str, pd.DataFrame]) -> dict[str, pd.
 
 def suites(cfg: TabularConfig) -> dict[str, list]:
     label, key = cfg.label, cfg.id_column
-    required = [key, label, cfg.time_column, cfg.entity_column, *cfg.features]
+    optional = [c for c in (key, cfg.time_column, cfg.entity_column) if c is not None]
+    required = [label, *optional, *cfg.features]
     rows: list = [gxe.ExpectTableColumnsToMatchSet(column_set=required, exact_match=False)]
-    for col in [key, label, cfg.entity_column, *cfg.features]:
+    for col in [c for c in (key, label, cfg.entity_column) if c is not None] + list(cfg.features):
         rows.append(gxe.ExpectColumnValuesToNotBeNull(column=col))
     for col in cfg.features:
         rows.append(gxe.ExpectColumnValuesToBeInTypeList(column=col, type_list=NUMERIC))
@@ -49,8 +56,9 @@ def suites(cfg: TabularConfig) -> dict[str, list]:
         gxe.ExpectColumnMeanToBeBetween(
             column=label, min_value=cfg.positive_rate_min, max_value=cfg.positive_rate_max
         ),
-        gxe.ExpectColumnValuesToBeUnique(column=key),
     ]
+    if key is not None:
+        rows.append(gxe.ExpectColumnValuesToBeUnique(column=key))
     rows += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0) for c in cfg.nonnegative]
     rows += [
         gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=1)
