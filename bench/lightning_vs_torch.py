@@ -20,7 +20,7 @@ import torch
 from sklearn.metrics import average_precision_score
 
 from deepflow import settings, tracking, training, usecase
-from deepflow.kinds.tabular.models import TabularSystem, Standardize, build_net
+from deepflow.kinds.tabular.models import Standardize, TabularSystem, build_net
 
 
 def tensors(frame, cfg):

@@ -24,11 +24,11 @@ import torch
 
 from deepflow.kinds.detection.augment import AugmentConfig, augment
 from deepflow.kinds.detection.config import ModelConfig
-from deepflow.usecases.traffic.generate import GenerateParams, frame_row
 from deepflow.kinds.detection.labels import CLASSES
 from deepflow.kinds.detection.loss import detection_loss
 from deepflow.kinds.detection.models import build_net
 from deepflow.kinds.detection.scorer import DetectorScorer, to_tensors
+from deepflow.usecases.traffic.generate import GenerateParams, frame_row
 
 
 def timed(fn, repeats: int, warmup: int = 10) -> np.ndarray:

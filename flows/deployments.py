@@ -18,13 +18,9 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 
-from deepflow import settings
-
-settings.apply_env_defaults()  # before Prefect reads its settings
-
-from prefect import serve  # noqa: E402
-from prefect.client.orchestration import get_client  # noqa: E402
-from prefect.client.schemas.filters import (  # noqa: E402
+from prefect import serve
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
     DeploymentFilter,
     DeploymentFilterId,
     FlowRunFilter,
@@ -32,17 +28,17 @@ from prefect.client.schemas.filters import (  # noqa: E402
     FlowRunFilterStateType,
     FlowRunFilterTags,
 )
-from prefect.client.schemas.objects import (  # noqa: E402
+from prefect.client.schemas.objects import (
     ConcurrencyLimitConfig,
     ConcurrencyLimitStrategy,
     StateType,
 )
-from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule  # noqa: E402
-from prefect.client.schemas.sorting import FlowRunSort  # noqa: E402
-from prefect.states import Cancelled  # noqa: E402
+from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
+from prefect.client.schemas.sorting import FlowRunSort
+from prefect.states import Cancelled
 
-from deepflow import operations  # noqa: E402
-from deepflow.operations import OpsConfig, Schedule  # noqa: E402
+from deepflow import operations, settings
+from deepflow.operations import OpsConfig, Schedule
 
 ONE_AT_A_TIME = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
 IN_FLIGHT = [StateType.PENDING, StateType.RUNNING, StateType.PAUSED, StateType.CANCELLING]

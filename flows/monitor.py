@@ -14,15 +14,11 @@ import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from deepflow import settings
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.deployments import run_deployment
 
-settings.apply_env_defaults()  # before Prefect reads its settings
-
-from prefect import flow, get_run_logger, task  # noqa: E402
-from prefect.artifacts import create_markdown_artifact  # noqa: E402
-from prefect.deployments import run_deployment  # noqa: E402
-
-from deepflow import monitoring, operations  # noqa: E402
+from deepflow import monitoring, operations, settings
 
 
 @task(name="drift-report")
@@ -59,6 +55,7 @@ def monitor(use_case: str | None = None, batch: str | None = None, overrides: li
     ``batch``: check this file/folder instead of the inbox (it is not marked as processed).
     ``overrides``: ``key=value`` overrides of the operations config (e.g. monitor.cooldown_minutes=0).
     """
+    settings.apply_env_defaults()  # first thing: see flows/__init__.py
     log = get_run_logger()
     overrides = list(overrides or [])
     ops = operations.load(overrides=overrides)

@@ -55,7 +55,7 @@ def bakeoff(use_case: str, overrides: list[str], summary: dict) -> dict:
 # deployment run is created); in-process calls are not re-validated against that import-time list,
 # so an entry file added after import still runs (usecase.get() rejects unknown names itself).
 @flow(name="train-pipeline", validate_parameters=False)
-def train_pipeline(use_case: UseCaseName = "fraud", overrides: list[str] | None = None,
+def train_pipeline(use_case: UseCaseName, overrides: list[str] | None = None,
                    promote_challenger: bool = True) -> dict:
     """Validate the data version, train all members, register the best, maybe promote it."""
     settings.apply_env_defaults()  # first thing: see flows/__init__.py

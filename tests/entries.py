@@ -58,8 +58,8 @@ def loans_splits(n: int = 3000, seed: int = 7) -> dict[str, Any]:
     frame["defaulted"] = (rng.uniform(size=n) < 1 / (1 + np.exp(-logit))).astype(int)
     order = rng.permutation(n)
     cut = [int(n * 0.6), int(n * 0.8)]
-    parts = np.split(order, cut)
-    return {name: frame.iloc[idx].reset_index(drop=True) for name, idx in zip(("train", "val", "test"), parts)}
+    parts = dict(zip(("train", "val", "test"), np.split(order, cut), strict=True))
+    return {name: frame.iloc[idx].reset_index(drop=True) for name, idx in parts.items()}
 
 
 LOANS_CONFIG: dict[str, Any] = {

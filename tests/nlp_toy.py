@@ -32,7 +32,3 @@ def write_toy_csv(path: Path, **kwargs) -> Path:
     toy_frame(**kwargs).to_csv(path, index=False)
     return path
 
-
-TOY_OVERRIDES = ["labels=[weather,sport,money]", "positive=null", "behaviour.enabled=false",
-                 "promotion.noninferiority={mcc: 0.05}", "promotion.floor=0.5",
-                 "min_class_share=0.2", "max_class_share=0.5"]

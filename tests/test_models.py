@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from deepflow import training, usecase
-from deepflow.scoring import TorchScorer
 from deepflow.kinds.tabular.config import ModelConfig
-from deepflow.kinds.tabular.models import TabularSystem, Standardize, build_net
+from deepflow.kinds.tabular.models import Standardize, TabularSystem, build_net
+from deepflow.scoring import TorchScorer
 
 F = 15
 

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deepflow.usecases.traffic.generate import GenerateParams, frame_row, generate, write
 from deepflow.kinds.detection.labels import CLASSES, decode, parse_yolo, pixel_boxes
+from deepflow.usecases.traffic.generate import GenerateParams, frame_row, generate, write
 
 TINY = GenerateParams(n_train=32, n_val=8, n_test=8, width=96, height=96, seed=3)
 

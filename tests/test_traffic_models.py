@@ -12,7 +12,7 @@ from PIL import Image
 
 from deepflow import config
 from deepflow.kinds.detection.augment import AugmentConfig, augment, hflip, scale_crop
-from deepflow.kinds.detection.config import ModelConfig, DetectionConfig
+from deepflow.kinds.detection.config import DetectionConfig, ModelConfig
 from deepflow.kinds.detection.labels import CLASSES
 from deepflow.kinds.detection.loss import assign, detection_loss
 from deepflow.kinds.detection.models import build_net, decode_boxes, detect, grid

@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 from deepflow import validation
-from deepflow.settings import PROJECT_ROOT
 from deepflow.kinds.detection import expectations, yolo
 from deepflow.kinds.detection.config import CocoConfig, DetectionConfig
 from deepflow.kinds.detection.labels import CLASSES, parse_yolo
+from deepflow.settings import PROJECT_ROOT
 
 COCO = PROJECT_ROOT / "data/external/coco_traffic_sample"
 OURS = {"person": "pedestrian", "bicycle": "bicycle", "car": "car", "motorcycle": "motorcycle",

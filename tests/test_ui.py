@@ -43,12 +43,13 @@ def _wait_for_text(driver, text: str, timeout: float = 60) -> str:
 
 
 @pytest.mark.slow
-def test_mlflow_dashboard_shows_experiments_models_and_champion(store, fast_overrides, tmp_path) -> None:
+def test_mlflow_dashboard_shows_experiments_models_and_champion(store, datasets, fast_overrides, tmp_path) -> None:
     """`deepflow ui`'s MLflow process on a store the pipeline filled, seen through a real browser."""
     from deepflow import dashboards, settings
     from deepflow.kinds.text.prepare import PrepareParams, prepare
     from flows.pipeline import train_pipeline
-    from tests.nlp_toy import TOY_OVERRIDES, write_toy_csv
+    from tests.entries import TOPICS_CONFIG, write_entry
+    from tests.nlp_toy import write_toy_csv
 
     fraud = train_pipeline("fraud", [*fast_overrides, "candidates=[shallow]", "baselines=[logistic_regression]",
                                      "promotion.floor=0.0"])
@@ -56,8 +57,8 @@ def test_mlflow_dashboard_shows_experiments_models_and_champion(store, fast_over
     toy = tmp_path / "toy"
     prepare(write_toy_csv(tmp_path / "toy.csv"), toy,
             PrepareParams(sep=",", header=True, text_column="text", label_column="label"))
-    train_pipeline("nlp", [f"prepared_dir={toy}", "dvc_stage=none", *TOY_OVERRIDES, "candidates=[shallow]",
-                           "baselines=[]", "train.epochs=2"])
+    write_entry(datasets, "topics", "text", {**TOPICS_CONFIG, "prepared_dir": str(toy)})  # a second entry
+    train_pipeline("topics", ["baselines=[]", "train.epochs=2"])
 
     shots = settings.PROJECT_ROOT / "reports" / "screenshots"  # kept after the run (the store is in tmp)
     shots.mkdir(parents=True, exist_ok=True)
@@ -66,12 +67,12 @@ def test_mlflow_dashboard_shows_experiments_models_and_champion(store, fast_over
     try:
         driver.get(f"{server.url}/#/experiments")
         body = _wait_for_text(driver, "fraud")
-        assert "nlp" in body
+        assert "topics" in body
         driver.save_screenshot(str(shots / "mlflow-experiments.png"))
 
         driver.get(f"{server.url}/#/models")
         body = _wait_for_text(driver, "fraud")
-        assert "nlp" in body
+        assert "topics" in body
         driver.save_screenshot(str(shots / "mlflow-models.png"))
 
         driver.get(f"{server.url}/#/models/fraud")

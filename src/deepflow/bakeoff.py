@@ -11,10 +11,10 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
-from deepflow.stats import Interval  # noqa: E402
+from deepflow.stats import Interval
 
 FAMILY_COLOURS = {"shallow": "tab:blue", "deep": "tab:red", "transfer": "tab:purple", "classical": "tab:grey"}
 

@@ -1,5 +1,9 @@
 """``deepflow`` command line: run | validate | train | promote | status | show | history | rollback |
-ui | serve | score | schedule | deploy | monitor | incoming."""
+ui | serve | score | schedule | deploy | monitor | incoming.
+
+Long because: one Typer app of fifteen thin commands, each a few lines that parse options and call
+``steps``, the flows or a core module; one file is where a user and a newcomer read the whole CLI.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
-UseCaseArg = Annotated[str, typer.Argument(help="use case, e.g. fraud")]
+UseCaseArg = Annotated[str, typer.Argument(help="dataset entry: datasets/<name>.yaml")]
 Overrides = Annotated[list[str] | None, typer.Argument(help="config overrides, key=value")]
 
 
@@ -78,7 +82,7 @@ def _print_summaries(summaries: list[dict]) -> None:
     from deepflow import report, usecase
 
     for s in summaries:  # one table per use case: each has its own metrics
-        if s.get("protocol") == "prequential":  # a benchmark run (fraud, issue 8): its own tables
+        if s.get("protocol") == "prequential":  # a benchmark run (the prequential protocol): its own tables
             from rich.markdown import Markdown
 
             out.print(Markdown(s["console"]))
@@ -189,7 +193,7 @@ def show(ref: Annotated[str, typer.Argument(help="USE_CASE, USE_CASE@ALIAS or US
 
 
 def _resolve(ref: str) -> tuple[str, str]:
-    """``fraud`` / ``fraud@challenger`` / ``fraud:3`` -> (use case, version)."""
+    """``name`` / ``name@challenger`` / ``name:3`` -> (entry, version)."""
     from deepflow import tracking
 
     use_case, pinned, version = ref.partition(":")
@@ -380,7 +384,6 @@ def monitor(use_case: Annotated[str | None, typer.Argument(help="default: every 
     _ops(override)  # a bad key fails here, before any Prefect start-up
     if use_case:
         _check(use_case, [])
-    sys.path.insert(0, str(settings.PROJECT_ROOT))
     from flows.monitor import monitor as monitor_flow
 
     try:

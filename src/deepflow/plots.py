@@ -5,10 +5,10 @@ from __future__ import annotations
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from sklearn.metrics import confusion_matrix, precision_recall_curve  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.metrics import confusion_matrix, precision_recall_curve
 
 
 def pr_curve(y: np.ndarray, scores: np.ndarray, title: str) -> Figure:

@@ -101,7 +101,7 @@ with warnings.catch_warnings():
         def __init__(self, scorer) -> None:
             self.scorer = scorer
 
-        def predict(self, context, model_input, params=None):  # noqa: ARG002 (pyfunc signature)
+        def predict(self, context, model_input, params=None):
             return self.scorer.predict(model_input)
 
 

@@ -22,7 +22,7 @@ OUTPUTS = ("threshold", "detections", *(f"count_{c}" for c in CLASSES))
 BOX = ("x1", "y1", "x2", "y2", "class", "score")
 
 
-def inputs(model: Model) -> list[str]:  # noqa: ARG001
+def inputs(model: Model) -> list[str]:
     return [IMAGE]
 
 
@@ -42,7 +42,7 @@ def validate_image(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return clean, rejects_frame(problems)
 
 
-def validate(frame: pd.DataFrame, model: Model) -> tuple[pd.DataFrame, pd.DataFrame]:  # noqa: ARG001
+def validate(frame: pd.DataFrame, model: Model) -> tuple[pd.DataFrame, pd.DataFrame]:
     return validate_image(frame)
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
-from deepflow.kinds.detection.labels import CLASSES, decode  # noqa: E402
-from deepflow.kinds.detection.metrics import Matched, ground_truth  # noqa: E402
+from deepflow.kinds.detection.labels import CLASSES, decode
+from deepflow.kinds.detection.metrics import Matched, ground_truth
 
 COLOURS = dict(zip(CLASSES, plt.get_cmap("tab10").colors[: len(CLASSES)], strict=True))
 

@@ -39,7 +39,7 @@ class DetectionResponse(BaseModel):
     counts: dict[str, int]
 
 
-def prepare(name: str, scorer: Any) -> None:  # noqa: ARG001
+def prepare(name: str, scorer: Any) -> None:
     """Nothing to build per version: a detector takes encoded bytes and answers a boxes frame."""
     return None
 

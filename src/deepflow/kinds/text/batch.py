@@ -19,7 +19,7 @@ NEEDS_THRESHOLD = False  # the answer is the arg-max class
 OUTPUTS = ("label", "probability")
 
 
-def inputs(model: Model) -> list[str]:  # noqa: ARG001
+def inputs(model: Model) -> list[str]:
     return [TEXT]
 
 
@@ -37,7 +37,7 @@ def validate_text(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return clean, rejects_frame(problems)
 
 
-def validate(frame: pd.DataFrame, model: Model) -> tuple[pd.DataFrame, pd.DataFrame]:  # noqa: ARG001
+def validate(frame: pd.DataFrame, model: Model) -> tuple[pd.DataFrame, pd.DataFrame]:
     return validate_text(frame)
 
 
