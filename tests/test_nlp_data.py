@@ -85,7 +85,7 @@ def test_hashed_bag_is_stable_and_shares_subwords() -> None:
 
 # --- the contract ---------------------------------------------------------------------------
 
-CFG = TextConfig()
+CFG = TextConfig(labels=["ham", "spam"], positive="spam")  # the SMS entry's label set
 Splits = dict[str, pd.DataFrame]
 
 

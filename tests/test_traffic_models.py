@@ -10,14 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-from deepflow import config
+from deepflow import usecase
 from deepflow.kinds.detection.augment import AugmentConfig, augment, hflip, scale_crop
-from deepflow.kinds.detection.config import DetectionConfig, ModelConfig
+from deepflow.kinds.detection.config import ModelConfig
 from deepflow.kinds.detection.labels import CLASSES
 from deepflow.kinds.detection.loss import assign, detection_loss
 from deepflow.kinds.detection.models import build_net, decode_boxes, detect, grid
 from deepflow.kinds.detection.scorer import DetectorScorer, letterbox, to_tensors
-from deepflow.kinds.detection.usecase import DetectionUseCase
 from tests.test_traffic_generate import traffic_dir, traffic_splits  # noqa: F401 (fixtures)
 
 K = len(CLASSES)
@@ -115,8 +114,7 @@ def test_training_tensors_follow_the_letterbox(traffic_splits) -> None:  # noqa:
 
 @pytest.mark.parametrize("name", ["shallow", "deep"])
 def test_fit_one_batch_returns_a_working_scorer(traffic_dir, name: str) -> None:  # noqa: F811
-    cfg = config.load(DetectionConfig, None, [f"prepared_dir={traffic_dir}", "model.img_size=64", "coco.enabled=false"])
-    uc = DetectionUseCase("traffic", cfg)
+    uc = usecase.get("traffic", [f"prepared_dir={traffic_dir}", "model.img_size=64", "coco.enabled=false"])
     splits = uc.load_splits()
     scorer, info = uc.fit(name, "candidate", splits, fast_dev_run=True)
     assert info["steps"] == 1 and info["parameters"] > 1000
@@ -129,7 +127,7 @@ def test_fit_one_batch_returns_a_working_scorer(traffic_dir, name: str) -> None:
 def test_mlflow_signature_takes_bytes_and_returns_detections(traffic_splits) -> None:  # noqa: F811
     from mlflow.models import infer_signature
 
-    uc = DetectionUseCase("traffic", DetectionConfig())
+    uc = usecase.get("traffic")
     example = uc.input_example(traffic_splits["test"])
     net = build_net("shallow", K, ModelConfig())
     signature = infer_signature(example, DetectorScorer(net, 96).predict(example))

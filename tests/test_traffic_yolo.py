@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from deepflow import validation
+from deepflow import usecase, validation
 from deepflow.kinds.detection import expectations, yolo
-from deepflow.kinds.detection.config import CocoConfig, DetectionConfig
+from deepflow.kinds.detection.config import DetectionConfig
 from deepflow.kinds.detection.labels import CLASSES, parse_yolo
 from deepflow.settings import PROJECT_ROOT
 
@@ -23,7 +23,7 @@ OURS = {"person": "pedestrian", "bicycle": "bicycle", "car": "car", "motorcycle"
 
 @pytest.fixture(scope="module")
 def coco() -> pd.DataFrame:
-    return yolo.load(COCO, CocoConfig().class_map)
+    return yolo.load(COCO, usecase.get("traffic").cfg.coco.class_map)  # the traffic entry's class map
 
 
 def test_coco_sample_loads_with_counts_from_its_attribution(coco: pd.DataFrame) -> None:
