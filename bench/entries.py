@@ -56,6 +56,13 @@ def main() -> None:
         results["resolve_config(fraud): typed config"] = timed(lambda: usecase.resolve_config(fraud), args.repeat)
         results["get('fraud'): entry + config + use case"] = timed(lambda: usecase.get("fraud"), args.repeat)
         results["dict lookup (a cache)"] = timed(lambda: cached["fraud"], args.repeat)
+        import yaml
+
+        text = (shipped / "fraud.yaml").read_text()
+        results["yaml parse fraud.yaml, pure Python"] = timed(lambda: yaml.load(text, Loader=yaml.SafeLoader),
+                                                              args.repeat)
+        results["yaml parse fraud.yaml, libyaml"] = timed(lambda: yaml.load(text, Loader=yaml.CSafeLoader),
+                                                          args.repeat)
         os.environ["DEEPFLOW_DATASETS_DIR"] = str(many)
         results[f"entries(), {args.entries} entries"] = timed(usecase.entries, max(10, args.repeat // 10))
 
