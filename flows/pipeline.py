@@ -16,7 +16,7 @@ from deepflow import report, settings, steps, tracking, usecase
 
 # Typed parameters: the Prefect UI's "Run" form shows a drop-down of use cases, a list of
 # key=value overrides and a promote switch, and the API rejects anything else.
-UseCaseName = Literal[tuple(usecase.entries()) or ("none",)]  # type: ignore[valid-type]
+UseCaseName = Literal[tuple(usecase.entries(usecase.warn_broken)) or ("none",)]  # type: ignore[valid-type]
 
 
 @task(name="start-run")

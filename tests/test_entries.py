@@ -121,3 +121,15 @@ def test_promotion_refuses_a_champion_of_another_schema(store, datasets, prepare
 
     promoted = steps.promote_challenger("fraud", small, actor="test", accept_schema_change=True)
     assert promoted["promoted"] and promoted["champion"] == "2"
+
+
+def test_deepflow_entries_lists_them_and_names_a_broken_file(datasets: Path) -> None:
+    from deepflow.cli import app
+
+    result = CliRunner().invoke(app, ["entries"])
+    assert result.exit_code == 0, result.output
+    assert all(name in result.output for name in ("fraud", "paysim", "nlp", "traffic", "detection"))
+    (datasets / "broken.yaml").write_text("kind: audio\n")
+    result = CliRunner().invoke(app, ["entries"])
+    assert result.exit_code == 1 and "broken.yaml" in result.output and "fraud" in result.output
+    assert "broken" not in usecase.entries(usecase.warn_broken)  # the others stay usable

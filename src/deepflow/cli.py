@@ -1,7 +1,7 @@
-"""``deepflow`` command line: run | validate | train | promote | status | show | history | rollback |
-ui | serve | score | schedule | deploy | monitor | incoming.
+"""``deepflow`` command line: run | validate | train | promote | entries | status | show | history |
+rollback | ui | serve | score | schedule | deploy | monitor | incoming.
 
-Long because: one Typer app of fifteen thin commands, each a few lines that parse options and call
+Long because: one Typer app of sixteen thin commands, each a few lines that parse options and call
 ``steps``, the flows or a core module; one file is where a user and a newcomer read the whole CLI.
 """
 
@@ -155,6 +155,28 @@ def promote(use_case: UseCaseArg,
     verdict = "promoted" if result["promoted"] else "not promoted"
     out.print(f"{use_case}: v{result['challenger']} {verdict}; @champion = v{result['champion']}. "
               f"Why: {'; '.join(result['reasons'])}", highlight=False)
+
+
+@app.command()
+def entries() -> None:
+    """The dataset entries in datasets/: kind, default run, schedule, prepared data; broken files with their error."""
+    from deepflow import usecase
+
+    broken: list[Exception] = []  # each error names its file
+    found = usecase.entries(lambda _path, exc: broken.append(exc))
+    table = Table(title=f"dataset entries in {settings.datasets_dir()}")
+    for col in ("entry", "kind", "default", "schedule", "prepared data", "description"):
+        table.add_column(col)
+    for name, e in found.items():
+        prepared = usecase.project_path(str(e.config.get("prepared_dir", "")))
+        ready = "yes" if e.config.get("prepared_dir") and (prepared / "train.parquet").exists() else "missing"
+        schedule = ", ".join(f"{k} {v}" for k, v in (e.schedule or {}).items()) or "-"
+        table.add_row(name, e.kind, "yes" if e.default else "", schedule, ready, e.description)
+    out.print(table)
+    for exc in broken:
+        err.print(f"[bold red]broken entry:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+    if broken:
+        raise typer.Exit(1)
 
 
 @app.command()

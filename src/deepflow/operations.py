@@ -76,7 +76,7 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
     path = Path(path or os.environ.get("DEEPFLOW_OPS_CONFIG") or DEFAULT_PATH)
     if not path.exists():
         raise config.ConfigError(f"operations config {path} does not exist")
-    return resolve(config.load(OpsConfig, path, overrides), usecase.entries())
+    return resolve(config.load(OpsConfig, path, overrides), usecase.entries(usecase.warn_broken))
 
 
 def entry_schedule(e: Entry) -> Schedule | None:

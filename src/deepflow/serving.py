@@ -57,7 +57,7 @@ class ServeConfig:
     max_image_bytes: int = 10_000_000  # an uploaded image -> 413 above
     max_rows: int = 1000  # items (rows, texts) per JSON request -> 422 above
     max_text_chars: int = 10_000
-    use_cases: tuple[str, ...] = field(default_factory=lambda: tuple(usecase.entries()))
+    use_cases: tuple[str, ...] = field(default_factory=lambda: tuple(usecase.entries(usecase.warn_broken)))
 
 
 def model_title(name: str, suffix: str) -> str:

@@ -93,10 +93,30 @@ def read_entry(path: Path) -> Entry:
                  schedule=data.get("schedule"), monitor=data.get("monitor") or {}, config=data.get("config") or {})
 
 
-def entries() -> dict[str, Entry]:
-    """Every entry in the datasets folder, by name (read fresh: a new file shows up at once)."""
+def entries(on_error: Callable[[Path, config.ConfigError], None] | None = None) -> dict[str, Entry]:
+    """Every entry in the datasets folder, by name (read fresh: a new file shows up at once).
+
+    A broken file raises its ConfigError, unless ``on_error`` is given: then it is told about the
+    file and the error and the entry is left out (serving, the schedule and the flows' parameter
+    list keep the good entries; the broken one still fails loudly when it is used).
+    """
     folder = settings.datasets_dir()
-    return {p.stem: read_entry(p) for p in sorted(folder.glob("*.yaml"))} if folder.is_dir() else {}
+    found: dict[str, Entry] = {}
+    for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+        try:
+            found[path.stem] = read_entry(path)
+        except config.ConfigError as exc:
+            if on_error is None:
+                raise
+            on_error(path, exc)
+    return found
+
+
+def warn_broken(path: Path, error: config.ConfigError) -> None:
+    """``on_error`` for :func:`entries` that logs the broken entry file and goes on."""
+    import logging
+
+    logging.getLogger("deepflow.entries").error("skipping broken entry %s: %s", path, error)
 
 
 def entry(name: str) -> Entry:
