@@ -291,8 +291,7 @@ def ui(port: Annotated[int, typer.Option(help="MLflow UI port")] = 5000,
     except KeyboardInterrupt:
         pass
     finally:
-        for s in started:
-            s.stop()
+        dashboards.stop_all(started)
 
 
 def _started(start, port: int):
