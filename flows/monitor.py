@@ -68,7 +68,16 @@ def monitor(use_case: str | None = None, batch: str | None = None, overrides: li
             log.info(f"{name}: no new batches in {inbox}")
             results.append({"use_case": name, "batches": [], "decision": {"reason": "no new batches"}})
             continue
-        report = drift_report(name, [str(p) for p in paths], overrides)
+        if use_case is None:  # every entry: one that cannot be checked must not stop the others
+            try:
+                report = drift_report(name, [str(p) for p in paths], overrides)
+            except Exception as exc:
+                log.error(f"{name}: drift check failed: {type(exc).__name__}: {exc}")
+                results.append({"use_case": name, "batches": [p.name for p in paths], "error": str(exc),
+                                "decision": {"reason": f"not checked: {type(exc).__name__}: {exc}"}})
+                continue
+        else:
+            report = drift_report(name, [str(p) for p in paths], overrides)
         decision = decide(name, report, ops.monitor.min_rows.get(name, 0), ops.monitor.cooldown_minutes)
         if decision["final"] and not batch:
             operations.mark_processed(inbox, paths, {"drifted": report["drifted"], "decision": decision["reason"],

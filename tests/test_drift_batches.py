@@ -19,9 +19,9 @@ from tests.entries import TOPICS_CONFIG, write_entry
 CALLS: list[dict] = []
 
 
-def recording_generator(out_dir: Path, *, rows: int, drift: float, seed: int, note: str = "") -> Path:
+def recording_generator(name: str, out_dir: Path, *, rows: int, drift: float, seed: int, note: str = "") -> Path:
     """An entry's own ``incoming:`` generator for the dispatch test: records its call."""
-    CALLS.append({"out_dir": out_dir, "rows": rows, "drift": drift, "seed": seed, "note": note})
+    CALLS.append({"name": name, "out_dir": out_dir, "rows": rows, "drift": drift, "seed": seed, "note": note})
     path = out_dir / "recorded.csv"
     path.write_text("x\n1\n")
     return path
@@ -136,7 +136,7 @@ def test_an_entrys_own_incoming_generator_is_used(datasets, tmp_path) -> None:
     CALLS.clear()
     path = drift.make_batch("custom", tmp_path / "in", rows=7, drift=0.25, seed=3, note="hi")
     assert path == tmp_path / "in" / "recorded.csv"
-    assert CALLS == [{"out_dir": tmp_path / "in", "rows": 7, "drift": 0.25, "seed": 3, "note": "hi"}]
+    assert CALLS == [{"name": "custom", "out_dir": tmp_path / "in", "rows": 7, "drift": 0.25, "seed": 3, "note": "hi"}]
     for spec, message in (("no_colon", "must be 'module:function'"),
                           ("tests.test_drift_batches:missing", "cannot be loaded"),
                           ("tests.test_drift_batches:CALLS", "is not a function")):

@@ -1,11 +1,12 @@
 """Operations rules without servers: config, catch-up, retraining decision, inbox state, typed
 deployment parameters. (tests/test_schedule.py runs the same against a real Prefect server.)"""
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from deepflow import config, operations
+from deepflow import config, operations, usecase
 
 NOW = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -43,21 +44,27 @@ def test_operations_overrides_win_over_the_entries() -> None:
     assert (on_request.cron, on_request.interval_seconds) == (None, None)  # a deployment without a timetable
 
 
-def test_a_new_entry_brings_its_schedule_and_a_bad_one_is_named(datasets) -> None:
+def test_a_new_entry_brings_its_schedule_and_a_bad_one_is_named(datasets, caplog) -> None:
+    """A broken entry is left out of the schedule, its file and key logged as an error; the
+    other entries stay scheduled (one typo must not stop every pipeline)."""
     from tests.entries import write_entry
 
     write_entry(datasets, "loans", "tabular", {}, schedule={"interval_s": 30}, monitor={"min_rows": 7})
     ops = operations.load()
     assert ops.pipelines["loans"].interval_seconds == 30 and ops.monitor.min_rows["loans"] == 7
-    write_entry(datasets, "loans", "tabular", {}, schedule={"every": "day"})
-    with pytest.raises(config.ConfigError, match=r"loans\.yaml: schedule: unknown key 'every'"):
-        operations.load()
-    write_entry(datasets, "loans", "tabular", {}, schedule={"cron": "0 1 * * *", "interval_s": 5})
-    with pytest.raises(config.ConfigError, match=r"loans\.yaml: schedule needs cron or interval_s, exactly one"):
-        operations.load()
-    write_entry(datasets, "loans", "tabular", {}, monitor={"min_rows": "many"})
-    with pytest.raises(config.ConfigError, match=r"loans\.yaml: monitor.min_rows must be"):
-        operations.load()
+    for schedule, monitor, message in (
+            ({"every": "day"}, {}, r"loans\.yaml: schedule: unknown key 'every'"),
+            ({"cron": "0 1 * * *", "interval_s": 5}, {}, r"loans\.yaml: schedule needs cron or interval_s"),
+            ({"interval_s": 30}, {"min_rows": "many"}, r"loans\.yaml: monitor.min_rows must be"),
+            ({"interval_s": 30}, {"rows": 3}, r"loans\.yaml: monitor: unknown key 'rows'")):
+        write_entry(datasets, "loans", "tabular", {}, schedule=schedule, monitor=monitor)
+        caplog.clear()
+        with caplog.at_level("ERROR", logger="deepflow.entries"):
+            ops = operations.load()
+        assert "loans" not in ops.pipelines and "fraud" in ops.pipelines
+        assert re.search(message, caplog.text), caplog.text
+        with pytest.raises(config.ConfigError, match=message):  # where it is used, it fails loudly
+            usecase.entry("loans")
 
 
 @pytest.mark.parametrize("override, message", [

@@ -63,3 +63,22 @@ def test_decision_serialises_every_check() -> None:
     d = decide(POLICY, ev(champ=CHAMP, gain=(0.02, 0.01, 0.03))).to_dict()
     assert d["promote"] and {c["name"] for c in d["checks"]} == {
         "floor", "latency", "size", "improvement", "noninferior:roc_auc"}
+
+
+@pytest.mark.parametrize(("challenger", "champion", "accept", "refused", "skip"), [
+    ("aaa", None, False, False, False),  # no champion version: nothing to compare
+    ("aaa", "aaa", False, False, False),  # same schema: compared as usual
+    ("aaa", "bbb", False, True, False),  # another schema: refused before scoring
+    ("aaa", "bbb", True, False, True),  # accepted change: the old champion is not compared
+    ("aaa", "", False, False, False),  # champion from before schemas were recorded: compared as before
+    ("zzz", "aaa", True, True, False),  # the challenger is not of the entry's schema: never
+])
+def test_schema_checks(challenger, champion, accept, refused, skip) -> None:
+    from deepflow.promotion import check_schemas
+
+    version = None if champion is None else "1"
+    verdict = check_schemas("e", "datasets/e.yaml", "aaa", "2", challenger, version, champion or None, accept)
+    assert (verdict.refused, verdict.skip_champion) == (refused, skip), verdict
+    assert all(c.name == "schema" for c in verdict.checks) and verdict.checks
+    if refused:
+        assert not all(c.passed for c in verdict.checks)

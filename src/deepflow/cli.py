@@ -103,12 +103,15 @@ def _print_summaries(summaries: list[dict]) -> None:
 
 
 @app.command()
-def run(use_cases: Annotated[list[str] | None, typer.Argument(help="default: all default use cases")] = None,
+def run(use_cases: Annotated[list[str] | None, typer.Argument(help="default: the entries with default: true")] = None,
         override: Annotated[list[str] | None, typer.Option("--set", "-s", help="key=value")] = None) -> None:
-    """Run the full pipeline (validate, train, register, promote) for each use case."""
-    from deepflow import usecase
+    """Run the full pipeline (validate, train, register, promote) for each dataset entry."""
+    from deepflow import config, usecase
 
-    names = use_cases or usecase.default_names()
+    try:
+        names = use_cases or usecase.default_names()
+    except config.ConfigError as exc:  # a broken entry file: named, nothing runs
+        _fail(str(exc), 2)
     for name in names:
         _check(name, override or [])
     _print_summaries(_pipelines(names, override or [], promote=True))
@@ -328,6 +331,7 @@ def score(use_case: UseCaseArg,
     from deepflow.batch import BatchError
     from flows.score import score_batch
 
+    _check(use_case, [])
     try:
         result = score_batch(use_case, str(input_path), str(output_path), chunk_size=chunk_size,
                              alias=alias or tracking.CHAMPION, version=version)
@@ -415,10 +419,15 @@ def monitor(use_case: Annotated[str | None, typer.Argument(help="default: every 
         if not r["batches"]:
             out.print(f"{r['use_case']}: no new batches", highlight=False)
             continue
+        if "error" in r:  # every entry was checked: this one could not be
+            err.print(f"{r['use_case']}: {escape(r['decision']['reason'])}", highlight=False, soft_wrap=True)
+            continue
         verdict = "DRIFT" if r["drifted"] else "no drift"
         out.print(f"{r['use_case']}: {verdict} (score {r['score']:.3f}, {r['rows']:,} rows from "
                   f"{', '.join(r['batches'])}); {r['decision']['reason']}; report {r['report']}",
                   highlight=False, soft_wrap=True)
+    if any("error" in r for r in results):
+        raise typer.Exit(1)
 
 
 @app.command()

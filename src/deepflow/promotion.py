@@ -71,6 +71,46 @@ class Decision:
         return {"promote": self.promote, "reasons": self.reasons, "checks": [asdict(c) for c in self.checks]}
 
 
+@dataclass(frozen=True)
+class SchemaVerdict:
+    checks: list[Check]
+    refused: bool  # refuse before scoring anything
+    skip_champion: bool  # a schema change was accepted: the old champion is not compared
+
+
+def check_schemas(entry: str, entry_path: str, entry_schema: str, challenger_version: str,
+                  challenger_schema: str | None, champion_version: str | None, champion_schema: str | None,
+                  accept_change: bool = False) -> SchemaVerdict:
+    """Models of different schemas are never compared with, or promoted over, each other.
+
+    The challenger must carry the entry's current schema hash. A champion of another schema
+    refuses the challenger, unless ``accept_change`` (then it is not compared at all); a champion
+    registered before schemas were recorded (no hash) is compared as before, with a note.
+    """
+    checks = []
+    if challenger_schema != entry_schema:
+        checks.append(Check("schema", False, f"challenger v{challenger_version} was trained on schema "
+                            f"{challenger_schema or 'unrecorded'}, entry {entry!r} now has {entry_schema} "
+                            f"({entry_path})"))
+        return SchemaVerdict(checks, refused=True, skip_champion=False)
+    if champion_version is None or champion_version == challenger_version:
+        return SchemaVerdict([Check("schema", True, f"schema {entry_schema}")], False, False)
+    if champion_schema is None:
+        return SchemaVerdict([Check("schema", True, f"champion v{champion_version} has no schema record "
+                                    "(registered before entries): compared as before")], False, False)
+    if champion_schema == challenger_schema:
+        return SchemaVerdict([Check("schema", True, f"same schema {entry_schema} as champion "
+                                    f"v{champion_version}")], False, False)
+    if accept_change:
+        return SchemaVerdict([Check("schema", True, f"schema change {champion_schema} -> {challenger_schema} "
+                                    f"accepted: champion v{champion_version} not compared")], False, True)
+    checks.append(Check("schema", False, f"champion v{champion_version} (schema {champion_schema}) and challenger "
+                        f"v{challenger_version} (schema {challenger_schema}) were trained on data of different "
+                        f"schemas: not comparable; `deepflow promote {entry} --accept-schema-change` replaces "
+                        "the champion if that is intended"))
+    return SchemaVerdict(checks, refused=True, skip_champion=False)
+
+
 def decide(policy: Policy, ev: Evidence) -> Decision:
     m, value = ev.metric, ev.challenger[ev.metric]
     ok = value >= policy.floor

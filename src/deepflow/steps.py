@@ -171,6 +171,9 @@ def register_best(use_case: str, overrides: Sequence[str], results: list[dict], 
         raise RuntimeError(f"{use_case}: refusing to register without a passing validation")
     fingerprint = data_fingerprint(uc)
     current_data = tracking.data_lineage(uc.prepared_dir, fingerprint)["data_version"]
+    if validation_info.get("schema") != usecase.schema_hash(uc.schema()):
+        raise RuntimeError(f"{use_case}: the entry's schema changed during the run ({uc.entry.path} was edited); "
+                           "refusing to register")
     if (validation_info["data_version"], validation_info["fingerprint"]) != (current_data, fingerprint):
         raise RuntimeError(f"{use_case}: the prepared data changed after it was validated; refusing to register "
                            f"(validated {validation_info['data_version']}/{validation_info['fingerprint']})")
@@ -179,6 +182,9 @@ def register_best(use_case: str, overrides: Sequence[str], results: list[dict], 
     if not pool:
         raise RuntimeError(f"{use_case}: no registrable candidate trained")
     best = max(pool, key=lambda r: r["val"][primary])
+    if tracking.client().get_run(best["run_id"]).info.experiment_id != tracking.experiment_id(use_case):
+        raise RuntimeError(f"{use_case}: run {best['run_id']} is not in experiment {use_case!r}; refusing to "
+                           "register another entry's run")
     orchestration = orchestration or {}
     sw = Stopwatch()
     with sw("tracking"):
@@ -213,25 +219,6 @@ def register_best(use_case: str, overrides: Sequence[str], results: list[dict], 
     return {"version": version, "member": best["member"], "run_id": best["run_id"], "timings": dict(sw.seconds)}
 
 
-def schema_checks(uc: usecase.UseCase, challenger, champion, accept_schema_change: bool) -> list[promotion.Check]:
-    """Failed checks when the challenger was not trained on this entry's schema, or the champion on
-    another one (a model of other data is never compared with, or promoted over, this entry's)."""
-    now = usecase.schema_hash(uc.schema())
-    ours = (challenger.tags or {}).get("deepflow.schema")
-    failed = []
-    if ours != now:
-        failed.append(promotion.Check("schema", False, f"challenger v{challenger.version} was trained on schema "
-                                      f"{ours or 'unrecorded'}, entry {uc.name!r} now has {now} ({uc.entry.path})"))
-    if champion is not None and str(champion.version) != str(challenger.version) and not accept_schema_change:
-        theirs = (champion.tags or {}).get("deepflow.schema")
-        if theirs != ours:
-            failed.append(promotion.Check(
-                "schema", False, f"champion v{champion.version} (schema {theirs or 'unrecorded'}) and challenger "
-                f"v{challenger.version} (schema {ours}) were trained on data of different schemas: not comparable; "
-                f"`deepflow promote {uc.name} --accept-schema-change` replaces the champion if that is intended"))
-    return failed
-
-
 def promote_challenger(use_case: str, overrides: Sequence[str] = (), actor: str = "pipeline",
                        accept_schema_change: bool = False) -> dict:
     """Score ``@challenger`` and ``@champion`` on today's test split in this one run, apply the
@@ -239,7 +226,8 @@ def promote_challenger(use_case: str, overrides: Sequence[str] = (), actor: str 
 
     Anything that goes wrong before the move leaves ``@champion`` where it was. A challenger whose
     schema differs from the entry's, or from the champion's, is refused before anything is scored
-    (unless ``accept_schema_change``: then the champion is not compared, only the floors apply).
+    (``promotion.check_schemas``; with ``accept_schema_change`` a champion of another schema is not
+    compared and only the floors and ceilings apply).
     """
     progress.step(use_case, "promote")
     uc = usecase.get(use_case, overrides)
@@ -249,10 +237,15 @@ def promote_challenger(use_case: str, overrides: Sequence[str] = (), actor: str 
     if challenger is None:
         raise LookupError(f"{use_case}: no @challenger to promote (run `deepflow train {use_case}`)")
     champion = tracking.version_by_alias(use_case, tracking.CHAMPION)
-    if refused := schema_checks(uc, challenger, champion, accept_schema_change):
-        return _record_decision(uc, actor, challenger, champion, promotion.Decision(False, refused), None,
-                                {"refused_before_scoring": True}, sw)
-    champion_compared = None if accept_schema_change else champion
+    policy = promotion.Policy(**{f.name: getattr(p, f.name) for f in fields(promotion.Policy)})
+    schema = promotion.check_schemas(
+        uc.name, str(uc.entry.path), usecase.schema_hash(uc.schema()), str(challenger.version),
+        (challenger.tags or {}).get("deepflow.schema"), str(champion.version) if champion else None,
+        (champion.tags or {}).get("deepflow.schema") if champion else None, accept_schema_change)
+    if schema.refused:
+        return _record_decision(uc, actor, challenger, champion, policy, promotion.Decision(False, schema.checks),
+                                None, {"refused_before_scoring": True}, sw)
+    champion_compared = None if schema.skip_champion else champion
     with sw("validation"):
         test = uc.load_splits()["test"]
     with sw("evaluation"):
@@ -272,20 +265,20 @@ def promote_challenger(use_case: str, overrides: Sequence[str] = (), actor: str 
         champion_version=str(champion_compared.version) if champion_compared else None, champion=champ_metrics,
         gain=gain,
     )
-    policy = promotion.Policy(**{f.name: getattr(p, f.name) for f in fields(promotion.Policy)})
     decision = promotion.decide(policy, evidence)
-    return _record_decision(uc, actor, challenger, champion, decision, evidence,
+    decision = promotion.Decision(decision.promote, [*schema.checks, *decision.checks])
+    return _record_decision(uc, actor, challenger, champion, policy, decision, evidence,
                             {"test_rows": len(test), f"challenger_{primary}": chall_metrics[primary],
                              f"champion_{primary}": champ_metrics[primary] if champ_metrics else None,
                              "gain": asdict(gain) if gain else None,
-                             "schema_change_accepted": bool(accept_schema_change and champion)}, sw)
+                             "schema_change_accepted": schema.skip_champion}, sw)
 
 
-def _record_decision(uc: usecase.UseCase, actor: str, challenger, champion, decision: promotion.Decision,
-                     evidence: promotion.Evidence | None, facts: dict, sw: Stopwatch) -> dict:
+def _record_decision(uc: usecase.UseCase, actor: str, challenger, champion, policy: promotion.Policy,
+                     decision: promotion.Decision, evidence: promotion.Evidence | None, facts: dict,
+                     sw: Stopwatch) -> dict:
     """Write the decision to the challenger's run and version tags; move @champion if promoted."""
-    use_case, p = uc.name, uc.cfg.promotion
-    policy = promotion.Policy(**{f.name: getattr(p, f.name) for f in fields(promotion.Policy)})
+    use_case = uc.name
     stamp = time.strftime("%Y%m%dT%H%M%S")
     fingerprint = data_fingerprint(uc) if uc.prepared_dir.is_dir() else "none"
     record = {"use_case": use_case, "decided_at": stamp, "decided_by": actor,

@@ -42,12 +42,18 @@ def _yaml_loader() -> type:
 
     return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 ENTRY_KEYS = ("kind", "description", "default", "incoming", "schedule", "monitor", "config")
+SCHEDULE_KEYS = ("cron", "interval_s")
+MONITOR_KEYS = ("min_rows", "reference_rows")
+# Names the platform itself uses for experiments and report folders: an entry may not take them.
+RESERVED = ("deepflow-ledger", "logs", "monitor", "screenshots")
 
 
 class UnknownUseCase(KeyError):
     def __str__(self) -> str:
-        known = ", ".join(entries()) or "none"
-        return f"unknown dataset entry {self.args[0]!r} (known: {known}; entries live in {settings.datasets_dir()})"
+        name, folder = self.args[0], settings.datasets_dir()
+        known = ", ".join(entries(on_error=lambda _path, _exc: None)) or "none"
+        hint = f"; rename {name}.yml to {name}.yaml" if (folder / f"{name}.yml").is_file() else ""
+        return f"unknown dataset entry {name!r} (known: {known}; entries live in {folder}{hint})"
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,9 @@ def read_entry(path: Path) -> Entry:
     if not NAME.match(name):
         raise config.ConfigError(f"{path}: entry name {name!r} must be lower-case letters, digits, '-' or '_' "
                                  "(it names the model, the experiment and the URL)")
+    if name in RESERVED or name.endswith("-monitoring"):
+        raise config.ConfigError(f"{path}: entry name {name!r} is taken by deepflow itself "
+                                 f"({', '.join(RESERVED)} and *-monitoring are reserved)")
     try:
         data = yaml.load(path.read_text(), Loader=_yaml_loader()) or {}
     except yaml.YAMLError as exc:
@@ -88,24 +97,55 @@ def read_entry(path: Path) -> Entry:
                     ("description", str), ("incoming", str | None)):
         if key in data and not isinstance(data[key], tp):
             raise config.ConfigError(f"{path}: {key!r} has the wrong type ({type(data[key]).__name__})")
+    _check_schedule_and_monitor(path, data.get("schedule"), data.get("monitor") or {})
+    if (incoming := data.get("incoming")) is not None and ":" not in incoming:
+        raise config.ConfigError(f"{path}: incoming must be 'module:function', got {incoming!r}")
     return Entry(name=name, kind=kind, path=path, description=data.get("description", ""),
                  default=data.get("default", False), incoming=data.get("incoming"),
                  schedule=data.get("schedule"), monitor=data.get("monitor") or {}, config=data.get("config") or {})
 
 
+def _count(value: object, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _check_schedule_and_monitor(path: Path, schedule: dict | None, monitor: dict) -> None:
+    """``schedule:`` is null, ``{cron: "..."}`` or ``{interval_s: N}``; ``monitor:`` has counts."""
+    for key, given, known in (("schedule", schedule or {}, SCHEDULE_KEYS), ("monitor", monitor, MONITOR_KEYS)):
+        if unknown := sorted(set(given) - set(known)):
+            raise config.ConfigError(f"{path}: {key}: unknown key {unknown[0]!r} (known: {', '.join(known)}"
+                                     + ("; null: not scheduled)" if key == "schedule" else ")"))
+    if schedule is not None:
+        cron, interval = schedule.get("cron"), schedule.get("interval_s")
+        if (cron is None) == (interval is None):
+            raise config.ConfigError(f"{path}: schedule needs cron or interval_s, exactly one")
+        if cron is not None and not (isinstance(cron, str) and cron.strip()):
+            raise config.ConfigError(f"{path}: schedule.cron must be a cron string, got {cron!r}")
+        if interval is not None and not _count(interval, 1):
+            raise config.ConfigError(f"{path}: schedule.interval_s must be a positive integer, got {interval!r}")
+    for key, minimum in (("min_rows", 0), ("reference_rows", 1)):
+        if key in monitor and monitor[key] is not None and not _count(monitor[key], minimum):
+            kind = "a non-negative" if minimum == 0 else "a positive"
+            raise config.ConfigError(f"{path}: monitor.{key} must be {kind} integer, got {monitor[key]!r}")
+
+
 def entries(on_error: Callable[[Path, config.ConfigError], None] | None = None) -> dict[str, Entry]:
     """Every entry in the datasets folder, by name (read fresh: a new file shows up at once).
 
-    A broken file raises its ConfigError, unless ``on_error`` is given: then it is told about the
-    file and the error and the entry is left out (serving, the schedule and the flows' parameter
-    list keep the good entries; the broken one still fails loudly when it is used).
+    A broken file raises its ConfigError, unless ``on_error`` is given: then its kind's config is
+    resolved too (a typo inside ``config:`` counts as broken), ``on_error`` is told about the file
+    and the error, and the entry is left out: serving, the schedule and the flows' parameter list
+    keep the good entries; the broken one still fails loudly where it is used.
     """
     folder = settings.datasets_dir()
     found: dict[str, Entry] = {}
     for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
         try:
-            found[path.stem] = read_entry(path)
+            found[path.stem] = e = read_entry(path)
+            if on_error is not None:
+                resolve_config(e)
         except config.ConfigError as exc:
+            found.pop(path.stem, None)
             if on_error is None:
                 raise
             on_error(path, exc)
@@ -127,6 +167,7 @@ def entry(name: str) -> Entry:
 
 
 def default_names() -> list[str]:
+    """The entries `deepflow run` trains with no names given (a broken file raises, naming it)."""
     return [name for name, e in entries().items() if e.default]
 
 
@@ -194,7 +235,7 @@ class UseCase(abc.ABC):
 
     kind: ClassVar[str]
     primary_metric: ClassVar[str]  # the one metric gates, checkpoints and the registry rank by
-    summary_metrics: ClassVar[tuple[str, ...]]  # the CLI's table
+    summary_metrics: tuple[str, ...]  # the CLI's table (a class constant, or a property of the config)
     families: ClassVar[dict[str, str]]  # member -> shallow | deep | classical | ...
 
     def __init__(self, entry: Entry, cfg: Any) -> None:

@@ -65,13 +65,9 @@ def entry_config(name: str, overrides: Sequence[str] = ()) -> Any:
 
 def reference_rows(name: str) -> int | None:
     """The entry's ``monitor.reference_rows``: how many train rows the reference keeps (None: all)."""
-    from deepflow import config, usecase
+    from deepflow import usecase
 
-    e = usecase.entry(name)
-    rows = e.monitor.get("reference_rows")
-    if rows is not None and (not isinstance(rows, int) or isinstance(rows, bool) or rows < 1):
-        raise config.ConfigError(f"{e.path}: monitor.reference_rows must be a positive integer, got {rows!r}")
-    return rows
+    return usecase.entry(name).monitor.get("reference_rows")  # checked when the file was read
 
 
 def reference_frame(name: str, max_rows: int | None = None, seed: int = 0,
@@ -159,7 +155,7 @@ def make_batch(name: str, out_dir: str | Path, *, rows: int, drift: float, seed:
 
     ``drift`` in [0, 1]: 0 draws from the reference's distribution (a fresh seed, no shift); 1 is
     clearly shifted; in between scales or mixes the shift. The generator is the entry's
-    ``incoming:`` ("module:function", called as ``function(out_dir, rows=, drift=, seed=, **options)``)
+    ``incoming:`` ("module:function", called as ``function(name, out_dir, rows=, drift=, seed=, **options)``)
     when it names one, else its kind's generic one (``make_batch(name, out_dir, rows=, drift=,
     seed=, **options)`` in the kind's drift part, which resamples the prepared test split).
     ``options`` go to the generator (e.g. simulator params, or ``overrides`` of the entry's config).
@@ -175,7 +171,7 @@ def make_batch(name: str, out_dir: str | Path, *, rows: int, drift: float, seed:
     out.mkdir(parents=True, exist_ok=True)
     if e.incoming:
         generator = incoming_generator(e.incoming, e.path)
-        return Path(generator(out, rows=int(rows), drift=float(drift), seed=int(seed), **options))
+        return Path(generator(e.name, out, rows=int(rows), drift=float(drift), seed=int(seed), **options))
     part = kinds.part(e.kind, "drift")
     return Path(part.make_batch(e.name, out, rows=int(rows), drift=float(drift), seed=int(seed), **options))
 

@@ -7,23 +7,14 @@ No vertical flips or rotations: cameras are upright and objects keep to the grou
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
+
+from deepflow.kinds.detection.config import AugmentConfig  # re-exported: the augmentation settings
 
 PAD = 0.45  # grey where a zoom-out shows beyond the frame
 
 
-@dataclass
-class AugmentConfig:
-    flip: float = 0.5  # probability of a horizontal flip
-    scale_min: float = 0.7  # zoom range (<1 shrinks the scene, >1 crops into it)
-    scale_max: float = 1.4
-    brightness: float = 0.3  # multiplicative jitter, +-
-    contrast: float = 0.3
-    saturation: float = 0.4
-    min_kept: float = 0.4  # a cropped box keeps its label if this share of it stays in frame
 
 
 def hflip(images: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

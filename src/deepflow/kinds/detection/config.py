@@ -4,8 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from deepflow.kinds.detection.augment import AugmentConfig
 from deepflow.promotion import PromotionConfig
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time augmentation (augment.py); lives here so the config imports no torch."""
+
+    flip: float = 0.5  # probability of a horizontal flip
+    scale_min: float = 0.7  # zoom range (<1 shrinks the scene, >1 crops into it)
+    scale_max: float = 1.4
+    brightness: float = 0.3  # multiplicative jitter, +-
+    contrast: float = 0.3
+    saturation: float = 0.4
+    min_kept: float = 0.4  # a cropped box keeps its label if this share of it stays in frame
 
 
 @dataclass

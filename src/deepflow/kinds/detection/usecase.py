@@ -23,7 +23,7 @@ CANDIDATES = ("shallow", "deep")
 class DetectionUseCase(usecase.UseCase):
     kind = "detection"
     primary_metric = "map50"  # logged as val/map50 and test/map50
-    summary_metrics = ("map50", "map", "ap50_car", "ap50_pedestrian")  # the CLI's table (all are logged)
+    summary_metrics = ("map50", "map", *(f"ap50_{c}" for c in CLASSES))  # the CLI's table
     families = {"shallow": "shallow", "deep": "deep"}
 
     def __init__(self, entry: usecase.Entry, cfg: DetectionConfig) -> None:
@@ -40,7 +40,7 @@ class DetectionUseCase(usecase.UseCase):
     # --- data ---------------------------------------------------------------------------------
 
     def schema(self) -> dict:
-        return {"kind": self.kind, "classes": list(CLASSES), "img_size": self.cfg.model.img_size}
+        return {"kind": self.kind, "classes": list(CLASSES)}  # img_size is a setting of the model, not the data
 
     def load_splits(self) -> dict[str, pd.DataFrame]:
         return usecase.read_splits(self.name, self.prepared_dir, SPLITS)

@@ -61,7 +61,6 @@ class PrequentialConfig:
     back by ``assessment_days``. The dates are the training start of the latest fold."""
 
     transactions: str = ""  # raw time-stamped rows (the entry names its source)
-    dvc_stage: str = ""  # the DVC stage that writes ``transactions`` (lineage)
     cache_dir: str = ".cache/prequential"  # the fold table (features + history index), keyed by source
     n_folds: int = 4
     train_days: int = 7

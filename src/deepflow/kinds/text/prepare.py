@@ -115,10 +115,24 @@ def main() -> None:
     parser.add_argument("--src", type=Path, required=True, help="the raw text,label file")
     parser.add_argument("--out", type=Path, required=True, help="folder of the splits, data/prepared/<entry>")
     parser.add_argument("--params", default=None,
-                        help="params.yaml section, '' for defaults (default: <out folder name>.prepare)")
+                        help="params.yaml section (default: <out folder name>.prepare when it exists, else the "
+                             "defaults); the options below override it")
+    parser.add_argument("--sep", help="column separator, e.g. ',' or '\\t'")
+    parser.add_argument("--header", action=argparse.BooleanOptionalAction, default=None,
+                        help="the first line names the columns")
+    parser.add_argument("--text-column", help="the text column (a name, or a 0-based position without a header)")
+    parser.add_argument("--label-column", help="the label column")
     args = parser.parse_args()
     section = f"{args.out.name}.prepare" if args.params is None else args.params
-    params = PrepareParams(**(stage_params(section) if section else {}))
+    try:
+        values = stage_params(section) if section else {}
+    except (KeyError, TypeError):
+        if args.params is not None:  # asked for by name: say so
+            parser.exit(2, f"error: no section {section!r} in params.yaml\n")
+        values = {}  # no section for this folder: the defaults and the options
+    given = {"sep": args.sep.replace("\\t", "\t") if args.sep else None, "header": args.header,
+             "text_column": args.text_column, "label_column": args.label_column}
+    params = PrepareParams(**{**values, **{k: v for k, v in given.items() if v is not None}})
     counts = prepare(args.src, args.out, params)
     print(", ".join(f"{k} {v:,}" for k, v in counts.items()))
 

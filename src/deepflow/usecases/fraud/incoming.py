@@ -83,13 +83,13 @@ def _shift(tx: pd.DataFrame, p: SimulationParams, drift: float, rng: np.random.G
     return tx
 
 
-def make_batch(out_dir: Path, *, rows: int, drift: float, seed: int, base: SimulationParams | None = None,
+def make_batch(name: str, out_dir: Path, *, rows: int, drift: float, seed: int, base: SimulationParams | None = None,
                delay_days: int | None = None) -> Path:
-    """Write ``fraud-n<rows>-drift<d>-seed<s>.parquet``: ids, time and the 15 features.
+    """Write ``<name>-n<rows>-drift<d>-seed<s>.parquet``: ids, time and the 15 features.
     ``base``/``delay_days``: the reference's simulator params (default: ``params.yaml``)."""
     if base is None or delay_days is None:
         stage_base, stage_delay = base_params()
         base = base or stage_base
         delay_days = stage_delay if delay_days is None else delay_days
     frame = transactions(base, delay_days, rows, drift, seed)
-    return write_parquet(frame[IDS + list(FEATURES)], out_dir / batch_name("fraud", rows, drift, seed))
+    return write_parquet(frame[IDS + list(FEATURES)], out_dir / batch_name(name, rows, drift, seed))

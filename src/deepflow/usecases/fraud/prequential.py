@@ -56,7 +56,11 @@ def prepare(use_case: str, overrides: list[str], run_id: str) -> dict:
 
     uc = usecase.get(use_case, overrides)
     cfg: TabularConfig = uc.cfg
+    if not cfg.prequential.transactions:
+        raise config.ConfigError(f"{uc.entry.path}: protocol=prequential needs config.prequential.transactions "
+                                 "(the raw time-stamped rows the folds are cut from)")
     clock, t = _Clock(), time.perf_counter()
+    lineage = source_lineage(usecase.project_path(cfg.prequential.transactions))
     path = table_path(cfg)
     cached = path.exists()
     if not cached:
@@ -80,13 +84,27 @@ def prepare(use_case: str, overrides: list[str], run_id: str) -> dict:
     tracking.log_artifact(run_id, report_path, "validation")
     tracking.log_text(run_id, json.dumps(counts, indent=2), "prequential/folds.json")
     tracking.set_tags(run_id, {"deepflow.validation": "passed" if report.success else "failed",
-                               "deepflow.data_version": tracking.dvc_hash(cfg.prequential.dvc_stage)})
+                               "deepflow.data_version": lineage["data_version"],
+                               "deepflow.dvc_stage": lineage["dvc_stage"]})
     clock.add("tracking", t)
     if not report.success:
         raise validation.ValidationFailed(report, report_path)
     return {"table": str(path), "cached": cached, "rows": len(table), "folds": counts,
-            "data_version": tracking.dvc_hash(cfg.prequential.dvc_stage), "validation": str(report_path),
+            "data_version": lineage["data_version"], "validation": str(report_path),
             "timings": clock.seconds}
+
+
+def source_lineage(source: Path) -> dict[str, str]:
+    """The DVC md5 of the transactions file when a stage writes it, else the file's own sha256."""
+    import hashlib
+
+    if not source.is_file():
+        raise FileNotFoundError(f"{source}: no transactions to cut the folds from (run `dvc repro` first)")
+    digest = hashlib.sha256()
+    with source.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return tracking.data_lineage(source, digest.hexdigest()[:16])
 
 
 def benchmark(use_case: str, overrides: list[str], model: str, parent_run_id: str, table_path_: str,

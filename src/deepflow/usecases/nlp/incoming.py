@@ -16,8 +16,6 @@ import pandas as pd
 from deepflow.drift.batches import batch_name, sample_split, write_parquet
 from deepflow.kinds.text.drift import TEXT, texts_of
 
-ENTRY = "nlp"  # the entry whose prepared data the batches resample and whose name they carry
-
 EMOJI = ["📦", "🚚", "⚠️", "🔒", "🚀", "💰", "👉", "😭", "❤️", "🎉", "😂", "🙏", "✅", "🔥", "💼", "📅"]
 SCAMS = [
     "{e} {carrier}: your parcel {code} is on hold. Pay the £{fee} redelivery fee within 24h at "
@@ -60,11 +58,12 @@ def campaign_text(rng: random.Random) -> str:
     return template.format(**values)
 
 
-def make_batch(out_dir: Path, *, rows: int, drift: float, seed: int, source: pd.DataFrame | Path | None = None) -> Path:
+def make_batch(name: str, out_dir: Path, *, rows: int, drift: float, seed: int,
+               source: pd.DataFrame | Path | None = None) -> Path:
     """Write ``nlp-n<rows>-drift<d>-seed<s>.parquet`` (columns ``text``, ``origin``): ``1 - drift``
     of the rows resampled from ``source`` (default: the entry's prepared test split), the rest new-domain."""
     if source is None:
-        frame, source = sample_split(ENTRY)
+        frame, source = sample_split(name)
     else:
         frame = pd.read_parquet(source) if isinstance(source, str | Path) else source
     pool = texts_of(frame, str(source) if isinstance(source, str | Path) else "source")
@@ -77,4 +76,4 @@ def make_batch(out_dir: Path, *, rows: int, drift: float, seed: int, source: pd.
     order = list(range(rows))
     rng.shuffle(order)
     out = pd.DataFrame({TEXT: [texts[i] for i in order], "origin": [origin[i] for i in order]})
-    return write_parquet(out, out_dir / batch_name(ENTRY, rows, drift, seed))
+    return write_parquet(out, out_dir / batch_name(name, rows, drift, seed))

@@ -20,8 +20,6 @@ from deepflow.kinds.detection.drift import shift_image
 from deepflow.kinds.detection.labels import format_yolo
 from deepflow.usecases.traffic.generate import SPLITS, GenerateParams, render
 
-ENTRY = "traffic"  # the name the batches carry
-
 
 def drifted_row(p: GenerateParams, index: int, drift: float) -> dict:
     """One frame as ``generate.frame_row`` writes it (split "test" of ``p.seed``), then shifted."""
@@ -35,7 +33,8 @@ def drifted_row(p: GenerateParams, index: int, drift: float) -> dict:
             "height": p.height, "labels": format_yolo(classes, cxcywh), **tags, "shift": ",".join(applied)}
 
 
-def make_batch(out_dir: Path, *, rows: int, drift: float, seed: int, params: GenerateParams | None = None) -> Path:
+def make_batch(name: str, out_dir: Path, *, rows: int, drift: float, seed: int,
+               params: GenerateParams | None = None) -> Path:
     """Write ``traffic-n<rows>-drift<d>-seed<s>.parquet`` in the generator's format (plus a
     ``shift`` column naming what was applied). ``params``: the reference's ``GenerateParams``
     (default: ``params.yaml``); ``crowded_share`` grows by ``0.5 * drift``."""
@@ -45,4 +44,4 @@ def make_batch(out_dir: Path, *, rows: int, drift: float, seed: int, params: Gen
         params = GenerateParams(**stage_params("traffic.generate"))
     p = replace(params, seed=params.seed + 1000 + seed, crowded_share=min(1.0, params.crowded_share + 0.5 * drift))
     frame = pd.DataFrame([drifted_row(p, i, drift) for i in range(rows)])
-    return write_parquet(frame, out_dir / batch_name(ENTRY, rows, drift, seed))
+    return write_parquet(frame, out_dir / batch_name(name, rows, drift, seed))
