@@ -133,3 +133,22 @@ def test_deepflow_entries_lists_them_and_names_a_broken_file(datasets: Path) -> 
     result = CliRunner().invoke(app, ["entries"])
     assert result.exit_code == 1 and "broken.yaml" in result.output and "fraud" in result.output
     assert "broken" not in usecase.entries(usecase.warn_broken)  # the others stay usable
+
+
+REQUIRED_PARTS = {
+    "serving": ("DEFAULT_THRESHOLD", "prepare", "body_limit", "add_routes"),
+    "batch": ("NEEDS_THRESHOLD", "OUTPUTS", "inputs", "validate", "score"),
+    "drift": ("detect", "load_batch", "make_batch"),
+}
+
+
+@pytest.mark.parametrize("kind", ["tabular", "text", "detection"])
+def test_every_kind_provides_every_part(kind: str) -> None:
+    """The contract the core dispatches on: a kind missing a part would break serving, batch
+    scoring or monitoring for every entry, so it is checked here, not at a user's first request."""
+    for part, names in REQUIRED_PARTS.items():
+        module = kinds.part(kind, part)
+        assert not [n for n in names if not hasattr(module, n)], f"{kind}.{part} lacks part of {names}"
+    cls = kinds.usecase_class(kind)
+    assert issubclass(cls, usecase.UseCase) and not getattr(cls, "__abstractmethods__", None)
+    assert cls.kind == kind and kinds.config_class(kind).IDENTITY_KEYS is not None

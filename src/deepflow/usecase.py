@@ -178,7 +178,7 @@ def resolve_config(e: Entry, overrides: Sequence[str] = ()) -> Any:
     come from the entry file only: a model of entry A is never trained on another schema.
     """
     cls = kinds.config_class(e.kind)
-    identity = getattr(cls, "IDENTITY_KEYS", ())
+    identity = cls.IDENTITY_KEYS  # every kind's config declares its schema keys
     for item in overrides:
         key = item.partition("=")[0].strip().split(".")[0]
         if key in identity:

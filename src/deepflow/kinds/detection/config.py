@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from deepflow.promotion import PromotionConfig
 
@@ -56,6 +57,10 @@ class CocoConfig:
 
 @dataclass
 class DetectionConfig:
+    # The classes are the kind's fixed six (labels.py) until they come from the dataset (issue 15):
+    # then `classes` joins the identity, as `labels` did for text.
+    IDENTITY_KEYS: ClassVar[tuple[str, ...]] = ()
+
     prepared_dir: str = ""
     candidates: list[str] = field(default_factory=lambda: ["shallow", "deep"])
     baselines: list[str] = field(default_factory=list)
