@@ -275,9 +275,19 @@ def ui(port: Annotated[int, typer.Option(help="MLflow UI port")] = 5000,
        prefect_port: Annotated[int, typer.Option(help="Prefect server port (when none is configured)")] = 4200,
        ) -> None:
     """Open both dashboards on 127.0.0.1: MLflow (runs, models, @champion) and Prefect (flow runs,
-    deployments, schedules). Starts a Prefect server unless PREFECT_API_URL names one. Ctrl-C stops."""
+    deployments, schedules). Starts a Prefect server unless PREFECT_API_URL names one. Ctrl-C (or
+    SIGTERM) stops both."""
+    import signal
+
     from deepflow import dashboards
 
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # Ctrl-C and `kill` both stop the servers. A command started in the background of a script
+    # inherits an ignored SIGINT: take it back, or Ctrl-C (a process-group SIGINT) would do nothing.
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     started = []
     try:
         started.append(_started(dashboards.start_mlflow_ui, port))
