@@ -71,7 +71,7 @@ def validate_data(use_case: str, overrides: Sequence[str], run_id: str | None = 
         "result": "passed",
         "expectations": report.evaluated,
         "report_path": str(report_path),
-        **tracking.data_lineage(uc.prepared_dir, fingerprint),
+        **tracking.data_lineage(uc.prepared_dir, lambda: fingerprint),
         "fingerprint": fingerprint,
         "schema": usecase.schema_hash(uc.schema()),
         "timings": dict(sw.seconds),
@@ -80,13 +80,7 @@ def validate_data(use_case: str, overrides: Sequence[str], run_id: str | None = 
 
 def data_fingerprint(uc: usecase.UseCase) -> str:
     """sha256 of the prepared files exactly as they are on disk now (DVC's md5 is per `repro`)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for path in sorted(uc.prepared_dir.glob("*.parquet")):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    return tracking.files_fingerprint(sorted(uc.prepared_dir.glob("*.parquet")))
 
 
 def train_member(use_case: str, overrides: Sequence[str], member: str, kind: str,
@@ -170,7 +164,7 @@ def register_best(use_case: str, overrides: Sequence[str], results: list[dict], 
     if validation_info.get("result") != "passed":
         raise RuntimeError(f"{use_case}: refusing to register without a passing validation")
     fingerprint = data_fingerprint(uc)
-    current_data = tracking.data_lineage(uc.prepared_dir, fingerprint)["data_version"]
+    current_data = tracking.data_lineage(uc.prepared_dir, lambda: fingerprint)["data_version"]
     if validation_info.get("schema") != usecase.schema_hash(uc.schema()):
         raise RuntimeError(f"{use_case}: the entry's schema changed during the run ({uc.entry.path} was edited); "
                            "refusing to register")
@@ -195,7 +189,7 @@ def register_best(use_case: str, overrides: Sequence[str], results: list[dict], 
             "deepflow.dvc_stage": validation_info["dvc_stage"],
             "deepflow.entry": str(uc.entry.path.name),
             "deepflow.entry_kind": uc.kind,
-            "deepflow.schema": usecase.schema_hash(uc.schema()),
+            "deepflow.schema": validation_info["schema"],  # checked above: the entry's schema now
             "deepflow.git_commit": tracking.git_commit(),
             "deepflow.validation": f"passed ({validation_info['expectations']} expectations)",
             "deepflow.validation_suite": validation_info["suite"],
@@ -280,9 +274,9 @@ def _record_decision(uc: usecase.UseCase, actor: str, challenger, champion, poli
     """Write the decision to the challenger's run and version tags; move @champion if promoted."""
     use_case = uc.name
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    fingerprint = data_fingerprint(uc) if uc.prepared_dir.is_dir() else "none"
-    record = {"use_case": use_case, "decided_at": stamp, "decided_by": actor,
-              "data_version": tracking.data_lineage(uc.prepared_dir, fingerprint)["data_version"],
+    lineage = tracking.data_lineage(uc.prepared_dir,
+                                    lambda: data_fingerprint(uc) if uc.prepared_dir.is_dir() else "none")
+    record = {"use_case": use_case, "decided_at": stamp, "decided_by": actor, "data_version": lineage["data_version"],
               "policy": asdict(policy), "evidence": asdict(evidence) if evidence else None,
               **{k: v for k, v in facts.items() if k in ("test_rows", "refused_before_scoring",
                                                           "schema_change_accepted")},

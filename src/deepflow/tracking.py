@@ -7,9 +7,11 @@ Prefect's task runners. The only fluent use is scoped inside ``log_scorer``.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import subprocess
 import warnings
+from collections.abc import Callable, Iterable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -196,16 +198,6 @@ def registered_models() -> list:
 # --- lineage ---------------------------------------------------------------------------------
 
 
-def dvc_hash(stage: str, lock_path: Path | None = None) -> str:
-    """md5 of a DVC stage's first output as recorded in ``dvc.lock`` ("untracked" if absent)."""
-    lock_path = lock_path or settings.PROJECT_ROOT / "dvc.lock"
-    if not lock_path.exists():
-        return "untracked"
-    stages = (yaml.safe_load(lock_path.read_text()) or {}).get("stages", {})
-    outs = stages.get(stage, {}).get("outs", [])
-    return outs[0].get("md5", "untracked") if outs else "untracked"
-
-
 def dvc_stage_of(path: Path, lock_path: Path | None = None) -> tuple[str, str] | None:
     """(stage, md5) of the ``dvc.lock`` output that is exactly ``path``; None when DVC does not track it."""
     lock_path = lock_path or settings.PROJECT_ROOT / "dvc.lock"
@@ -222,12 +214,24 @@ def dvc_stage_of(path: Path, lock_path: Path | None = None) -> tuple[str, str] |
     return None
 
 
-def data_lineage(prepared_dir: Path, fingerprint: str) -> dict[str, str]:
-    """What data a run used: the DVC md5 of its stage's output when the folder is one, else the
-    sha256 fingerprint of the files themselves (``files:<sha>``), never another entry's hash."""
-    found = dvc_stage_of(prepared_dir)
-    stage, version = found if found else ("none", f"files:{fingerprint}")
-    return {"data_version": version, "dvc_stage": stage, "data_source": str(prepared_dir)}
+def files_fingerprint(paths: Iterable[Path]) -> str:
+    """sha256 (first 16 hex digits) of the files' names and bytes exactly as they are on disk now."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.name.encode())
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def data_lineage(data_path: Path, fingerprint: Callable[[], str]) -> dict[str, str]:
+    """What data a run used: the DVC md5 of its stage's output when ``data_path`` is one, else
+    ``files:<fingerprint()>`` (called only then: hashing is skipped when DVC already knows the data),
+    never another entry's hash."""
+    found = dvc_stage_of(data_path)
+    stage, version = found if found else ("none", f"files:{fingerprint()}")
+    return {"data_version": version, "dvc_stage": stage, "data_source": str(data_path)}
 
 
 @functools.cache

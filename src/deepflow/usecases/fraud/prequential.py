@@ -96,15 +96,9 @@ def prepare(use_case: str, overrides: list[str], run_id: str) -> dict:
 
 def source_lineage(source: Path) -> dict[str, str]:
     """The DVC md5 of the transactions file when a stage writes it, else the file's own sha256."""
-    import hashlib
-
     if not source.is_file():
         raise FileNotFoundError(f"{source}: no transactions to cut the folds from (run `dvc repro` first)")
-    digest = hashlib.sha256()
-    with source.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return tracking.data_lineage(source, digest.hexdigest()[:16])
+    return tracking.data_lineage(source, lambda: tracking.files_fingerprint([source]))
 
 
 def benchmark(use_case: str, overrides: list[str], model: str, parent_run_id: str, table_path_: str,
