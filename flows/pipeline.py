@@ -1,6 +1,8 @@
 """Prefect flows: sequencing only. The work lives in ``deepflow.steps``.
 
-``train_pipeline(use_case)``: validate -> train every member -> register best -> promote.
+``train_pipeline(use_case)``: validate -> train every member -> register best -> promote. An
+entry with ``budget_s`` runs within it (``deepflow.budget``): members that cannot fit are skipped
+and listed in the summary (``skipped``), the others train within the time left.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import deployment, flow_run
 
-from deepflow import report, settings, steps, tracking, usecase
+from deepflow import budget, report, settings, steps, tracking, usecase
 
 # Typed parameters: the Prefect UI's "Run" form shows a drop-down of use cases, a list of
 # key=value overrides and a promote switch, and the API rejects anything else.
@@ -31,8 +33,8 @@ def validate(use_case: str, overrides: list[str], run_id: str) -> dict:
 
 @task(name="train")
 def train(use_case: str, overrides: list[str], member: str, kind: str, parent_run_id: str,
-          data_version: str) -> dict:
-    return steps.train_member(use_case, overrides, member, kind, parent_run_id, data_version)
+          data_version: str, time_limit_s: float | None = None) -> dict:
+    return steps.train_member(use_case, overrides, member, kind, parent_run_id, data_version, time_limit_s)
 
 
 @task(name="register")
@@ -49,6 +51,25 @@ def promote(use_case: str, overrides: list[str], actor: str) -> dict:
 @task(name="bake-off-report")
 def bakeoff(use_case: str, overrides: list[str], summary: dict) -> dict:
     return steps.bakeoff_report(use_case, overrides, summary)
+
+
+def train_members(uc: usecase.UseCase, overrides: list[str], run_id: str, data_version: str,
+                  clock: budget.Budget) -> list[dict]:
+    """Train the members in order; with a budget, skip those it cannot fit and give the others
+    what is left (see deepflow/budget.py). Raises when the budget left room for none."""
+    results = []
+    for member, kind in uc.members():
+        plan = clock.plan(member)
+        if plan.skipped:
+            continue
+        result = train.with_options(task_run_name=f"train-{member}")(
+            uc.name, overrides, member, kind, run_id, data_version, plan.time_limit_s)
+        clock.record(member, plan.time_limit_s, result["timings"])
+        results.append(result)
+    if not results:
+        raise RuntimeError(f"{uc.name}: the budget of {clock.budget_s:.0f} s left no time to train any member "
+                           f"({clock.skipped[0]['reason']}); raise budget_s in {uc.entry.path}")
+    return results
 
 
 # The entry names are an enum for the UI's Run form and the API (checked by the server when a
@@ -69,15 +90,12 @@ def train_pipeline(use_case: UseCaseName, overrides: list[str] | None = None,
     fr_id = str(flow_run.id) if flow_run.id else None
     orchestration = {"flow_run_id": fr_id, "flow_run_name": flow_run.name,
                      "deployment_id": str(deployment.id) if deployment.id else None}
+    clock = budget.Budget(getattr(uc.cfg, "budget_s", None), started=t0)  # the entry's wall-clock promise
     begun = start(use_case, overrides, fr_id)
     run_id = begun["run_id"]
     try:
         checked = validate(use_case, overrides, run_id)
-        results = [
-            train.with_options(task_run_name=f"train-{member}")(
-                use_case, overrides, member, kind, run_id, checked["data_version"])
-            for member, kind in uc.members()
-        ]
+        results = train_members(uc, overrides, run_id, checked["data_version"], clock)
         registered = register(use_case, overrides, results, checked, run_id, orchestration)
         promoted = promote(use_case, overrides, f"pipeline:{fr_id}") if promote_challenger else None
     except BaseException:
@@ -92,7 +110,10 @@ def train_pipeline(use_case: UseCaseName, overrides: list[str] | None = None,
         "members": results,
         "registered": registered,
         "promotion": promoted,
+        "budget_s": clock.budget_s,
+        "skipped": list(clock.skipped),
     }
+    summary["budget"] = clock.summary()
     made = bakeoff(use_case, overrides, summary)
     summary["bakeoff"] = made["paths"]
     parts = [begun, checked, *results, registered, *([promoted] if promoted else []), made]

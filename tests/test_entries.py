@@ -16,7 +16,7 @@ def test_shipped_entries_and_kinds() -> None:
     found = usecase.entries()
     assert {n: e.kind for n, e in found.items() if n in ("fraud", "paysim", "nlp", "traffic")} == {
         "fraud": "tabular", "paysim": "tabular", "nlp": "text", "traffic": "detection"}
-    assert set(kinds.names()) == {"tabular", "text", "detection"}
+    assert set(kinds.names()) == {"tabular", "table", "text", "detection"}
     assert usecase.default_names() == ["fraud", "nlp", "traffic"]
     for name in found:
         uc = usecase.get(name)
@@ -32,7 +32,7 @@ def test_a_new_file_is_a_new_entry(datasets: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("text", "message"), [
     ("kind: tabular\nconfig: {}\nwhat: 1\n", "unknown key 'what'"),
-    ("kind: audio\n", "kind must be one of detection, tabular, text"),
+    ("kind: audio\n", "kind must be one of detection, table, tabular, text"),
     ("- a list\n", "top level must be a mapping"),
     ("kind: text\nconfig: [1]\n", "'config' has the wrong type"),
     ("kind: text\nconfig: {labels: [a, b], prepared_dir: x, nope: 1}\n", "unknown config key 'nope'"),
@@ -142,7 +142,7 @@ REQUIRED_PARTS = {
 }
 
 
-@pytest.mark.parametrize("kind", ["tabular", "text", "detection"])
+@pytest.mark.parametrize("kind", ["tabular", "table", "text", "detection"])
 def test_every_kind_provides_every_part(kind: str) -> None:
     """The contract the core dispatches on: a kind missing a part would break serving, batch
     scoring or monitoring for every entry, so it is checked here, not at a user's first request."""

@@ -142,7 +142,29 @@ and tested on the same frozen split. Intervals: seeded bootstrap of the test row
 
 ## Promotion
 {('; '.join(promo.get('reasons', [])) or 'not run') if promo else 'not run'}
-"""
+{time_section(summary)}"""
+
+
+def time_section(summary: dict) -> str:
+    """How the run's time went: per member its fit limit, training and after-fit seconds and what
+    stopped it; the budget, its reserve, and every member it skipped with the reason ("" when the
+    run had no budget)."""
+    b = summary.get("budget") or {}
+    if b.get("budget_s") is None:
+        return ""
+    stopped = {m["member"]: m.get("stopped_by") or "–" for m in summary["members"]}
+    rows = []
+    for m in b.get("members", []):
+        limit = "–" if m["time_limit_s"] is None else f"{m['time_limit_s']:.0f}"
+        rows.append(f"| {m['member']} | {limit} | {m['training_s']:.1f} | {m['after_fit_s']:.1f} | "
+                    f"{stopped.get(m['member'], '–')} |")
+    skipped = [f"- `{s['member']}` skipped: {s['reason']}" for s in b.get("skipped", [])] or ["Nothing was skipped."]
+    return "\n".join([
+        "", "## Time", "",
+        f"Budget {b['budget_s']:.0f} s for the whole run, {b['reserve_s']:.0f} s of it kept for registration, "
+        f"promotion and this report; {b['spent_s']:.1f} s spent when this report was written.", "",
+        "| member | fit limit s | train s | evaluate + log s | stopped by |", "|---|---|---|---|---|", *rows, "",
+        *skipped, ""])
 
 
 def html(markdown_text: str) -> str:

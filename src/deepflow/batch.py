@@ -6,27 +6,22 @@ default) is resolved and loaded once; the input is read in chunks (parquet ``ite
 scored and appended to a temporary output that is renamed into place only when every chunk went
 through. Rows that fail validation go to ``<output stem>.rejects.<ext>`` with a reason.
 
-This module is the kind-independent core. What a row must hold and what its scores are belongs
-to the entry's kind (``Model.kind`` is the entry's ``kind``): ``deepflow.kinds.<kind>.batch``
-(``kinds.part(kind, "batch")``) provides
+This module is the kind-independent core. What a row must hold and what its scores are belongs to
+the entry's kind (``Model.kind``): ``deepflow.kinds.<kind>.batch`` (``kinds.part(kind, "batch")``) provides
 
 * ``NEEDS_THRESHOLD: bool``: without a threshold (tag or argument) :func:`load_model` refuses;
-* ``OUTPUTS: tuple[str, ...]``: the columns it adds to each output row (an input column so
-  named is refused);
+* ``OUTPUTS: tuple[str, ...]``: the columns it adds to each output row (an input column so named
+  is refused), or ``outputs(model)`` where they depend on the model (:func:`output_columns`);
 * ``inputs(model) -> list[str]``: the columns the model reads; the input must have them, and
   they are not copied to the output (every other column passes through: ids);
 * ``validate(frame, model) -> (clean, rejects)``: the rows that can be scored, their inputs
   parsed, and ``rejects`` in the shape of :func:`rejects_frame`;
 * ``score(model, frame) -> (scores, rejects)``: ``validate`` then the scorer; ``scores`` is
-  indexed by the scored rows' index in ``frame`` and holds exactly the ``OUTPUTS`` columns. Every
+  indexed by the scored rows' index in ``frame`` and holds exactly the output columns. Every
   row of ``frame`` is in ``scores`` or ``rejects``, never both (:func:`score_chunk` checks it).
 
 The core adds to each scored row its position in the input (``row``), the pass-through columns,
-and the registered ``model`` name and ``version``. The three kinds score:
-
-* tabular: the scorer's ``features`` -> a ``probability`` and its ``decision`` at the threshold;
-* text: a ``text`` column -> the arg-max ``label`` over the scorer's ``labels``, its ``probability``;
-* detection: images -> the detections at or above the threshold as JSON, and the count per class.
+and the registered ``model`` name and ``version``; each kind's batch module says what it scores.
 """
 
 from __future__ import annotations
@@ -120,6 +115,12 @@ class Model:
 def batch_part(kind: str) -> ModuleType:
     """The kind's batch module (its contract is in this module's docstring)."""
     return kinds.part(kind, "batch")
+
+
+def output_columns(model: Model, part: ModuleType | None = None) -> tuple[str, ...]:
+    """The columns the model's kind adds: ``outputs(model)`` where the kind has it, else ``OUTPUTS``."""
+    part = part or batch_part(model.kind)
+    return tuple(part.outputs(model)) if hasattr(part, "outputs") else tuple(part.OUTPUTS)
 
 
 def resolve_version(name: str, alias: str | None = tracking.CHAMPION, version: str | None = None) -> tuple[str, Any]:
@@ -316,7 +317,7 @@ def check_schema(model: Model, columns: list[str], path: Path) -> None:
     needed = list(part.inputs(model))
     if missing := [c for c in needed if c not in columns]:
         raise BatchError(f"{path}: missing column(s) {', '.join(missing)} needed by {model.name} v{model.version}")
-    clash = {*STAMPS, *part.OUTPUTS} & (set(columns) - set(needed))
+    clash = {*STAMPS, *output_columns(model, part)} & (set(columns) - set(needed))
     if clash:
         raise BatchError(f"{path}: input column(s) {', '.join(sorted(clash))} clash with output columns; rename them")
 

@@ -1,7 +1,7 @@
-"""``deepflow`` command line: run | validate | train | promote | entries | status | show | history |
+"""``deepflow`` command line: new | run | validate | train | promote | entries | status | show | history |
 rollback | ui | serve | score | schedule | deploy | monitor | incoming.
 
-Long because: one Typer app of sixteen thin commands, each a few lines that parse options and call
+Long because: one Typer app of seventeen thin commands, each a few lines that parse options and call
 ``steps``, the flows or a core module; one file is where a user and a newcomer read the whole CLI.
 """
 
@@ -115,6 +115,42 @@ def run(use_cases: Annotated[list[str] | None, typer.Argument(help="default: the
     for name in names:
         _check(name, override or [])
     _print_summaries(_pipelines(names, override or [], promote=True))
+
+
+@app.command()
+def new(name: Annotated[str, typer.Argument(help="the new entry's name: datasets/<name>.yaml, model and route")],
+        data: Annotated[Path, typer.Option("--data", help="the table: CSV, TSV, JSON lines or Parquet")],
+        target: Annotated[str | None, typer.Option("--target", help="the column to predict",
+                                                   show_default="inferred from the column names")] = None,
+        task: Annotated[str | None, typer.Option("--task", help="binary | multiclass | regression",
+                                                 show_default="inferred from the target's values")] = None,
+        time_column: Annotated[str | None, typer.Option("--time-column", help="split by this column's time",
+                                                        show_default="the one datetime column, if any")] = None,
+        budget: Annotated[str, typer.Option("--budget", help="wall clock of a run: 300, 300s, 5m, 1h")] = "5m",
+        drop_missing_target: Annotated[bool, typer.Option("--drop-missing-target",
+                                                          help="leave out rows without a target value")] = False,
+        no_dvc: Annotated[bool, typer.Option("--no-dvc", help="prepare here, without DVC tracking")] = False,
+        force: Annotated[bool, typer.Option("--force", help="replace an existing entry of this name")] = False,
+        run_after: Annotated[bool, typer.Option("--run", help="then `deepflow run NAME`")] = False,
+        ) -> None:
+    """Make a dataset entry from your own table: infer target, task and column roles (all printed),
+    write datasets/NAME.yaml and reports/NAME/profile.md, track the source and prepare the splits."""
+    from deepflow import config
+    from deepflow.kinds.table.new import DvcError, create
+
+    given = [f"--{k.replace('_', '-')} {v}" for k, v in (("target", target), ("task", task),
+                                                         ("time_column", time_column)) if v is not None]
+    command = " ".join(["deepflow new", name, f"--data {data}", *given])
+    try:
+        create(name, data, target=target, task=task, time_column=time_column, budget=budget,
+               drop_missing_target=drop_missing_target, dvc=not no_dvc, force=force, command=command,
+               echo=lambda line: out.print(line, markup=False, highlight=False, soft_wrap=True))
+    except DvcError as exc:
+        _fail(str(exc), 1)
+    except (ValueError, OSError, config.ConfigError) as exc:  # TableError is a ValueError: one line, nothing run
+        _fail(str(exc), 2)
+    if run_after:
+        run([name], None)
 
 
 @app.command()

@@ -45,8 +45,8 @@ def check(use_case: str, paths: list[Path], ops: OpsConfig) -> dict[str, Any]:
     # overrides, e.g. another prepared_dir).
     pipeline = ops.pipelines.get(use_case)
     overrides = tuple(pipeline.overrides) if pipeline else ()
-    # Entries of a kind with feature columns (tabular) name them; the batch must carry them.
-    features = list(getattr(drift.entry_config(use_case, overrides), "features", None) or []) or None
+    # Entries of a kind with feature columns (tabular, table) name them; the batch must carry them.
+    features = drift.entry_features(use_case, overrides)
     current = read_batches(kind, paths, features)
     reference = drift.reference_frame(use_case, overrides=overrides)
     cfg = drift.DriftConfig(**ops.monitor.drift.get(use_case, {}))

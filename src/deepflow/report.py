@@ -53,7 +53,25 @@ def champion_line(summary: dict[str, Any]) -> str:
         return f"{summary['use_case']}: v{reg.get('version')} is @challenger (promotion not run)"
     verdict = "promoted to @champion" if promo["promoted"] else "not promoted"
     return (f"{summary['use_case']}: v{promo['challenger']} ({reg.get('member')}) {verdict}; "
-            f"@champion = v{promo['champion']}. Why: {'; '.join(promo['reasons'])}")
+            f"@champion = v{promo['champion']}. Why: {'; '.join(promo['reasons'])}{skipped_note(summary)}")
+
+
+def skipped_note(summary: dict[str, Any]) -> str:
+    """" Skipped (budget 300 s): deep." when the run's budget left members out, else ""."""
+    skipped = summary.get("skipped") or []
+    if not skipped:
+        return ""
+    return f" Skipped (budget {summary.get('budget_s') or 0:.0f} s): {', '.join(s['member'] for s in skipped)}."
+
+
+def budget_lines(summary: dict[str, Any]) -> list[str]:
+    """The budget and what it skipped, and why: lines for the run summary (none without a budget)."""
+    if summary.get("budget_s") is None:
+        return []
+    wall = (summary.get("timings") or {}).get("wall")
+    lines = [f"Budget: {summary['budget_s']:.0f} s" + (f", run took {wall:.1f} s." if wall is not None else ".")]
+    lines += [f"- skipped `{s['member']}`: {s['reason']}" for s in summary.get("skipped") or []]
+    return lines
 
 
 def markdown(summary: dict[str, Any]) -> str:
@@ -65,6 +83,8 @@ def markdown(summary: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(fmt(row[h]) for h in head) + " |")
     lines += ["", champion_line(summary), "", "Time (s): " + ", ".join(
         f"{k} {v:.1f}" for k, v in summary["timings"].items())]
+    if budget := budget_lines(summary):
+        lines += ["", *budget]
     return "\n".join(lines) + "\n"
 
 

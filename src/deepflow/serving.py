@@ -37,10 +37,11 @@ from types import ModuleType
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from deepflow import kinds, settings, tracking, usecase
+from deepflow import kinds, problems, settings, tracking, usecase
 
 log = logging.getLogger("deepflow.serving")
 
@@ -333,6 +334,7 @@ def create_app(cfg: ServeConfig | None = None, store: ModelStore | None = None) 
         return limits.get(served, cfg.max_json_bytes)
 
     app.add_middleware(BodyLimit, limit_for=limit_for)
+    app.add_exception_handler(RequestValidationError, problems.unprocessable)  # a 422, never a 500
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

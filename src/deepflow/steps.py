@@ -84,8 +84,10 @@ def data_fingerprint(uc: usecase.UseCase) -> str:
 
 
 def train_member(use_case: str, overrides: Sequence[str], member: str, kind: str,
-                 parent_run_id: str, data_version: str) -> dict:
-    """Fit one candidate or baseline in its own nested run; evaluate it; log model and plots."""
+                 parent_run_id: str, data_version: str, time_limit_s: float | None = None) -> dict:
+    """Fit one candidate or baseline in its own nested run (within ``time_limit_s`` seconds of
+    fitting when given: the run's budget); evaluate it; log model, plots and reports. A report
+    under ``card/`` is also a section of the model card if this member is registered."""
     progress.step(use_case, "train", member)
     uc = usecase.get(use_case, overrides)
     sw = Stopwatch()
@@ -103,7 +105,7 @@ def train_member(use_case: str, overrides: Sequence[str], member: str, kind: str
                 tracking.log_metrics(run_id, metrics, step=epoch)
 
         with sw("training"):
-            scorer, info = uc.fit(member, kind, splits, log=log_epoch)
+            scorer, info = uc.fit(member, kind, splits, log=log_epoch, time_limit_s=time_limit_s)
         progress.step(use_case, "evaluate", member)
         with sw("evaluation"):
             val_scores = scorer.predict(splits["val"])
@@ -122,13 +124,15 @@ def train_member(use_case: str, overrides: Sequence[str], member: str, kind: str
             metrics |= {f"latency_ms_p{k[1:]}": v for k, v in latency_ms.items()}
             metrics |= extra
             metrics |= {"size_mb": size_mb, f"test/{primary}_low": interval.low,
-                        f"test/{primary}_high": interval.high, **{f"info/{k}": v for k, v in info.items()}}
+                        f"test/{primary}_high": interval.high, **{f"info/{k}": v for k, v in info.items()
+                                                                 if isinstance(v, int | float)}}
             tracking.log_metrics(run_id, metrics, step=int(info.get("epochs_run", 0)))
-            tracking.log_params(run_id, {"member": member, "kind": kind, "threshold": threshold})
+            tracking.log_params(run_id, {"member": member, "kind": kind, "threshold": threshold,
+                                         **{f"info.{k}": v for k, v in info.items() if not isinstance(v, int | float)}})
             for path, fig in figures.items():
                 tracking.log_figure(run_id, fig, path)
-            for path, text in texts.items():
-                tracking.log_text(run_id, text, path)
+            for path, item in texts.items():  # markdown, or a figure that goes with it
+                (tracking.log_text if isinstance(item, str) else tracking.log_figure)(run_id, item, path)
             model_uri = tracking.log_scorer(run_id, scorer, input_example(uc, scorer, splits["test"]))
             tracking.set_tags(run_id, {"deepflow.model_uri": model_uri})
             tracking.end_run(run_id, ok=True)
@@ -148,6 +152,9 @@ def train_member(use_case: str, overrides: Sequence[str], member: str, kind: str
         "size_mb": size_mb,
         "interval": [interval.low, interval.high],
         "parameters": info.get("parameters"),
+        "time_limit_s": time_limit_s,
+        "stopped_by": info.get("stopped_by"),
+        "card": "".join(t for p, t in texts.items() if p.startswith("card/") and isinstance(t, str)),
         "primary": primary,
         "timings": dict(sw.seconds),
     }
@@ -205,7 +212,8 @@ def register_best(use_case: str, overrides: Sequence[str], results: list[dict], 
                                  pipeline_run_id=pipeline_run_id)
         tracking.set_version_tags(use_case, version, certificate.tags(cert))
         tracking.log_text(best["run_id"], certificate.dumps(cert), f"registry/v{version}/birth_certificate.json")
-        tracking.log_text(best["run_id"], certificate.model_card(cert, primary), f"registry/v{version}/model_card.md")
+        tracking.log_text(best["run_id"], "\n".join([certificate.model_card(cert, primary), best.get("card") or ""]),
+                          f"registry/v{version}/model_card.md")
         ledger.move_alias(use_case, tracking.CHALLENGER, version,
                           reason=f"best on val/{primary} ({best['val'][primary]:.4f}) of {len(pool)} candidates",
                           evidence=f"runs:/{pipeline_run_id}/summary.md",

@@ -13,6 +13,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import lightning as L
 import torch
@@ -132,6 +133,7 @@ class FitResult:
     steps: int
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
+    stopped_by: str = ""  # "early stopping", "time limit" or "max epochs"
 
 
 def fit(
@@ -144,18 +146,20 @@ def fit(
     patience: int,
     log: Callable[[dict[str, float], int], None] | None = None,
     fast_dev_run: bool = False,
+    mode: str = "max",
+    time_limit_s: float | None = None,
 ) -> FitResult:
     """Train ``module``; leave it holding its best-on-validation weights. Without ``val``: exactly
-    ``max_epochs`` epochs, no early stopping (the epoch count is then a hyperparameter). Reports
-    every epoch and the fit's end to ``deepflow.progress``."""
+    ``max_epochs`` epochs, no early stopping (the epoch count is then a hyperparameter). ``mode``:
+    whether a higher (``max``) or lower (``min``) ``monitor`` is better. ``time_limit_s``: training
+    stops after the step that reaches it (Lightning's ``max_time``), with the best weights seen so
+    far. Reports every epoch and the fit's end to ``deepflow.progress``."""
     # Lightning's GPU/TPU banners and tips: into the log file when progress routes logs, else dropped.
     logging.getLogger("lightning.pytorch").setLevel(logging.INFO if progress.logs_routed() else logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    keep = KeepBest(monitor)
-    callbacks: list[L.Callback] = [] if val is None else [
-        keep,
-        L.pytorch.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=patience),
-    ]
+    keep = KeepBest(monitor, mode)
+    stopper = L.pytorch.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience)
+    callbacks: list[L.Callback] = [] if val is None else [keep, stopper]
     if log is not None:
         callbacks.append(EpochMetricsToMlflow(log))
     total = 1 if fast_dev_run else max_epochs
@@ -164,6 +168,7 @@ def fit(
     trainer = L.Trainer(
         **trainer_options(),
         max_epochs=max_epochs,
+        max_time=None if time_limit_s is None else timedelta(seconds=max(time_limit_s, 0.0)),
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -179,10 +184,13 @@ def fit(
     progress.fitted(reporter.entry, reporter.member, trainer.current_epoch, total, seconds=seconds)
     keep.restore(module)
     module.cpu().eval()
+    stopped_by = ("early stopping" if val is not None and stopper.stopped_epoch > 0
+                  else "time limit" if time_limit_s is not None and seconds >= time_limit_s else "max epochs")
     return FitResult(
         best_value=keep.best,
         best_epoch=keep.best_epoch,
         epochs_run=trainer.current_epoch,
         steps=trainer.global_step,
         seconds=seconds,
+        stopped_by=stopped_by,
     )

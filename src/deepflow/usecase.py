@@ -271,8 +271,12 @@ class UseCase(abc.ABC):
 
     @abc.abstractmethod
     def fit(self, name: str, kind: str, splits: dict[str, pd.DataFrame], log: LogFn | None = None,
-            fast_dev_run: bool = False) -> tuple[Scorer, dict[str, Any]]:
-        """Train one member; (scorer, info) where info has ``epochs_run`` and ``parameters`` when known."""
+            fast_dev_run: bool = False, time_limit_s: float | None = None) -> tuple[Scorer, dict[str, Any]]:
+        """Train one member; (scorer, info) where info has ``epochs_run`` and ``parameters`` when known.
+
+        ``time_limit_s``: the wall clock the fit may take (the run's budget, what is left of it);
+        networks stop training when it is reached (``training.fit``'s ``time_limit_s``) and keep
+        their best weights so far; a model that cannot be interrupted may ignore it."""
 
     # --- evaluation ---------------------------------------------------------------------------
 
@@ -303,6 +307,8 @@ class UseCase(abc.ABC):
         return {}
 
     def reports(self, member: str, scorer: Scorer, scores: np.ndarray,
-                frame: pd.DataFrame) -> dict[str, str]:
-        """Markdown artifacts of one member (path -> text)."""
+                frame: pd.DataFrame) -> dict[str, Any]:
+        """Artifacts of one member: path -> markdown text, or a matplotlib figure (e.g. the plot
+        of a report). Markdown under ``card/`` is appended to the model card when the member is
+        registered."""
         return {}

@@ -2,6 +2,11 @@
 
 Suites are declared per use case (``usecases/<uc>/expectations.py``) as named lists of GX
 expectations, one list per frame (e.g. the rows, and a per-split summary).
+
+A frame may name the columns that identify its rows in ``frame.attrs["row_id"]`` (e.g. a
+``split:position`` column): a failure then lists the failing rows by those values, not only the
+bad values. The report keeps the suites it ran (``contract.json`` beside the report): the
+contract as data, reviewable next to the entry it came from.
 """
 
 from __future__ import annotations
@@ -14,6 +19,9 @@ from typing import Any
 
 import pandas as pd
 
+ROW_ID = "row_id"  # frame.attrs key: the columns that name a frame's rows in failures
+SHOWN = 12  # list items shown in a failure's one-line summary (the JSON keeps them all)
+
 
 @dataclass
 class Failure:
@@ -24,13 +32,24 @@ class Failure:
     unexpected_count: int | None = None
     examples: list[Any] = field(default_factory=list)
     observed: Any = None
+    rows: list[Any] = field(default_factory=list)  # the failing rows, by the frame's row_id columns
 
     def line(self) -> str:
         where = f"column {self.column!r}" if self.column else "table"
         what = f"{self.unexpected_count} bad value(s), e.g. {self.examples[:5]}" if (
             self.unexpected_count
         ) else f"observed {self.observed!r}"
-        return f"[{self.frame}] {self.expectation} on {where} {self.kwargs}: {what}"
+        if self.rows:
+            what += f" at {_short(self.rows[:5])}"
+        kwargs = {k: _short(v) for k, v in self.kwargs.items()}
+        return f"[{self.frame}] {self.expectation} on {where} {kwargs}: {what}"
+
+
+def _short(value: Any) -> Any:
+    """A long list (a category set) cut to its first items for the one-line summary."""
+    if isinstance(value, list | tuple) and len(value) > SHOWN:
+        return [*value[:SHOWN], f"... (+{len(value) - SHOWN} more)"]
+    return value
 
 
 @dataclass
@@ -40,6 +59,8 @@ class ValidationReport:
     evaluated: int
     rows: dict[str, int]
     failures: list[Failure]
+    # the expectations run, per frame (their GX configurations): saved as contract.json
+    contract: dict[str, list[dict[str, Any]]] = field(default_factory=dict, repr=False)
 
     def to_markdown(self) -> str:
         head = "PASSED" if self.success else "FAILED"
@@ -54,12 +75,17 @@ class ValidationReport:
         return "\n".join(lines) + "\n"
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, default=str)
+        body = {k: v for k, v in asdict(self).items() if k != "contract"}
+        return json.dumps(body, indent=2, default=str)
 
     def save(self, directory: Path) -> Path:
-        """Write ``validation.json`` and ``validation.md``; return the Markdown path."""
+        """Write ``validation.json``, ``validation.md`` and the suites run (``contract.json``);
+        return the Markdown path."""
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "validation.json").write_text(self.to_json())
+        if self.contract:
+            (directory / "contract.json").write_text(
+                json.dumps({"suite": self.suite, "frames": self.contract}, indent=2, default=str))
         md = directory / "validation.md"
         md.write_text(self.to_markdown())
         return md
@@ -85,8 +111,12 @@ def validate(suite: str, frames: dict[str, pd.DataFrame], expectations: dict[str
     context.variables.progress_bars = {"globally": False}
     source = context.data_sources.add_pandas(f"{suite}-source")
     failures: list[Failure] = []
+    contract: dict[str, list[dict[str, Any]]] = {}
     evaluated = 0
     for frame_name, items in expectations.items():
+        frame = frames[frame_name]
+        row_id = [c for c in frame.attrs.get(ROW_ID, []) if c in frame.columns]
+        contract[frame_name] = [_configuration(e) for e in items]
         batch_def = source.add_dataframe_asset(frame_name).add_batch_definition_whole_dataframe(
             "all"
         )
@@ -96,9 +126,10 @@ def validate(suite: str, frames: dict[str, pd.DataFrame], expectations: dict[str
         definition = context.validation_definitions.add(
             gx.ValidationDefinition(name=f"{suite}.{frame_name}", data=batch_def, suite=gx_suite)
         )
-        result = definition.run(
-            batch_parameters={"dataframe": frames[frame_name]}, result_format="SUMMARY"
+        result_format: Any = (
+            {"result_format": "SUMMARY", "unexpected_index_column_names": row_id} if row_id else "SUMMARY"
         )
+        result = definition.run(batch_parameters={"dataframe": frame}, result_format=result_format)
         evaluated += len(result.results)
         for r in result.results:
             if r.success:
@@ -113,18 +144,60 @@ def validate(suite: str, frames: dict[str, pd.DataFrame], expectations: dict[str
                     kwargs=kwargs,
                     unexpected_count=res.get("unexpected_count"),
                     examples=[_plain(v) for v in (res.get("partial_unexpected_list") or [])][:10],
-                    observed=_plain(res.get("observed_value")),
+                    observed=_plain(_observed(res)),
+                    rows=_failed_rows(res, row_id),
                 )
             )
-            if r.exception_info and r.exception_info.get("raised_exception"):
-                failures[-1].observed = r.exception_info.get("exception_message")
+            if message := _exception(r.exception_info):
+                failures[-1].observed = message
     return ValidationReport(
         suite=suite,
         success=not failures,
         evaluated=evaluated,
         rows={k: len(v) for k, v in frames.items()},
         failures=failures,
+        contract=contract,
     )
+
+
+def _configuration(expectation: Any) -> dict[str, Any]:
+    """One expectation as reviewable data: ``{"type": ..., "kwargs": {...}}``."""
+    config = expectation.configuration.to_json_dict()
+    return {"type": config["type"], "kwargs": config["kwargs"]}
+
+
+def _observed(result: dict[str, Any]) -> Any:
+    """What GX saw; for a column-set check, the missing and unexpected columns, not the full list."""
+    mismatched = (result.get("details") or {}).get("mismatched")
+    return mismatched if mismatched else result.get("observed_value")
+
+
+def _failed_rows(result: dict[str, Any], row_id: list[str]) -> list[Any]:
+    """The failing rows' ``row_id`` values (one value, or a list for several columns)."""
+    if not row_id:
+        return []
+    out = []
+    for item in result.get("partial_unexpected_index_list") or []:
+        if isinstance(item, dict):
+            values = [_plain(item.get(c)) for c in row_id]
+            out.append(values[0] if len(values) == 1 else values)
+    return out[:10]
+
+
+def _exception(info: Any) -> str | None:
+    """The message of an exception GX caught while evaluating (a missing column, a bad type).
+
+    GX 1.x reports it either flat (``{"raised_exception": ..., "exception_message": ...}``) or
+    keyed by the metric that raised it; the first message found is kept.
+    """
+    if not isinstance(info, dict):
+        return None
+    if info.get("raised_exception"):
+        return info.get("exception_message")
+    for value in info.values():
+        if isinstance(value, dict) and value.get("raised_exception"):
+            return value.get("exception_message")
+    return None
 
 
 def _plain(value: Any) -> Any:

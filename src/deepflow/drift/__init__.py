@@ -11,9 +11,10 @@ and the detector are imported only by the kind that needs them.
 * ``detect(kind, reference, current, cfg, scorer=...)``: the kind's drift part
   (``deepflow.kinds.<kind>.drift.detect``) measures one ``Signal`` per quantity; the batch has
   drifted when at least ``min_drifted_share`` of the signals have;
-* ``batches``: ``reference_frame(entry)`` (the champion's reference data), ``load_batch(kind,
-  path)`` (an incoming batch file or folder), ``make_batch(entry, out_dir, rows=, drift=, seed=)``
-  (a new batch from the entry's ``incoming:`` generator, else its kind's generic one).
+* ``batches``: ``reference_frame(entry)`` (the champion's reference data), ``entry_features(entry)``
+  (the feature columns its config names, if any), ``load_batch(kind, path)`` (an incoming batch
+  file or folder), ``make_batch(entry, out_dir, rows=, drift=, seed=)`` (a new batch from the
+  entry's ``incoming:`` generator, else its kind's generic one).
 
 ``python -m deepflow.drift make-batch <entry> data/incoming/<entry> --rows 300 --drift 1 --seed 1``
 ``python -m deepflow.drift report <entry> data/incoming/<entry>/<batch>.parquet [--champion]``
@@ -30,6 +31,7 @@ from deepflow.drift.batches import (
     DriftInputError,
     batch_name,
     entry_config,
+    entry_features,
     load_batch,
     make_batch,
     read_table,
@@ -57,7 +59,8 @@ from deepflow.drift.statistics import (
 
 __all__ = [
     "EPS", "KS", "DriftConfig", "DriftInputError", "DriftReport", "Signal", "batch_name", "bin_edges",
-    "bin_shares", "chi2_pvalue", "detect", "entry_config", "jensen_shannon", "ks", "load_batch", "make_batch",
+    "bin_shares", "chi2_pvalue", "detect", "entry_config", "entry_features", "jensen_shannon", "ks", "load_batch",
+    "make_batch",
     "numeric_signal", "psi", "psi_test", "read_table", "reference_frame", "reference_rows", "require_columns",
     "sample_split", "source_of", "subsample", "summarise", "total_variation", "write_parquet",
 ]

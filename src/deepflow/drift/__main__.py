@@ -41,9 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
         model = batch.load_model(args.entry)
         scorer, threshold = model.scorer, model.threshold
-    # Tabular entries name their feature columns; other kinds' configs have none.
-    features = getattr(drift.entry_config(args.entry), "features", None)
-    features = list(features) if features else None
+    features = drift.entry_features(args.entry)  # tabular kinds name their feature columns; others none
     report = drift.detect(kind, drift.reference_frame(args.entry), drift.load_batch(kind, args.batch, features),
                           scorer=scorer, features=features, threshold=threshold)
     print(report.markdown())

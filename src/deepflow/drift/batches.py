@@ -63,6 +63,14 @@ def entry_config(name: str, overrides: Sequence[str] = ()) -> Any:
     return usecase.resolve_config(usecase.entry(name), overrides)
 
 
+def entry_features(name: str, overrides: Sequence[str] = ()) -> list[str] | None:
+    """The feature columns an entry's config names (an attribute or, where a kind derives them
+    from its column roles, a method); None for kinds whose configs name none."""
+    features = getattr(entry_config(name, overrides), "features", None)
+    features = features() if callable(features) else features
+    return list(features) if features else None
+
+
 def reference_rows(name: str) -> int | None:
     """The entry's ``monitor.reference_rows``: how many train rows the reference keeps (None: all)."""
     from deepflow import usecase

@@ -55,7 +55,8 @@ class DetectionUseCase(usecase.UseCase):
 
     # --- training -----------------------------------------------------------------------------
 
-    def fit(self, name: str, kind: str, splits: dict[str, pd.DataFrame], log=None, fast_dev_run: bool = False):
+    def fit(self, name: str, kind: str, splits: dict[str, pd.DataFrame], log=None, fast_dev_run: bool = False,
+            time_limit_s: float | None = None):
         """Train one detector; returns (scorer, info)."""
         from deepflow.kinds.detection.models import build_net
         from deepflow.kinds.detection.scorer import DetectorScorer, to_tensors
@@ -84,6 +85,7 @@ class DetectionUseCase(usecase.UseCase):
             patience=t.patience,
             log=log,
             fast_dev_run=fast_dev_run,
+            time_limit_s=time_limit_s,
         )
         info = {
             "best_epoch": result.best_epoch,

@@ -2,8 +2,8 @@
 
 ``deepflow new NAME --data PATH`` infers the target, the task (binary, multiclass, regression)
 and every column's role, and writes the entry; nothing here is written per dataset. The other
-tabular kind, ``tabular``, is for prepared numeric features with a hand-written contract
-(the fraud simulator's handbook features, PaySim).
+tabular kind, ``tabular``, is for prepared numeric features with a hand-written contract and a
+binary label (engineered features from an entry's own prepare stage).
 """
 
 from deepflow.kinds import Parts

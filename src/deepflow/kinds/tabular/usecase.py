@@ -76,8 +76,8 @@ class TabularUseCase(usecase.UseCase):
     # --- training -----------------------------------------------------------------------------
 
     def fit(self, name: str, kind: str, splits: dict[str, pd.DataFrame], log=None,
-            fast_dev_run: bool = False):
-        """Train one member; returns (scorer, info)."""
+            fast_dev_run: bool = False, time_limit_s: float | None = None):
+        """Train one member; returns (scorer, info). Baselines ignore ``time_limit_s``."""
         cfg = self.cfg
         training.seed_everything(cfg.train.seed, cfg.train.threads)
         if kind == "baseline":
@@ -110,6 +110,7 @@ class TabularUseCase(usecase.UseCase):
             patience=cfg.train.patience,
             log=log,
             fast_dev_run=fast_dev_run,
+            time_limit_s=time_limit_s,
         )
         output = "score" if objective == "reconstruction" else "logit"
         info = {

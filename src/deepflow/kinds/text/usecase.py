@@ -114,7 +114,9 @@ class TextUseCase(usecase.UseCase):
 
     # --- training -----------------------------------------------------------------------------
 
-    def fit(self, name: str, kind: str, splits: dict[str, pd.DataFrame], log=None, fast_dev_run: bool = False):
+    def fit(self, name: str, kind: str, splits: dict[str, pd.DataFrame], log=None, fast_dev_run: bool = False,
+            time_limit_s: float | None = None):
+        """Train one member; returns (scorer, info). The TF-IDF baseline ignores ``time_limit_s``."""
         cfg, m = self.cfg, self.cfg.model
         training.seed_everything(cfg.train.seed, cfg.train.threads)
         train, val = splits["train"], splits["val"]
@@ -146,7 +148,7 @@ class TextUseCase(usecase.UseCase):
             training.batches(x_train, y_train, batch_size=cfg.train.batch_size, shuffle=True, seed=cfg.train.seed),
             training.batches(x_val, y_val, batch_size=512, shuffle=False),
             max_epochs=cfg.train.epochs, monitor="val/f1", patience=cfg.train.patience, log=log,
-            fast_dev_run=fast_dev_run,
+            fast_dev_run=fast_dev_run, time_limit_s=time_limit_s,
         )
         info = {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "steps": result.steps,
                 "fit_seconds": result.seconds, "messages_per_s": len(train) * result.epochs_run / result.seconds,

@@ -1,0 +1,197 @@
+"""Batch part of the ``table`` kind: raw columns in (as the source file had them); a decision, class
+probabilities or a value out.
+
+The contract is ``deepflow.batch``'s docstring. The input needs every column the scorer reads
+(its ``features``); each value is parsed by the column's role in the scorer's ``columns``, into
+the dtypes of the prepared data (so the model sees what it was fitted on):
+
+* every role: empty, or a token the source's reader took for missing ("NA", "null", "?", ...), is
+  missing;
+* numeric: a number (CSV text is parsed); text that is no number, an infinite value, or one
+  beyond +-3.4e38 (inf inside a float32 network) rejects the row;
+* boolean: true/false, yes/no, y/n, t/f, 1/0 (any case) -> 1.0/0.0; anything else rejects;
+* categorical: the trimmed text (a number is taken as its decimal text, 3.0 as "3"); an unseen
+  category rejects the row when the column's policy is ``reject`` (else the model's "other");
+* datetime: ISO 8601 first, then any format pandas recognises; an offset is converted to UTC.
+
+Missing values are scored (the model imputes them). A rejected row names each failing column
+and why; a row the model gives no finite answer for is rejected too. The output adds, by task,
+binary ``label``, ``probability`` (of ``classes[1]``) and ``threshold`` (the version's tag, else
+``DEFAULT_THRESHOLD``); multiclass ``label`` and one ``p_<class>`` per class; regression ``value``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from deepflow.batch import Model, rejects_frame
+from deepflow.kinds.table.features import FALSE, TRUE  # the spellings the scorer reads as booleans
+from deepflow.kinds.table.read import NA_VALUES  # what the source file's reader took for missing
+
+DEFAULT_THRESHOLD = 0.5  # a binary version without a deepflow.threshold tag (as serving does)
+NEEDS_THRESHOLD = False  # binary falls back to DEFAULT_THRESHOLD; the other tasks need none
+OUTPUTS = ("label", "probability", "threshold", "value")  # the fixed names; outputs(model) is exact
+FLOAT32_MAX = 3.4e38
+LISTED = 20  # known categories named in a reject reason
+
+Problems = dict[Any, list[tuple[str, str]]]
+
+
+def inputs(model: Model) -> list[str]:
+    return list(model.scorer.features)
+
+
+def outputs(model: Model) -> tuple[str, ...]:
+    """The columns this model adds (module docstring)."""
+    task = model.scorer.task
+    if task == "binary":
+        return ("label", "probability", "threshold")
+    if task == "multiclass":
+        return ("label", *(f"p_{c}" for c in model.scorer.classes))
+    return ("value",)
+
+
+MISSING = frozenset(NA_VALUES)
+
+
+def _text(values: pd.Series) -> pd.Series:
+    """Values as trimmed strings (object dtype), None for missing: empty, or a token the source's
+    reader took for missing ("NA", "null", "?", ...)."""
+    out = values.astype(object).where(values.notna(), None)
+    out = out.map(lambda v: v.strip() if isinstance(v, str) else v)
+    return out.where(out.map(lambda v: v is not None and v not in MISSING), None)
+
+
+def _note(problems: Problems, index: pd.Index, bad: np.ndarray, column: str, why: list[str] | str) -> None:
+    reasons = [why] * int(bad.sum()) if isinstance(why, str) else why
+    for row, reason in zip(index[bad], reasons, strict=True):
+        problems.setdefault(row, []).append((column, reason))
+
+
+def parse_numeric(values: pd.Series, column: str, problems: Problems) -> np.ndarray:
+    if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
+        raw = values.to_numpy(dtype=np.float64, na_value=np.nan)
+        given = ~np.isnan(raw)
+    else:
+        text = _text(values)
+        given = text.notna().to_numpy()
+        raw = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        wrong = given & np.isnan(raw)
+        _note(problems, values.index, wrong, column, [f"not a number: {str(v)[:40]!r}" for v in text[wrong]])
+    inf = given & np.isinf(raw)
+    _note(problems, values.index, inf, column, "infinite value")
+    huge = np.isfinite(raw) & (np.abs(np.nan_to_num(raw)) > FLOAT32_MAX)
+    _note(problems, values.index, huge, column, "beyond +-3.4e38")
+    return np.where(np.isfinite(raw) & ~huge, raw, np.nan)
+
+
+def parse_boolean(values: pd.Series, column: str, problems: Problems) -> np.ndarray:
+    if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
+        raw = values.to_numpy(dtype=np.float64, na_value=np.nan)
+        wrong = ~np.isnan(raw) & ~np.isin(raw, (0.0, 1.0))
+        shown = [f"not a boolean: {v!r}" for v in raw[wrong]]
+    else:
+        text = _text(values).map(lambda v: v.lower() if isinstance(v, str) else v)
+        raw = text.map(lambda v: 1.0 if v in TRUE else 0.0 if v in FALSE else np.nan).to_numpy(dtype=np.float64)
+        wrong = text.notna().to_numpy() & np.isnan(raw)
+        shown = [f"not a boolean: {str(v)[:40]!r}" for v in text[wrong]]
+    _note(problems, values.index, wrong, column, shown)
+    return np.where(wrong, np.nan, raw)
+
+
+def parse_categorical(values: pd.Series, column: str, spec: dict[str, Any], problems: Problems,
+                      unknown: str | None = None) -> pd.Series:
+    """Trimmed strings; ``unknown`` overrides the column's policy (drift keeps every value)."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        numbers = values.to_numpy(dtype=np.float64, na_value=np.nan)
+        as_text = [None if np.isnan(v) else str(int(v)) if float(v).is_integer() else str(v) for v in numbers]
+        values = pd.Series(as_text, index=values.index, dtype=object)
+    text = _text(values)
+    if (unknown or spec.get("unknown", "other")) == "reject":
+        known = [str(c) for c in spec.get("categories") or []]
+        integral = text.map(lambda v: v[:-2] if isinstance(v, str) and v.endswith(".0") and v[:-2] in known else v)
+        text = text.where(text.isin(known), integral)  # "3.0" (a CSV's number) is the category "3"
+        wrong = (text.notna() & ~text.isin(known)).to_numpy()
+        listed = ", ".join(known[:LISTED]) + (f" (+{len(known) - LISTED} more)" if len(known) > LISTED else "")
+        _note(problems, values.index, wrong, column,
+              [f"unknown category {str(v)[:40]!r} (known: {listed})" for v in text[wrong]])
+        text = text.where(~wrong, None)
+    return text
+
+
+def parse_datetime(values: pd.Series, column: str, problems: Problems) -> pd.Series:
+    """Naive UTC datetime64[ns]; NaT for missing and for what does not parse (then rejected)."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        out = values if getattr(values.dt, "tz", None) is None else values.dt.tz_convert("UTC").dt.tz_localize(None)
+        return out.astype("datetime64[ns]")
+    text = _text(values)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "could not infer format": the fallback below handles it
+        parsed = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
+        left = text.notna() & parsed.isna()
+        if left.any():
+            parsed[left] = pd.to_datetime(text[left], errors="coerce", utc=True, format="mixed")
+    wrong = (text.notna() & parsed.isna()).to_numpy()
+    _note(problems, values.index, wrong, column, [f"not a date/time: {str(v)[:40]!r}" for v in text[wrong]])
+    return parsed.dt.tz_localize(None).astype("datetime64[ns]")
+
+
+def parse(frame: pd.DataFrame, features: list[str], specs: dict[str, dict[str, Any]],
+          unknown: str | None = None) -> tuple[pd.DataFrame, Problems]:
+    """(the ``features`` of ``frame`` in the prepared dtypes, problems per row): ``specs`` is a
+    scorer's ``columns``; a bad cell is missing in the frame and named in the problems."""
+    problems: Problems = {}
+    columns: dict[str, Any] = {}
+    for col in features:
+        spec = specs[col]
+        role = spec.get("role", "numeric")
+        if role == "numeric":
+            columns[col] = parse_numeric(frame[col], col, problems)
+        elif role == "boolean":
+            columns[col] = parse_boolean(frame[col], col, problems)
+        elif role == "categorical":
+            columns[col] = parse_categorical(frame[col], col, spec, problems, unknown)
+        else:
+            columns[col] = parse_datetime(frame[col], col, problems)
+    return pd.DataFrame(columns, index=frame.index), problems
+
+
+def validate(frame: pd.DataFrame, model: Model) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the rows that parse, their inputs in the prepared dtypes; rejects[row, column, reason])."""
+    parsed, problems = parse(frame, model.scorer.features, model.scorer.columns)
+    return parsed[~parsed.index.isin(list(problems))], rejects_frame(problems)
+
+
+def answers(scorer: Any, scores: np.ndarray, index: pd.Index, threshold: float) -> pd.DataFrame:
+    """The output columns (module docstring) of finite scores."""
+    if scorer.task == "regression":
+        return pd.DataFrame({"value": scores.reshape(-1)}, index=index)
+    classes = [str(c) for c in scorer.classes]
+    if scorer.task == "binary":
+        p = scores.reshape(-1)
+        return pd.DataFrame({"label": pd.Series(np.where(p >= threshold, classes[1], classes[0]), index=index,
+                                                dtype=object),
+                             "probability": p, "threshold": np.full(len(p), threshold)}, index=index)
+    out = pd.DataFrame({"label": pd.Series(np.asarray(classes, dtype=object)[scores.argmax(axis=1)], index=index,
+                                           dtype=object)}, index=index)
+    for i, c in enumerate(classes):
+        out[f"p_{c}"] = scores[:, i]
+    return out
+
+
+def score(model: Model, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the outputs of every row that parses and gets a finite answer, rejects)."""
+    parsed, problems = parse(frame, model.scorer.features, model.scorer.columns)
+    clean = parsed[~parsed.index.isin(list(problems))]
+    width = len(model.scorer.classes) if model.scorer.task == "multiclass" else 1
+    scores = (np.asarray(model.scorer.predict(clean), dtype=np.float64).reshape(len(clean), -1) if len(clean)
+              else np.empty((0, width)))
+    finite = np.isfinite(scores).all(axis=1)
+    for row in clean.index[~finite]:
+        problems[row] = [("*", "the model gives no finite answer for these values")]
+    threshold = DEFAULT_THRESHOLD if model.threshold is None else float(model.threshold)
+    return answers(model.scorer, scores[finite], clean.index[finite], threshold), rejects_frame(problems)

@@ -1,0 +1,395 @@
+"""Reading a table a user brings: CSV/TSV/text, JSON lines or Parquet, whatever its encoding.
+
+``read_table`` detects how the file is written (format, encoding, delimiter, header) and records
+it in a :class:`ReadConfig`, so the prepare stage reads the file exactly as ``deepflow new`` did.
+Text columns are typed the same way every time (true/false -> boolean, whole numbers -> Int64,
+other numbers -> float64, everything else stays a string), independent of how a file is chunked.
+Files with more than ``max_rows`` rows are sampled while streaming (bounded memory): a row is kept
+when a seeded hash of its content is among the ``max_rows`` smallest, a uniform sample that
+mostly keeps its rows as the file grows. Problems a user can fix are one-line :class:`TableError`.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import re
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from deepflow.kinds.table.config import ReadConfig
+
+HEAD_BYTES = 64 * 1024  # what the detection looks at
+CHUNK_ROWS = 200_000  # rows per chunk while streaming
+MIN_ROWS = 10  # fewer rows cannot be split into train, validation and test
+DELIMITERS = (",", ";", "\t", "|")
+NA_VALUES = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
+             "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null", "?"]  # pandas' defaults and "?"
+_INT = re.compile(r"[+-]?\d+")
+_DECIMAL_COMMA = re.compile(r"[+-]?\d*,\d+|[+-]?\d+")
+_SIGNATURES = {b"PK\x03\x04": "a zip archive (an Excel .xlsx workbook?): export the sheet as CSV",
+               b"\xd0\xcf\x11\xe0": "an Office document (an Excel .xls workbook?): export the sheet as CSV",
+               b"%PDF": "a PDF document", b"\x1f\x8b": "gzip-compressed: decompress it first",
+               b"SQLite format 3": "an SQLite database: export a table as CSV"}
+
+
+class TableError(ValueError):
+    """A file that is not a usable table, or a table that cannot be learned from: one line that
+    says what is wrong and, when it can, what to do."""
+
+
+def read_table(path: str | Path, read_cfg: ReadConfig | None = None, seed: int = 0,
+               max_rows: int | None = None) -> tuple[pd.DataFrame, ReadConfig, list[str]]:
+    """The table in ``path`` as typed columns, how it was read, and notes worth printing.
+
+    ``read_cfg`` None: detect everything (``deepflow new``); given: read exactly that way (prepare).
+    ``max_rows`` overrides the config's sample size; ``seed`` salts the sample's hash.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TableError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise TableError(f"{path}: the file is empty")
+    notes: list[str] = []
+    cfg = read_cfg or detect(path, notes)
+    if max_rows is not None:
+        cfg = replace(cfg, max_rows=max_rows)
+    if cfg.format == "parquet":
+        frame, total = _read_parquet(path, cfg.max_rows, seed)
+    elif cfg.format == "jsonl":
+        frame, total = _read_jsonl(path, cfg, seed)
+    else:
+        frame, total, cfg = _read_csv(path, cfg, seed, notes)
+    frame.columns = [str(c) for c in frame.columns]
+    if total > len(frame):
+        notes.append(f"sampled {len(frame):,} of {total:,} rows (uniform, seeded; read.max_rows = {cfg.max_rows:,})")
+    if frame.shape[1] == 1 and cfg.format == "csv":
+        first = _first_line(path, cfg.encoding)
+        raise TableError(f"{path}: found a single column (first line: {first[:80]!r}); is the delimiter one of "
+                         f"{' '.join(_show(d) for d in DELIMITERS)}? A table needs feature columns and a target")
+    if len(frame) == 0:
+        raise TableError(f"{path}: no rows (only a header?)")
+    if len(frame) < MIN_ROWS:
+        raise TableError(f"{path}: only {len(frame)} row{'s' if len(frame) > 1 else ''}; at least {MIN_ROWS} are "
+                         "needed to train, validate and test a model")
+    return frame, cfg, notes
+
+
+# --- detection ---------------------------------------------------------------------------------
+
+
+def detect(path: Path, notes: list[str]) -> ReadConfig:
+    """Format, encoding, delimiter and header of ``path``, from its first :data:`HEAD_BYTES`."""
+    with path.open("rb") as f:
+        head = f.read(HEAD_BYTES)
+    truncated = path.stat().st_size > len(head)
+    if head.startswith(b"PAR1") or path.suffix.lower() in (".parquet", ".pq"):
+        return ReadConfig(format="parquet")
+    for magic, what in _SIGNATURES.items():
+        if head.startswith(magic):
+            raise TableError(f"{path}: not a table: {what}")
+    encoding = detect_encoding(path, head, notes)
+    text = codecs.getincrementaldecoder(encoding)(errors="replace").decode(head, final=not truncated)
+    if truncated:  # the last line may be cut off
+        text = text[: text.rfind("\n") + 1] or text
+    text = text.lstrip("\ufeff")
+    if not text.strip():
+        raise TableError(f"{path}: the file is empty (only blank lines)")
+    control = sum(1 for ch in text if ord(ch) < 32 and ch not in "\t\r\n\f")
+    if "\x00" in text or control > 0.01 * len(text):
+        raise TableError(f"{path}: not a table (binary content); expected CSV, TSV, JSON lines or Parquet")
+    if text.lstrip()[:1] in ("{", "["):
+        return ReadConfig(format="jsonl", encoding=encoding)
+    delimiter = sniff_delimiter(text)
+    return ReadConfig(format="csv", delimiter=delimiter, encoding=encoding, header=has_header(text, delimiter))
+
+
+def detect_encoding(path: Path, head: bytes, notes: list[str]) -> str:
+    """UTF-8 (with or without a BOM), UTF-16/32 with a BOM (or UTF-16 without one, by its zero
+    bytes), else cp1252 / Latin-1 with a note: every byte decodes, but accents may be wrong."""
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        return "utf-32"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    sample = head[:4096]
+    if len(sample) >= 8 and b"\x00" in sample:  # UTF-16 without a BOM: zeros in every other byte
+        even, odd = sample[0::2].count(0) / (len(sample) / 2), sample[1::2].count(0) / (len(sample) / 2)
+        if odd > 0.4 and even < 0.05:
+            return "utf-16-le"
+        if even > 0.4 and odd < 0.05:
+            return "utf-16-be"
+        return "utf-8"  # binary: the caller says so
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+        return "utf-8"
+    except UnicodeDecodeError as exc:
+        where = f"byte {exc.start}"
+    fallback = "cp1252"
+    try:
+        head.decode("cp1252")
+    except UnicodeDecodeError:
+        fallback = "latin-1"
+    notes.append(f"warning: {path.name} is not UTF-8 (first bad {where}); read as {fallback}: check accented "
+                 "characters in the profile, or save the file as UTF-8")
+    return fallback
+
+
+def sniff_delimiter(text: str) -> str:
+    """The delimiter among :data:`DELIMITERS` that splits the most lines into the same number (> 1)
+    of fields (quotes respected); ',' when none does (a single column: read_table says so)."""
+    best, best_key = ",", (False, 0.0, 0)
+    for delimiter in DELIMITERS:
+        counts = [len(row) for row in csv.reader(io.StringIO(text), delimiter=delimiter) if row][:500]
+        if not counts:
+            continue
+        fields, seen = Counter(counts).most_common(1)[0]
+        key = (fields > 1, round(seen / len(counts), 3), fields)
+        if key > best_key:
+            best, best_key = delimiter, key
+    return best
+
+
+def has_header(text: str, delimiter: str) -> bool:
+    """The first row names the columns unless it looks like data: a field that is a number in a
+    column whose next rows are numbers too (a header of numbers over numbers is rare)."""
+    rows = [row for row in csv.reader(io.StringIO(text), delimiter=delimiter) if row][:50]
+    if len(rows) < 2:
+        return True
+    first, rest = rows[0], rows[1:]
+    for i, field in enumerate(first):
+        below = [r[i] for r in rest if i < len(r) and r[i].strip()]
+        if _is_number(field) and below and all(_is_number(v) for v in below):
+            return False
+    return True
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text.strip())
+        return True
+    except ValueError:
+        return False
+
+
+def _show(delimiter: str) -> str:
+    return "tab" if delimiter == "\t" else repr(delimiter)
+
+
+def _first_line(path: Path, encoding: str) -> str:
+    with path.open(encoding=encoding, errors="replace") as f:
+        return f.readline().strip().lstrip("\ufeff")
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+def _sample(chunks, max_rows: int, seed: int) -> tuple[pd.DataFrame, int]:
+    """All rows when there are at most ``max_rows``; else the rows with the ``max_rows`` smallest
+    seeded content hashes, in file order. Memory stays within about two samples and a chunk."""
+    frames: list[pd.DataFrame] = []
+    keys: list[np.ndarray] = []
+    total, kept, threshold = 0, 0, None
+    hash_key = f"{seed:016d}"[-16:]
+    for chunk in chunks:
+        chunk.index = pd.RangeIndex(total, total + len(chunk))
+        total += len(chunk)
+        hashes = pd.util.hash_pandas_object(chunk, index=False, hash_key=hash_key).to_numpy()
+        if threshold is not None:
+            chunk, hashes = chunk[hashes <= threshold], hashes[hashes <= threshold]
+        frames.append(chunk)
+        keys.append(hashes)
+        kept += len(hashes)
+        if kept > 2 * max_rows:
+            frames, keys, threshold = _smallest(frames, keys, max_rows)
+            kept = max_rows
+    if total > max_rows:
+        frames, keys, _ = _smallest(frames, keys, max_rows)
+    if not frames:
+        return pd.DataFrame(), 0
+    return pd.concat(frames).reset_index(drop=True), total
+
+
+def _smallest(frames: list[pd.DataFrame], keys: list[np.ndarray],
+              n: int) -> tuple[list[pd.DataFrame], list[np.ndarray], np.uint64]:
+    """The ``n`` rows of smallest key (ties: the earlier row), kept in file order."""
+    every = np.concatenate(keys)
+    chosen = np.sort(np.argsort(every, kind="stable")[:n])
+    return [pd.concat(frames).iloc[chosen]], [every[chosen]], every[chosen].max()
+
+
+def _read_csv(path: Path, cfg: ReadConfig, seed: int, notes: list[str]) -> tuple[pd.DataFrame, int, ReadConfig]:
+    """Streams the text file in chunks (sampled past ``max_rows``); when bytes after the detected
+    head are not valid in the detected encoding, falls back to cp1252, then Latin-1, and says so."""
+    names = None
+    if not cfg.header:
+        first = next(csv.reader(io.StringIO(_first_line(path, cfg.encoding)), delimiter=cfg.delimiter), [])
+        names = [f"column_{i + 1}" for i in range(len(first))]
+    encodings = [cfg.encoding] + [e for e in ("cp1252", "latin-1") if cfg.encoding in ("utf-8", "cp1252")
+                                  and e != cfg.encoding]
+    for i, encoding in enumerate(encodings):
+        try:
+            chunks = pd.read_csv(path, sep=cfg.delimiter, encoding=encoding, header=0 if cfg.header else None,
+                                 names=names, dtype=str, keep_default_na=False, na_values=NA_VALUES,
+                                 skipinitialspace=True, index_col=False, chunksize=CHUNK_ROWS,
+                                 encoding_errors="strict")
+            frame, total = _sample(chunks, cfg.max_rows, seed)
+        except UnicodeDecodeError as exc:
+            if i + 1 == len(encodings):
+                raise TableError(f"{path}: cannot be decoded as {encoding}: {exc.reason}") from None
+            notes.append(f"warning: {path.name} has bytes that are not {encoding} after the first "
+                         f"{HEAD_BYTES // 1024} KB; read as {encodings[i + 1]}")
+            continue
+        except pd.errors.EmptyDataError:
+            raise TableError(f"{path}: the file is empty") from None
+        except pd.errors.ParserError as exc:
+            raise TableError(f"{path}: not a well-formed table (delimiter {_show(cfg.delimiter)}): "
+                             f"{' '.join(str(exc).split())} (a stray delimiter or an unclosed quote?)") from None
+        return type_strings(frame, decimal_comma=cfg.delimiter != ","), total, replace(cfg, encoding=encoding)
+    raise AssertionError("unreachable")
+
+
+def _read_jsonl(path: Path, cfg: ReadConfig, seed: int) -> tuple[pd.DataFrame, int]:
+    try:
+        with path.open(encoding=cfg.encoding) as f:
+            start = f.read(4096).lstrip("\ufeff").lstrip()[:1]
+        if start == "[":  # one JSON array of records: small enough to read at once
+            frame = pd.read_json(path, orient="records", encoding=cfg.encoding, dtype=False, convert_dates=False)
+            frame, total = _sample([frame], cfg.max_rows, seed)
+        else:
+            chunks = pd.read_json(path, lines=True, chunksize=CHUNK_ROWS, encoding=cfg.encoding, dtype=False,
+                                  convert_dates=False)
+            with chunks:
+                frame, total = _sample(chunks, cfg.max_rows, seed)
+    except ValueError as exc:
+        raise TableError(f"{path}: not JSON lines (one object per line): {' '.join(str(exc).split())[:200]}") from None
+    return type_json(frame), total
+
+
+def _read_parquet(path: Path, max_rows: int, seed: int) -> tuple[pd.DataFrame, int]:
+    import pyarrow.parquet as pq
+
+    try:
+        file = pq.ParquetFile(path)
+        if file.metadata.num_rows <= max_rows:
+            frame = file.read().to_pandas()
+            total = len(frame)
+        else:
+            frame, total = _sample((b.to_pandas() for b in file.iter_batches(batch_size=CHUNK_ROWS)), max_rows, seed)
+    except Exception as exc:  # pyarrow raises several kinds for a damaged or foreign file
+        raise TableError(f"{path}: not a readable Parquet file: {' '.join(str(exc).split())[:200]}") from None
+    for name in frame.columns:
+        if isinstance(frame[name].dtype, pd.CategoricalDtype):
+            frame[name] = frame[name].astype(object).where(frame[name].notna(), None).astype("str")
+    return type_json(frame), total
+
+
+# --- typing ------------------------------------------------------------------------------------
+
+
+def type_strings(frame: pd.DataFrame, decimal_comma: bool = False) -> pd.DataFrame:
+    """Columns read as text, typed from their values: true/false -> boolean, whole numbers without
+    leading zeros -> Int64, numbers -> float64 (``1,5`` too when the delimiter is not a comma);
+    everything else stays text (stripped). Decided on the distinct values, so chunking cannot
+    change a column's type."""
+    out = {}
+    for name in frame.columns:
+        col = frame[name]
+        if not pd.api.types.is_string_dtype(col.dtype) and col.dtype != object:
+            out[name] = col
+            continue
+        col = col.str.strip().replace("", None)
+        distinct = pd.Series(col.dropna().unique(), dtype="str")
+        out[name] = col if distinct.empty else _typed(col, distinct, decimal_comma)
+    return pd.DataFrame(out, index=frame.index)
+
+
+def _typed(col: pd.Series, distinct: pd.Series, decimal_comma: bool) -> pd.Series:
+    lower = distinct.str.lower()
+    if lower.isin(["true", "false"]).all():
+        return col.str.lower().map({"true": True, "false": False}).astype("boolean")
+    if distinct.str.fullmatch(_INT.pattern).all():
+        digits = distinct.str.lstrip("+-")
+        if not ((digits.str.len() > 1) & digits.str.startswith("0")).any() and digits.str.len().max() <= 18:
+            return pd.to_numeric(col).astype("Int64")
+        return col  # codes with leading zeros (zip codes, account numbers) stay text
+    numbers = pd.to_numeric(distinct, errors="coerce")
+    if numbers.notna().all():
+        return pd.to_numeric(col).astype("float64")
+    if decimal_comma and distinct.str.fullmatch(_DECIMAL_COMMA.pattern).all():
+        return pd.to_numeric(col.str.replace(",", ".", regex=False)).astype("float64")
+    return col
+
+
+def type_json(frame: pd.DataFrame) -> pd.DataFrame:
+    """Columns of a typed format (JSON, Parquet) normalised: all-bool -> boolean, all numbers ->
+    Int64/float64, nested values -> their JSON text; strings are kept as strings."""
+    import json
+
+    out = {}
+    for name in frame.columns:
+        col = frame[name]
+        if col.dtype == bool:
+            col = col.astype("boolean")
+        elif col.dtype == object:
+            values = col.dropna()
+            kinds = {type(v) for v in values}
+            if kinds and kinds <= {bool, np.bool_}:
+                col = col.astype("boolean")
+            elif kinds and kinds <= {int, float, np.integer, np.floating}:
+                col = pd.to_numeric(col)
+            elif kinds & {dict, list}:
+                col = col.map(lambda v: json.dumps(v) if isinstance(v, dict | list) else v)
+            if col.dtype == object:
+                col = col.map(lambda v: v if v is None or isinstance(v, str) or pd.isna(v) else str(v))
+                col = col.astype("str")
+        if pd.api.types.is_integer_dtype(col.dtype) and not isinstance(col.dtype, pd.BooleanDtype):
+            col = col.astype("Int64")
+        out[name] = col
+    return pd.DataFrame(out, index=frame.index)
+
+
+def parse_datetime(values: pd.Series) -> pd.Series:
+    """Dates and times as datetime64[ns], tz-naive (UTC when the text has offsets); NaT where a value
+    does not parse. ISO 8601 first, then the format guessed from the first value (month- and day-
+    first both tried), then each distinct value on its own; the best of these wins."""
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        if getattr(values.dtype, "tz", None) is not None:
+            values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+        return values.astype("datetime64[ns]")
+    import warnings
+
+    from pandas.tseries.api import guess_datetime_format
+
+    text = values if pd.api.types.is_string_dtype(values.dtype) else values.astype("str")
+    present = text.notna().sum()
+    if present == 0:
+        return pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
+    first = text.dropna().iloc[0]
+    best, best_share = None, -1.0
+    with warnings.catch_warnings():  # pandas warns about formats it guessed; a poor guess loses below
+        warnings.simplefilter("ignore")
+        for fmt in ("ISO8601", "month first", "day first"):
+            if fmt != "ISO8601":
+                fmt = guess_datetime_format(first, dayfirst=fmt == "day first")
+                if fmt is None:
+                    continue
+            parsed = pd.to_datetime(text, format=fmt, errors="coerce", utc=True)
+            share = parsed.notna().sum() / present
+            if share > best_share:
+                best, best_share = parsed, share
+            if share == 1.0:
+                break
+        distinct = text.dropna().unique()
+        if best_share < 0.95 and len(distinct) <= 20_000:
+            lookup = pd.to_datetime(pd.Series(distinct), format="mixed", errors="coerce", utc=True)
+            parsed = pd.to_datetime(text.map(dict(zip(distinct, lookup, strict=True))), utc=True)
+            if parsed.notna().sum() / present > best_share:
+                best = parsed
+    return best.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]")
