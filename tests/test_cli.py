@@ -76,7 +76,7 @@ def test_train_shows_progress_lines_and_a_failing_step_in_one_line(monkeypatch, 
     import flows.pipeline
     from deepflow import progress
 
-    def crashing_flow(use_case, overrides, promote_challenger):
+    def crashing_flow(use_case, overrides, promote_challenger, started_at=None):
         progress.step(use_case, "validate")
         raise RuntimeError("disk on fire")
 

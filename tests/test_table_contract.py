@@ -225,3 +225,25 @@ def test_regression_target_range(tmp_path) -> None:
     splits["test"].loc[0, "spend_next"] = cfg.target_max + 100
     hits = [f for f in run(cfg, splits).failures if f.column == "spend_next"]
     assert hits and hits[0].rows == ["test:0"]
+
+
+def test_a_class_missing_from_a_split_fails_naming_split_and_class() -> None:
+    cfg, splits = prepared("multiclass")
+    cfg.class_share = {c: [0.0, 1.0] for c in cfg.classes}  # shares alone would let it pass
+    gone = cfg.classes[-1]
+    splits["val"] = splits["val"][splits["val"]["plan_next"] != gone].reset_index(drop=True)
+    report = run(cfg, splits)
+    assert not report.success
+    hits = [f for f in report.failures if f.frame == "class_rows"]
+    assert [(f.column, f.rows) for f in hits] == [(gone, ["val"])], report.to_markdown()
+    assert repr(gone) in hits[0].line() and "val" in hits[0].line()
+    assert run(*prepared("multiclass")).success  # every class in every split: passes
+
+
+def test_a_categorical_column_without_categories_has_no_in_set_rule(binary) -> None:
+    cfg, good = binary
+    columns = {**cfg.columns, "region": ColumnSpec(role="categorical", known_share_min=0.95,
+                                                   null_share_max=0.02)}  # a role changed by hand
+    assert expectations.column_rules("region", columns["region"]) == []
+    report = run(TableConfig(**{**cfg.__dict__, "columns": columns}), copy(good))
+    assert report.success, report.to_markdown()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import re
 from pathlib import Path
 
 import numpy as np
@@ -308,3 +309,149 @@ def test_encodings_and_bom_detection() -> None:
     assert table_read.detect_encoding(Path("x"), head, notes) == "utf-16"
     assert table_read.detect_encoding(Path("x"), "a,b\n1,2\n".encode("utf-16-le"), notes) == "utf-16-le"
     assert table_read.detect_encoding(Path("x"), "é".encode(), notes) == "utf-8" and not notes
+
+
+# --- the reviewer's front-door defects ------------------------------------------------------------
+
+
+def _frame(n: int = 60, seed: int = 0, **columns) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"x": rng.normal(size=n), "label": np.resize(["a", "b"], n), **columns})
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_dates_out_of_the_datetime64_range_are_missing_with_a_note(tmp_path, table, suffix) -> None:
+    table = table.assign(signup_date=table["signup_date"].where(~table.index.isin([4, 9])))
+    table.loc[4, "signup_date"], table.loc[9, "signup_date"] = "9999-12-31", "0001-01-01"
+    path = tmp_path / f"far.{suffix}"
+    if suffix == "csv":
+        write_csv(table, path)
+    else:  # a typed datetime column of microseconds holds years 1 to 9999
+        table.assign(signup_date=pd.to_datetime(table["signup_date"]).astype("datetime64[us]")).to_parquet(path)
+    frame, read_cfg, _ = read_table(path)
+    inf = infer(frame, target="churned", read=read_cfg)
+    spec = inf.columns["signup_date"]
+    assert spec.role == "datetime" and "2 outside 1677-09-21 .. 2262-04-11" in spec.note
+    assert any(n.startswith("signup_date: 2 dates outside") for n in inf.notes)
+    cfg = _config(path, table, time_column=None)
+    notes: list[str] = []
+    prepare(cfg, tmp_path / "out", notes)
+    dates = pd.concat(_splits(tmp_path / "out").values())["signup_date"]
+    assert dates.isna().sum() == 2 and str(dates.dtype) == "datetime64[ns]"
+    assert any(n.startswith("signup_date: 2 dates outside") for n in notes)
+    notes = []
+    parsed = table_read.parse_datetime(pd.Series(["2021-01-02", "9999-12-31", None], name="d"), notes=notes)
+    assert parsed.isna().tolist() == [False, True, True] and notes[0].startswith("d: 1 date outside")
+
+
+def test_day_first_dates_record_their_format_and_prepare_reads_it(tmp_path, table) -> None:
+    day_first = pd.to_datetime(table["signup_date"]).dt.strftime("%d/%m/%Y")
+    path = write_csv(table.assign(signup_date=day_first), tmp_path / "eu.csv")
+    frame, read_cfg, _ = read_table(path)
+    inf = infer(frame, target="churned", read=read_cfg)
+    spec = inf.columns["signup_date"]
+    assert (spec.role, spec.format) == ("datetime", "%d/%m/%Y") and "day first" in spec.note
+    entry = inf.to_entry("t", str(path), str(tmp_path / "out"), 300)["config"]
+    assert entry["columns"]["signup_date"]["format"] == "%d/%m/%Y"
+    cfg = config.load_mapping(TableConfig, entry)
+    assert cfg.columns["signup_date"].format == "%d/%m/%Y"
+    # the same entry on rows whose every date also reads month first: still 1 February
+    write_csv(table.assign(signup_date=np.resize(["01/02/2021", "03/04/2021", "12/11/2020"], len(table))), path)
+    prepare(dataclasses.replace(cfg, time_column=None), tmp_path / "out")
+    dates = pd.concat(_splits(tmp_path / "out").values())["signup_date"]
+    assert set(dates) == {pd.Timestamp("2021-02-01"), pd.Timestamp("2021-04-03"), pd.Timestamp("2020-11-12")}
+    assert infer(read_table(path)[0], target="churned").columns["signup_date"].format == "%m/%d/%Y"
+    assert "order is a guess" in infer(read_table(path)[0], target="churned").columns["signup_date"].note
+    assert infer(table, target="churned").columns["signup_date"].format == ""  # ISO 8601
+
+
+def test_missing_value_tokens_are_recorded_and_prepare_uses_them(tmp_path, table) -> None:
+    table = table.assign(region=np.where(table["region"] == "west", "NA", table["region"]))  # North America
+    path = write_csv(table, tmp_path / "na.csv")
+    frame, read_cfg, _ = read_table(path)
+    assert read_cfg.na_values == table_read.NA_VALUES
+    assert frame["region"].isna().sum() == (table["region"] == "NA").sum()
+    entry = infer(frame, target="churned", read=read_cfg).to_entry("t", str(path), str(tmp_path / "out"), 300)
+    assert entry["config"]["read"]["na_values"] == table_read.NA_VALUES
+    cfg = config.load_mapping(TableConfig, entry["config"])
+    cfg.read.na_values = [""]  # the user says "NA" is a region here
+    cfg.time_column = None
+    prepare(cfg, tmp_path / "out")
+    assert "NA" in set(pd.concat(_splits(tmp_path / "out").values())["region"])
+    table.to_parquet(tmp_path / "t.parquet")
+    table.to_json(tmp_path / "t.jsonl", orient="records", lines=True)
+    assert read_table(tmp_path / "t.parquet")[1].na_values == [] == read_table(tmp_path / "t.jsonl")[1].na_values
+
+
+@pytest.mark.parametrize("index", [True, False])
+def test_integer_column_names_are_a_header(tmp_path, index) -> None:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(40, 13))).assign(target=rng.integers(0, 2, 40))
+    frame.to_csv(tmp_path / "ints.csv", index=index)
+    read, cfg, _ = read_table(tmp_path / "ints.csv")
+    assert cfg.header and list(read.columns)[-3:] == ["11", "12", "target"] and len(read) == 40
+    frame.assign(target=np.resize(["yes", "no"], 40)).to_csv(tmp_path / "text.csv", index=index)
+    assert read_table(tmp_path / "text.csv")[1].header  # 0, 1, ..., 12 over numbers: positions, a header
+    headerless, cfg, _ = read_table(tmp_path / "ints.csv", header=False)
+    assert not cfg.header and len(headerless) == 41 and headerless.columns[0] == "column_1"
+
+
+def test_duplicate_column_names(tmp_path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table([pa.array(np.arange(20.0))] * 2 + [pa.array(np.resize([0, 1], 20))],
+                            names=["a", "a", "label"]), tmp_path / "dup.parquet")
+    with pytest.raises(TableError, match="columns named more than once: 'a'; give each column its own name"):
+        read_table(tmp_path / "dup.parquet")
+    (tmp_path / "dup.csv").write_text("a,a,label\n" + "".join(f"{i},{i * 2},{i % 2}\n" for i in range(20)))
+    frame, _, notes = read_table(tmp_path / "dup.csv")
+    assert list(frame.columns) == ["a", "a.1", "label"] and any("'a' (the second is read as 'a.1'" in n for n in notes)
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_leading_zero_codes_stay_categorical_text(tmp_path, table, suffix) -> None:
+    codes = np.resize(["02134", "02139", "10001", "00501"], len(table))
+    path = tmp_path / f"zip.{suffix}"
+    write_csv(table.assign(zip=codes), path) if suffix == "csv" else table.assign(zip=codes).to_parquet(path)
+    inf = infer(read_table(path)[0], target="churned")
+    assert inf.columns["zip"].role == "categorical" and set(inf.columns["zip"].categories) == set(codes)
+    cfg = _config(path, table, time_column=None)
+    prepare(cfg, tmp_path / "out")
+    assert set(_splits(tmp_path / "out")["train"]["zip"]) == set(codes)
+
+
+def test_target_spelled_in_several_cases_is_folded(tmp_path, table) -> None:
+    spelled = np.where(table.index % 2, table["churned"].str.capitalize(), " " + table["churned"] + " ")
+    path = write_csv(table.assign(churned=spelled), tmp_path / "cases.csv")
+    frame, read_cfg, _ = read_table(path)
+    inf = infer(frame, target="churned", read=read_cfg)
+    assert (inf.task, inf.classes) == ("binary", ["no", "yes"])
+    assert any("4 spellings fold to 2 classes" in n and "'Yes', 'yes' -> 'yes'" in n for n in inf.notes)
+    assert "4 spellings fold to 2 classes" in "\n".join(inf.lines())
+    prepare(_config(path, table, time_column=None), tmp_path / "out")
+    assert set(pd.concat(_splits(tmp_path / "out").values())["churned"]) == {"no", "yes"}
+
+
+def test_several_target_candidates_are_never_high_confidence(table) -> None:
+    rng = np.random.default_rng(0)
+    titanic = pd.DataFrame({"survived": rng.integers(0, 2, 200), "pclass": rng.integers(1, 4, 200),
+                            "age": rng.uniform(1, 80, 200), "class": rng.choice(["First", "Second", "Third"], 200),
+                            "alone": rng.uniform(size=200) < 0.5})
+    inf = infer(titanic)
+    assert inf.target == "survived" and "confidence medium" in inf.target_reason
+    assert "other candidates: class (3 values)" in inf.target_reason
+    both = table[["tenure_months", "region"]].assign(label=table["churned"], target=table["churned"])
+    assert infer(both).target == "target"  # a tie: the last column
+    house = table[["tenure_months", "region"]].assign(is_renovated=table["senior"], price=table["spend_next"])
+    assert infer(house).target == "price"  # a medium name before an is_* one, whatever their values
+
+
+@pytest.mark.parametrize(("values", "task", "message"), [
+    (["a", "b"], "multiclass", "--task multiclass needs three or more classes; the target 'label' has two ('a', 'b')"),
+    (["a", "b", "c"], "binary", "--task binary needs two values; the target 'label' has 3"),
+])
+def test_task_that_does_not_fit_the_values(values, task, message) -> None:
+    frame = _frame(label=np.resize(values, 60))
+    with pytest.raises(TableError, match=re.escape(message)):
+        infer(frame, task=task)

@@ -18,8 +18,9 @@ from sklearn import metrics as skm
 
 from deepflow.config import ConfigError
 from deepflow.kinds.table import metrics
+from deepflow.kinds.table.classical import holdout_fits
 from deepflow.kinds.table.config import ColumnSpec, TableConfig
-from deepflow.kinds.table.features import Preprocessor
+from deepflow.kinds.table.features import Preprocessor, parse_dates
 from deepflow.kinds.table.models import embedding_dim
 from deepflow.kinds.table.usecase import TableUseCase, batch_size
 from deepflow.usecase import Entry
@@ -137,6 +138,68 @@ def test_categories_come_from_the_training_split_only() -> None:
     assert pre.categories["region"] == ["north"]
     assert pre.transform(train.head(2).assign(region=["south", "north"]))[1][:, 0].tolist() == [0, 1]
     assert pre.describe()["region"] == {"role": "categorical", "categories": ["north"], "unknown": "other"}
+
+
+def test_dates_outside_what_datetime64_ns_holds_are_missing(fitted) -> None:
+    pre, train = fitted
+    row = train.head(1)
+    imputed = pre.transform(row.assign(signup_date=None))
+    for far in ("9999-12-31", "0001-01-01", "2262-04-12", pd.Timestamp("9999-12-31").as_unit("s")):
+        got = pre.transform(row.assign(signup_date=pd.Series([far]).astype(object)))
+        assert all(np.array_equal(a, b) for a, b in zip(got, imputed, strict=True)), far  # not 1816-03-29
+    typed = pd.Series(pd.to_datetime(["9999-12-31"]).as_unit("s"))  # a Parquet file's datetime64[s]
+    assert np.array_equal(pre.transform(row.assign(signup_date=typed))[0], imputed[0])
+    assert np.isnat(parse_dates(pd.Series(["9999-12-31", "1677-09-20"]))[0]).all()
+    assert not np.isnat(parse_dates(pd.Series(["2262-04-10", "1677-09-22", "20250601"]))[0]).any()
+
+
+def test_text_dates_are_read_with_the_recorded_format() -> None:
+    columns = table_config("binary").columns
+    columns["signup_date"] = ColumnSpec(role="datetime", format="%d/%m/%Y")
+    train = prepare_by_hand(customers(300))
+    pre = Preprocessor.create(columns, FEATURES).fit(train)
+    assert pre.describe()["signup_date"] == {"role": "datetime", "unknown": "other", "format": "%d/%m/%Y"}
+    row = train.head(1)
+    day_first = pre.transform(row.assign(signup_date="01/02/2025"))[0]
+    assert np.allclose(day_first, pre.transform(row.assign(signup_date="2025-02-01"))[0])  # 1 February
+    assert not np.allclose(day_first, pre.transform(row.assign(signup_date="2025-01-02"))[0])
+    iso = Preprocessor.create(table_config("binary").columns, FEATURES).fit(train)  # format "": ISO 8601 only
+    assert iso.describe()["signup_date"]["format"] == ""
+    assert np.allclose(iso.transform(row.assign(signup_date="01/02/2025"))[0],
+                       iso.transform(row.assign(signup_date=None))[0])  # not guessed: missing
+    assert np.isnat(parse_dates(pd.Series(["now", "today"]))[0]).all()  # not the current time
+
+
+def test_category_text_is_never_taken_for_missing() -> None:
+    tokens = ["NA", "?", "null", "None", "nan", "N/A"]
+    train = prepare_by_hand(customers(120)).assign(region=(tokens * 20)[:120])
+    pre = Preprocessor.create(table_config("binary").columns | {"region": ColumnSpec(role="categorical")},
+                              FEATURES).fit(train)
+    assert sorted(pre.categories["region"]) == sorted(tokens)
+    codes = pre.transform(train.head(6))[1][:, 0]
+    assert (codes > 0).all() and len(set(codes)) == 6  # each token its own known category
+
+
+def test_a_hand_made_categorical_column_learns_its_categories_from_train() -> None:
+    columns = table_config("binary").columns
+    columns["region"] = ColumnSpec(role="categorical")  # a role changed by hand: no categories listed
+    pre = Preprocessor.create(columns, FEATURES).fit(prepare_by_hand(customers(400)))
+    assert pre.categories["region"] == ["north", "south", "east", "west"]
+
+
+@pytest.mark.parametrize("labels", [
+    [0] * 5 + [1] * 5 + [2] * 4,  # 14 rows: a 2-row holdout cannot hold 3 classes
+    [0] * 30 + [1] * 19 + [2],  # a class of one row cannot be stratified
+])
+def test_hgb_fits_a_classification_table_too_small_for_early_stopping(labels: list[int]) -> None:
+    uc, splits = make("multiclass")
+    train = splits["train"].head(len(labels)).assign(plan_next=np.array(CLASSES["multiclass"])[labels])
+    assert not holdout_fits(np.array(labels), 0.1)
+    scorer, info = uc.fit("hgb", "baseline", {**splits, "train": train})
+    assert info["early_stopping"] is False
+    scores = scorer.predict(splits["test"])
+    assert scores.shape == (len(splits["test"]), 3) and np.allclose(scores.sum(1), 1)
+    assert holdout_fits(np.array([0] * 20 + [1] * 10 + [2] * 3), 0.1)  # ceil(3.3) = 4 >= 3 classes, each >= 2
 
 
 def test_embedding_width_and_auto_batch_size() -> None:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -90,6 +91,9 @@ def _bad_csv(tmp_path: Path, content: bytes) -> Path:
     (["--target", "country"], "one value ('NL') in every row"),
     (["--target", "churned", "--task", "regression"], "--task regression needs a numeric target"),
     (["--target", "churned", "--task", "ordinal"], "--task must be binary, multiclass or regression"),
+    (["--target", "churned", "--task", "multiclass"], "--task multiclass needs three or more classes"),
+    (["--target", "plan_next", "--task", "binary"], "--task binary needs two values; the target 'plan_next' has 3"),
+    (["--target", "churned", "--budget", "30s"], "--budget '30s': the minimum is 60s (1m): a run keeps a reserve"),
     (["--target", "churned", "--budget", "soon"], "--budget 'soon'"),
     (["--target", "churned", "--time-column", "regio"], "did you mean 'region'?"),
     (["--target", "churned", "--data-override", "empty"], "the file is empty"),
@@ -149,7 +153,7 @@ def test_run_option_chains_deepflow_run(places, monkeypatch) -> None:
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("300", 300.0), ("300s", 300.0), ("5m", 300.0), ("1.5min", 90.0),
-                                               ("1h", 3600.0), (120, 120.0)])
+                                               ("1h", 3600.0), (120, 120.0), ("1m", 60.0)])
 def test_parse_budget(text, seconds) -> None:
     assert parse_budget(text) == seconds
 
@@ -180,3 +184,61 @@ def test_new_tracks_the_source_and_prepares_with_dvc(tmp_path) -> None:
     entry = yaml.safe_load((project / "datasets/churn.yaml").read_text())["config"]
     assert (entry["source"], entry["prepared_dir"]) == ("data/sources/churn/customers.csv", "data/prepared/churn")
     assert len(pd.read_parquet(project / "data/prepared/churn/train.parquet")) == 840
+
+
+def _oldest(table: pd.DataFrame, n: int) -> pd.Index:
+    return table.sort_values(["signup_date", "customer_id"]).index[:n]
+
+
+def test_time_split_leaving_a_class_out_falls_back_to_the_hash_split(places, tmp_path) -> None:
+    table = customers()
+    table.loc[_oldest(table, 10), "churned"] = "maybe"  # a class only the oldest rows have
+    path = write_csv(table, tmp_path / "gap.csv")
+    result = runner.invoke(app, ["new", "gap", "--data", str(path), "--target", "churned", "--no-dvc"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert ("the time-ordered split by signup_date leaves a class out ('maybe' has no row in val or test): split "
+            "by content hash, stratified by class, instead") in text
+    assert "split content hash, stratified by class" in text
+    cfg = usecase.resolve_config(usecase.entry("gap"))
+    assert cfg.time_column is None
+    for part in usecase.read_splits("gap", usecase.project_path(cfg.prepared_dir)).values():
+        assert "maybe" in set(part["churned"])
+    again = runner.invoke(app, ["new", "gap", "--data", str(path), "--target", "churned", "--no-dvc", "--force",
+                                "--time-column", "signup_date"])
+    assert again.exit_code == 2 and len(again.output.strip().splitlines()) == 1
+    assert "--time-column signup_date: the time-ordered split by signup_date leaves a class out" in " ".join(
+        again.output.split())
+
+
+def test_contract_bounds_fit_the_splits_new_makes(places, tmp_path) -> None:
+    from deepflow import validation
+    from deepflow.kinds.table import expectations
+
+    table = customers()
+    late = table["signup_date"] >= table["signup_date"].sort_values().iloc[len(table) // 2]  # a column added half-way
+    table["referrals"] = np.where(late, np.arange(len(table)) % 7, np.nan)
+    table.loc[_oldest(table, 60), "churned"] = "yes"  # the class shares drift over time too
+    path = write_csv(table, tmp_path / "late.csv")
+    result = runner.invoke(app, ["new", "late", "--data", str(path), "--target", "churned", "--no-dvc"])
+    assert result.exit_code == 0, result.output
+    cfg = usecase.resolve_config(usecase.entry("late"))
+    splits = usecase.read_splits("late", usecase.project_path(cfg.prepared_dir))
+    assert cfg.time_column == "signup_date" and splits["train"]["referrals"].isna().mean() > 0.7
+    assert cfg.columns["referrals"].null_share_max > splits["train"]["referrals"].isna().mean() + 0.01
+    report = validation.validate("table.late", expectations.frames(cfg, splits), expectations.suites(cfg))
+    assert report.success, report.to_markdown()
+
+
+def test_header_option_overrides_the_detection(places, tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    rows = ["1,2,3,no"] + [f"{a:.3f},{b:.3f},{c:.3f},{y}" for a, b, c, y in
+                           zip(*rng.normal(size=(3, 40)), np.resize(["yes", "no"], 40), strict=True)]
+    path = tmp_path / "raw.csv"
+    path.write_text("\n".join(rows) + "\n")
+    result = runner.invoke(app, ["new", "raw", "--data", str(path), "--no-dvc", "--no-header", "--target", "column_4"])
+    assert result.exit_code == 0, result.output
+    assert "no header (columns named column_1, ...)" in result.output
+    cfg = usecase.resolve_config(usecase.entry("raw"))
+    assert not cfg.read.header and cfg.target == "column_4" and cfg.features() == ["column_1", "column_2", "column_3"]
+    assert "--no-header" in (places["datasets"] / "raw.yaml").read_text().splitlines()[0]

@@ -8,6 +8,7 @@ version is loaded straight into a :class:`ModelStore` slot, the batch model is b
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -53,11 +54,14 @@ def tasks() -> dict[str, tuple]:
     return out
 
 
-def entry_config(cfg, prepared_dir: Path) -> dict:
-    columns = {c: {"role": s.role, "categories": list(s.categories), "unknown": s.unknown}
+NA_TOKENS = ["", "NA", "null", "?"]  # what `deepflow new` records a CSV source's reader took for missing
+
+
+def entry_config(cfg, prepared_dir: Path, **extra) -> dict:
+    columns = {c: {"role": s.role, "categories": list(s.categories), "unknown": s.unknown, "format": s.format}
                for c, s in cfg.columns.items()}
     return {"target": cfg.target, "task": cfg.task, "classes": list(cfg.classes), "columns": columns,
-            "prepared_dir": str(prepared_dir)}
+            "prepared_dir": str(prepared_dir), "read": {"format": "csv", "na_values": NA_TOKENS}, **extra}
 
 
 @pytest.fixture
@@ -221,6 +225,31 @@ def test_a_reloaded_version_rechecks_rows_parsed_by_the_first(client, tasks) -> 
     assert post(client, "churn", [{**ROW, "contract": "lifetime"}]).status_code == 422
 
 
+def test_serving_reads_only_the_entrys_missing_tokens(client, entries, tasks, tmp_path: Path) -> None:
+    imputed = post(client, "churn", [{**ROW, "contract": None}]).json()["predictions"][0]["probability"]
+    for token in ("NA", " ? ", "null", ""):  # the CSV source's reader read these as missing
+        reply = post(client, "churn", [{**ROW, "contract": token}])
+        assert reply.status_code == 200 and reply.json()["predictions"][0]["probability"] == imputed, token
+    assert post(client, "churn", [{**ROW, "contract": "N/A"}]).status_code == 422  # a value: unknown category
+    cfg, _, scorer = tasks["binary"]
+    write_entry(entries, "churn", "table", entry_config(cfg, tmp_path, read={"format": "parquet", "na_values": []}))
+    store = Store(("churn",))
+    store.get("churn").loaded = load_version("churn", SimpleNamespace(version="6", tags={}, run_id="r"),
+                                             lambda _uri: scorer, kind="table")
+    with TestClient(create_app(ServeConfig(reload_interval=0, use_cases=("churn",)), store)) as typed:
+        reply = post(typed, "churn", [{**ROW, "contract": "NA"}])  # from a Parquet source: a category
+        assert reply.status_code == 422 and "unknown category 'NA'" in reply.json()["detail"][0]["msg"]
+        assert post(typed, "churn", [{**ROW, "region": "NA", "contract": ""}]).status_code == 200
+
+
+@pytest.mark.parametrize("far", ["9999-12-31", "0001-01-01", "2262-04-12T00:00:00"])
+def test_serving_refuses_a_date_the_model_cannot_hold_naming_the_field(client, far: str) -> None:
+    reply = post(client, "churn", [ROW, {**ROW, "signup_date": far}])
+    assert reply.status_code == 422
+    detail = reply.json()["detail"][0]
+    assert detail["loc"] == ["body", "rows", 1, "signup_date"] and "1677-09-21..2262-04-11" in detail["msg"]
+
+
 def test_the_kind_provides_every_part() -> None:
     required = {"serving": ("DEFAULT_THRESHOLD", "prepare", "body_limit", "add_routes"),
                 "batch": ("NEEDS_THRESHOLD", "OUTPUTS", "outputs", "inputs", "validate", "score"),
@@ -238,7 +267,7 @@ def raw_rows(n: int = 60, seed: int = 11) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("task", list(NAMES))
-def test_batch_scores_raw_csv_by_task(tasks, tmp_path: Path, task: str) -> None:
+def test_batch_scores_raw_csv_by_task(entries, tasks, tmp_path: Path, task: str) -> None:
     cfg, _, scorer = tasks[task]
     frame = raw_rows().astype(object)
     frame.loc[1, "tenure_months"] = "abc"
@@ -284,6 +313,98 @@ def test_batch_refuses_an_input_column_named_like_an_output(tasks, tmp_path: Pat
         batch.score_file("plans", write_csv(frame, tmp_path / "in.csv"), tmp_path / "out.csv", model=model)
 
 
+def test_batch_rejects_dates_a_model_cannot_hold(entries, tasks, tmp_path: Path) -> None:
+    frame = raw_rows(10)
+    frame.loc[2, "signup_date"], frame.loc[5, "signup_date"] = "9999-12-31", "0001-01-01"
+    model = batch.Model("churn", "table", "3", None, tasks["binary"][2], THRESHOLD)
+    result = batch.score_file("churn", write_csv(frame, tmp_path / "in.csv"), tmp_path / "out.parquet", model=model)
+    rejects = pd.read_parquet(tmp_path / "out.rejects.parquet").set_index("row")
+    assert (result.scored, result.rejected) == (8, 2)
+    assert rejects["column"].to_dict() == {2: "signup_date", 5: "signup_date"}
+    assert rejects["reason"].str.contains("outside 1677-09-21..2262-04-11").all()
+
+
+SOURCE_READ = {"format": "csv", "delimiter": ";", "encoding": "cp1252", "header": True, "na_values": ["", "-"]}
+
+
+def day_first_scorer(tasks) -> tuple:
+    """(config, scorer) of the binary task with ``signup_date`` recorded as read with %d/%m/%Y."""
+    cfg = copy.deepcopy(tasks["binary"][0])
+    cfg.columns["signup_date"].format = "%d/%m/%Y"
+    return cfg, fit_scorer(cfg, tasks["binary"][1]["train"])
+
+
+def test_batch_and_drift_read_files_as_the_source_was_read(entries, tasks, tmp_path: Path) -> None:
+    cfg, scorer = day_first_scorer(tasks)
+    write_entry(entries, "churn", "table", entry_config(cfg, tmp_path / "prepared" / "churn", read=SOURCE_READ))
+    raw = raw_rows(40)
+    expected = scorer.predict(raw)  # ISO dates, numbers
+    dates = pd.to_datetime(raw["signup_date"]).dt.strftime("%d/%m/%Y")
+    text = raw.astype(object).assign(signup_date=dates, comment="café crème", monthly_charges=[
+        "-" if pd.isna(v) else str(v).replace(".", ",") for v in raw["monthly_charges"]])
+    text = text.rename(columns={"tenure_months": " tenure_months "})  # blanks around a header
+    files = {".csv": tmp_path / "in.csv", ".tsv": tmp_path / "in.tsv", ".jsonl": tmp_path / "in.jsonl",
+             ".parquet": tmp_path / "in.parquet"}
+    text.to_csv(files[".csv"], sep=";", index=False, encoding="cp1252")
+    text.to_csv(files[".tsv"], sep="\t", index=False, encoding="cp1252")
+    typed = raw.assign(signup_date=dates, comment="café crème")
+    typed.to_json(files[".jsonl"], orient="records", lines=True, force_ascii=False)
+    typed.to_parquet(files[".parquet"], index=False)
+    model = batch.Model("churn", "table", "3", None, scorer, THRESHOLD)
+    for suffix, path in files.items():
+        result = batch.score_file("churn", path, tmp_path / f"out{suffix}.parquet", model=model, progress=False)
+        out = pd.read_parquet(tmp_path / f"out{suffix}.parquet")
+        assert result.rejected == 0, (suffix, pd.read_parquet(tmp_path / f"out{suffix}.rejects.parquet"))
+        assert np.allclose(out["probability"], expected), suffix
+        assert (out["comment"] == "café crème").all(), suffix
+    current = drift.load_batch("table", files[".csv"], cfg.features(), entry="churn")
+    assert current["monthly_charges"].isna().sum() == raw["monthly_charges"].isna().sum()
+    report = drift.detect("table", tasks["binary"][1]["train"], current, scorer=scorer, use_case="churn")
+    assert not any("did not parse" in n for n in report.notes), report.notes
+    with pytest.raises(drift.DriftInputError, match="not utf-8 text"):  # without the entry: UTF-8
+        drift.load_batch("table", files[".tsv"], cfg.features())
+    with pytest.raises(drift.DriftInputError, match="missing column"):  # ... and commas
+        drift.load_batch("table", write_csv(raw, tmp_path / "semi.csv", sep=";"), cfg.features())
+
+
+def test_na_text_is_missing_only_where_the_source_read_it_so(entries, tasks, tmp_path: Path) -> None:
+    cfg, _, scorer = tasks["binary"]
+    frame = raw_rows(10)
+    frame.loc[1, "contract"], frame.loc[2, "region"] = "NA", "NA"
+    frame.loc[3, "contract"] = "N/A"  # not one of the entry's tokens: a value (unknown: rejected)
+    model = batch.Model("churn", "table", "3", None, scorer, THRESHOLD)
+    files = [write_csv(frame, tmp_path / "in.csv"), tmp_path / "in.parquet"]
+    frame.to_parquet(files[1], index=False)
+    for path in files:  # a CSV source's reader read "NA" as missing: so does any input format
+        result = batch.score_file("churn", path, tmp_path / f"a{path.suffix}", model=model)
+        assert (result.scored, result.rejected) == (9, 1), path
+    write_entry(entries, "churn", "table", entry_config(cfg, tmp_path, read={"format": "parquet", "na_values": []}))
+    for path in files:  # from a Parquet source "NA" is a value: an unknown contract is rejected
+        result = batch.score_file("churn", path, tmp_path / f"b{path.suffix}", model=model)
+        rejects = pd.read_parquet(tmp_path / "b.rejects.parquet").set_index("row") if path.suffix == ".parquet" \
+            else pd.read_csv(tmp_path / "b.rejects.csv").set_index("row")
+        assert (result.scored, result.rejected) == (8, 2) and rejects["column"].to_dict() == {1: "contract",
+                                                                                              3: "contract"}
+        assert "unknown category 'NA'" in rejects.loc[1, "reason"], path
+
+
+def test_a_target_named_like_an_output_is_left_out_of_the_input(entries, tasks, tmp_path: Path) -> None:
+    cfg, _, scorer = tasks["binary"]
+    model = batch.Model("churn", "table", "3", None, scorer, THRESHOLD)
+    frame = raw_rows(20).assign(label="yes")  # a labelled file, its target named `label`
+    write_entry(entries, "churn", "table", entry_config(cfg, tmp_path / "p", target="label"))
+    result = batch.score_file("churn", write_csv(frame, tmp_path / "in.csv"), tmp_path / "out.parquet", model=model)
+    out = pd.read_parquet(tmp_path / "out.parquet")
+    assert result.scored == 20 and list(out.columns).count("label") == 1
+    assert (out["label"] == np.where(out["probability"] >= THRESHOLD, "yes", "no")).all()  # the decision
+    write_entry(entries, "churn", "table", entry_config(cfg, tmp_path / "p"))  # target `churned`
+    with pytest.raises(batch.BatchError, match="label"):  # not the target: a clash, refused as before
+        batch.score_file("churn", tmp_path / "in.csv", tmp_path / "out2.parquet", model=model)
+    batch.score_file("churn", write_csv(raw_rows(5).assign(churned="no"), tmp_path / "b.csv"),
+                     tmp_path / "out3.parquet", model=model)
+    assert (pd.read_parquet(tmp_path / "out3.parquet")["churned"] == "no").all()  # passes through, like an id
+
+
 # --- drift ---------------------------------------------------------------------------------------
 
 
@@ -310,6 +431,17 @@ def test_a_shifted_batch_drifts(entries, tasks, tmp_path: Path) -> None:
     assert report.drifted, report.markdown()
     drifted = {s.name for s in report.signals if s.drifted}
     assert {"tenure_months", "monthly_charges", "region"} <= drifted, report.markdown()
+
+
+def test_make_batch_draws_distinct_rows_from_every_split(entries, tasks, tmp_path: Path) -> None:
+    _, splits, _ = tasks["binary"]
+    frame = pd.read_parquet(drift.make_batch("churn", tmp_path, rows=2000, drift=0.0, seed=4))
+    assert len(frame) == 2000 and frame["customer_id"].is_unique  # without replacement: no echo of a row
+    drawn = set(frame["customer_id"])
+    assert all(drawn & set(split["customer_id"]) for split in splits.values())  # train, val and test pooled
+    with pytest.warns(UserWarning, match="3,000"):
+        capped = drift.make_batch("churn", tmp_path, rows=5000, drift=0.0, seed=4)
+    assert len(pd.read_parquet(capped)) == 3000 and capped.name == "churn-n3000-drift0.00-seed4.parquet"
 
 
 def test_drift_reads_raw_csv_batches(entries, tasks, tmp_path: Path) -> None:

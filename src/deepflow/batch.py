@@ -19,6 +19,8 @@ the entry's kind (``Model.kind``): ``deepflow.kinds.<kind>.batch`` (``kinds.part
 * ``score(model, frame) -> (scores, rejects)``: ``validate`` then the scorer; ``scores`` is
   indexed by the scored rows' index in ``frame`` and holds exactly the output columns. Every
   row of ``frame`` is in ``scores`` or ``rejects``, never both (:func:`score_chunk` checks it).
+* optionally ``read_input(model, path, chunk_size)``: how the kind reads input files (table: as
+  its entry's source was read), in :func:`open_input`'s shape; else :func:`read_chunks` does.
 
 The core adds to each scored row its position in the input (``row``), the pass-through columns,
 and the registered ``model`` name and ``version``; each kind's batch module says what it scores.
@@ -173,20 +175,18 @@ def file_format(path: Path) -> str:
     return fmt
 
 
-def input_columns(path: Path) -> list[str]:
-    if file_format(path) == "folder":
-        return [FILE, IMAGE]
-    if file_format(path) == "parquet":
-        return list(pq.ParquetFile(path).schema_arrow.names)
-    return list(pd.read_csv(path, nrows=0).columns)
-
-
-def count_rows(path: Path) -> int | None:
-    """Rows in a parquet file from its footer; None for CSV (not worth a pass over the file)."""
+def open_input(model: Model, path: Path, chunk_size: int) -> tuple[list[str], int | None, Iterator[pd.DataFrame]]:
+    """(column names, row count if known without a pass over the file, frames by :func:`read_chunks`,
+    or by the kind's ``read_input`` where its batch part has one) of the input."""
+    part = batch_part(model.kind)
+    if hasattr(part, "read_input"):
+        return part.read_input(model, path, chunk_size)
     fmt = file_format(path)
-    if fmt == "folder":
-        return len(image_files(path))
-    return pq.ParquetFile(path).metadata.num_rows if fmt == "parquet" else None
+    if fmt == "parquet":
+        file = pq.ParquetFile(path)
+        return list(file.schema_arrow.names), file.metadata.num_rows, read_chunks(path, chunk_size)
+    columns = [FILE, IMAGE] if fmt == "folder" else list(pd.read_csv(path, nrows=0).columns)
+    return columns, len(image_files(path)) if fmt == "folder" else None, read_chunks(path, chunk_size)
 
 
 def read_chunks(path: Path, chunk_size: int) -> Iterator[pd.DataFrame]:
@@ -351,19 +351,19 @@ def score_file(use_case: str, input_path: str | Path, output_path: str | Path, *
     source, target = Path(input_path), Path(output_path)
     if not source.exists():
         raise BatchError(f"{source}: no such input file or folder")
-    file_format(source), file_format(target)
     if file_format(target) == "folder":
         raise BatchError(f"{target}: the output must be a .parquet or .csv file, not a folder")
     if source.resolve() == target.resolve():
         raise BatchError("the output must not overwrite the input")
     model = model or load_model(use_case, alias, version, threshold)
-    check_schema(model, input_columns(source), source)
+    columns, total, frames = open_input(model, source, chunk_size)
+    check_schema(model, columns, source)
     target.parent.mkdir(parents=True, exist_ok=True)
     out, rej = AtomicTableWriter(target), AtomicTableWriter(rejects_path(target))
     rows = scored = rejected = chunks = 0
-    advance, close = _progress(count_rows(source), progress)
+    advance, close = _progress(total, progress)
     try:
-        for frame in read_chunks(source, chunk_size):
+        for frame in frames:
             predictions, rejects = score_chunk(model, frame)
             out.write(predictions)
             rej.write(rejects)

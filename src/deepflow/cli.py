@@ -48,14 +48,22 @@ def _check(use_case: str, overrides: list[str]) -> None:
 def _pipelines(names: list[str], overrides: list[str], promote: bool) -> list[dict]:
     """Run each entry's pipeline in turn, showing progress on stdout (a live display on a terminal,
     plain lines otherwise); library logs go to a file under reports/logs/ (path printed once)."""
+    import psutil
+
     from deepflow import progress
     from flows.pipeline import train_pipeline  # first: Prefect and MLflow set up their logging on import
 
+    started = psutil.Process().create_time()  # a budget counts from the command, start-up included
     with progress.reporting(out, log_dir=settings.reports_dir() / "logs") as log:
-        return [_pipeline(train_pipeline, name, overrides, promote, log) for name in names]
+        summaries = []
+        for name in names:
+            summaries.append(_pipeline(train_pipeline, name, overrides, promote, log, started))
+            started = time.time()  # the next entry's budget starts when its pipeline does
+        return summaries
 
 
-def _pipeline(train_pipeline, use_case: str, overrides: list[str], promote: bool, log: Path) -> dict:
+def _pipeline(train_pipeline, use_case: str, overrides: list[str], promote: bool, log: Path,
+              started_at: float | None = None) -> dict:
     from deepflow import progress
     from deepflow.validation import ValidationFailed
 
@@ -63,7 +71,7 @@ def _pipeline(train_pipeline, use_case: str, overrides: list[str], promote: bool
     start = time.perf_counter()
     failure = None
     try:
-        summary = train_pipeline(use_case, overrides, promote_challenger=promote)
+        summary = train_pipeline(use_case, overrides, promote_challenger=promote, started_at=started_at)
     except (ValidationFailed, FileNotFoundError) as exc:
         failure = str(exc)
     except Exception as exc:  # a crashed step: say what and where; the log file has the traceback
@@ -129,6 +137,8 @@ def new(name: Annotated[str, typer.Argument(help="the new entry's name: datasets
         budget: Annotated[str, typer.Option("--budget", help="wall clock of a run: 300, 300s, 5m, 1h")] = "5m",
         drop_missing_target: Annotated[bool, typer.Option("--drop-missing-target",
                                                           help="leave out rows without a target value")] = False,
+        header: Annotated[bool | None, typer.Option("--header/--no-header", help="the first row names the columns",
+                                                    show_default="detected")] = None,
         no_dvc: Annotated[bool, typer.Option("--no-dvc", help="prepare here, without DVC tracking")] = False,
         force: Annotated[bool, typer.Option("--force", help="replace an existing entry of this name")] = False,
         run_after: Annotated[bool, typer.Option("--run", help="then `deepflow run NAME`")] = False,
@@ -140,10 +150,11 @@ def new(name: Annotated[str, typer.Argument(help="the new entry's name: datasets
 
     given = [f"--{k.replace('_', '-')} {v}" for k, v in (("target", target), ("task", task),
                                                          ("time_column", time_column)) if v is not None]
+    given += [] if header is None else ["--header" if header else "--no-header"]
     command = " ".join(["deepflow new", name, f"--data {data}", *given])
     try:
         create(name, data, target=target, task=task, time_column=time_column, budget=budget,
-               drop_missing_target=drop_missing_target, dvc=not no_dvc, force=force, command=command,
+               drop_missing_target=drop_missing_target, header=header, dvc=not no_dvc, force=force, command=command,
                echo=lambda line: out.print(line, markup=False, highlight=False, soft_wrap=True))
     except DvcError as exc:
         _fail(str(exc), 1)
@@ -365,7 +376,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000,
 
 @app.command()
 def score(use_case: UseCaseArg,
-          input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="CSV or parquet to score")],
+          input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="CSV, TSV, JSON lines or Parquet to score")],
           output_path: Annotated[Path, typer.Argument(metavar="OUTPUT", help=".parquet or .csv; rejects go beside it")],
           chunk_size: Annotated[int, typer.Option("--chunk-size", min=1, help="rows per chunk")] = 100_000,
           alias: Annotated[str | None, typer.Option("--alias", help="registry alias to score with",

@@ -21,10 +21,11 @@ def experiment(use_case: str) -> str:
     return f"{use_case}-monitoring"
 
 
-def read_batches(kind: str, paths: list[Path], features: list[str] | None = None) -> pd.DataFrame:
+def read_batches(kind: str, paths: list[Path], features: list[str] | None = None,
+                 entry: str | None = None) -> pd.DataFrame:
     from deepflow import drift
 
-    frames = [drift.load_batch(kind, p, features) for p in paths]
+    frames = [drift.load_batch(kind, p, features, entry=entry) for p in paths]
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
@@ -47,7 +48,7 @@ def check(use_case: str, paths: list[Path], ops: OpsConfig) -> dict[str, Any]:
     overrides = tuple(pipeline.overrides) if pipeline else ()
     # Entries of a kind with feature columns (tabular, table) name them; the batch must carry them.
     features = drift.entry_features(use_case, overrides)
-    current = read_batches(kind, paths, features)
+    current = read_batches(kind, paths, features, entry=use_case)
     reference = drift.reference_frame(use_case, overrides=overrides)
     cfg = drift.DriftConfig(**ops.monitor.drift.get(use_case, {}))
     # The champion's threshold: detections are counted as it would report them (kinds without a

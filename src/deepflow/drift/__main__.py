@@ -42,8 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         model = batch.load_model(args.entry)
         scorer, threshold = model.scorer, model.threshold
     features = drift.entry_features(args.entry)  # tabular kinds name their feature columns; others none
-    report = drift.detect(kind, drift.reference_frame(args.entry), drift.load_batch(kind, args.batch, features),
-                          scorer=scorer, features=features, threshold=threshold)
+    current = drift.load_batch(kind, args.batch, features, entry=args.entry)
+    report = drift.detect(kind, drift.reference_frame(args.entry), current, scorer=scorer, features=features,
+                          threshold=threshold)
     print(report.markdown())
     return 1 if report.drifted else 0
 

@@ -2,8 +2,9 @@
 
 * ``reference_frame(entry)``: the entry's prepared train split (the data its models are fit on),
   subsampled to the entry's ``monitor.reference_rows`` when it sets one;
-* ``load_batch(kind, path)``: an incoming batch file (or folder), read and checked by the kind's
-  drift part; errors name the file and the column;
+* ``load_batch(kind, path, entry=)``: an incoming batch file (or folder), read and checked by the
+  kind's drift part (given the entry, as that entry reads its files, where the kind says how);
+  errors name the file and the column;
 * ``make_batch(entry, out_dir, rows=, drift=, seed=)``: a new batch, drifted on request, from the
   entry's own ``incoming:`` generator when it names one, else from its kind's generic generator;
 * helpers the kinds' parts share: ``read_table``, ``subsample``, ``require_columns``,
@@ -97,18 +98,23 @@ def reference_frame(name: str, max_rows: int | None = None, seed: int = 0,
 # --- incoming batches ------------------------------------------------------------------------
 
 
-def load_batch(kind: str, path: str | Path, features: list[str] | None = None) -> pd.DataFrame:
+def load_batch(kind: str, path: str | Path, features: list[str] | None = None,
+               entry: str | None = None) -> pd.DataFrame:
     """An incoming batch of a ``kind`` entry as a frame, checked enough that ``detect`` can measure it.
 
-    The kind's drift part reads it (``load_batch(path, features)``; see each kind's formats).
-    Raises ``DriftInputError`` naming the file (and column) when nothing usable is there, and
-    ``ValueError`` for an unknown kind.
+    The kind's drift part reads it (``load_batch(path, features)``; see each kind's formats), or,
+    given the ``entry`` and where the part has one, ``read_batch(entry, path, features)`` (a kind
+    that reads batches as its entry's source was read: ``table``). Raises ``DriftInputError``
+    naming the file (and column) when nothing usable is there, ``ValueError`` for an unknown kind.
     """
     part = kinds.part(kind, "drift")
     path = Path(path)
     if not path.exists():
         raise DriftInputError(f"{path}: no such file or folder")
-    frame = part.load_batch(path, features)
+    if entry and hasattr(part, "read_batch"):
+        frame = part.read_batch(entry, path, features)
+    else:
+        frame = part.load_batch(path, features)
     frame.attrs.setdefault("source", str(path))
     return frame
 

@@ -10,10 +10,12 @@ Each part module has a fixed shape (the core module that uses it states the full
 * ``serving`` (see ``deepflow/serving.py``): ``DEFAULT_THRESHOLD``, ``prepare(name, scorer)``,
   ``body_limit(cfg)``, ``add_routes(app, store, cfg, name)``: the kind's request/response models.
 * ``batch`` (see ``deepflow/batch.py``): ``NEEDS_THRESHOLD``, ``OUTPUTS``, ``inputs(model)``,
-  ``validate(frame, model)`` -> (clean, rejects), ``score(model, frame)`` -> output columns.
+  ``validate(frame, model)`` -> (clean, rejects), ``score(model, frame)`` -> output columns;
+  optionally ``outputs(model)`` (outputs by the model's task) and ``read_input(model, path,
+  chunk_size)`` (read files as the entry's source was read; else the core's CSV/Parquet readers).
 * ``drift`` (see ``deepflow/drift/``): ``detect(reference, current, cfg, scorer, ...)`` -> DriftReport,
   ``load_batch(path, features)``, and a generic ``make_batch(name, out_dir, *, rows, drift, seed)``
-  for entries without an ``incoming:`` generator.
+  for entries without an ``incoming:`` generator; optionally ``read_batch(entry, path, features)``.
 
 Parts are imported lazily: naming a kind costs nothing; its models load torch only when used.
 """

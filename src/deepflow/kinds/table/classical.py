@@ -5,7 +5,9 @@
   ``model.linear_c`` (ridge: ``alpha = 1 / C``).
 * ``hgb``: scikit-learn's HistGradientBoosting with native categorical splits on the code
   columns (categories beyond :data:`~deepflow.kinds.table.features.MAX_CATEGORIES` are already
-  folded into "other"), early stopping on an internal 10 % holdout, seeded.
+  folded into "other"), early stopping on an internal 10 % holdout, seeded. A classification
+  table too small for a stratified holdout (fewer holdout rows than classes, or a class with a
+  single row: scikit-learn would fail) is fitted without early stopping.
 
 Both honour a deadline (``time.perf_counter()`` value) between fits: the linear model stops
 trying strengths, the trees grow in rounds of :data:`ROUND` iterations (warm start) and stop
@@ -14,6 +16,7 @@ adding rounds when the next one would not fit. Callers pin the BLAS/OpenMP threa
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 
@@ -24,6 +27,7 @@ from deepflow.kinds.table.features import Preprocessor
 from deepflow.kinds.table.scorer import TableScorer
 
 ROUND = 50  # boosting iterations per warm-start round when a deadline is set
+VALIDATION_FRACTION = 0.1  # the trees' internal early-stopping holdout
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]  # (numeric, codes, y)
 
 
@@ -66,15 +70,17 @@ def fit_hgb(pre: Preprocessor, train: Arrays, *, task: str, classes: list[str], 
     x = np.concatenate([numeric, codes.astype(np.float32)], axis=1)
     categorical = np.r_[np.zeros(numeric.shape[1], bool), np.ones(codes.shape[1], bool)]
     cls = HistGradientBoostingRegressor if task == "regression" else HistGradientBoostingClassifier
+    stopping = task == "regression" or holdout_fits(y, VALIDATION_FRACTION)
     model = cls(max_iter=max_iter if deadline is None else min(ROUND, max_iter), learning_rate=learning_rate,
-                early_stopping=True, validation_fraction=0.1, n_iter_no_change=10, random_state=seed,
-                categorical_features=categorical if categorical.any() else None, warm_start=deadline is not None)
+                early_stopping=stopping, validation_fraction=VALIDATION_FRACTION, n_iter_no_change=10,
+                random_state=seed, categorical_features=categorical if categorical.any() else None,
+                warm_start=deadline is not None)
     rounds, stopped_by = 0, "early stopping"
     while True:
         started = time.perf_counter()
         model.fit(x, y)
         rounds += 1
-        if model.n_iter_ < model.max_iter:
+        if stopping and model.n_iter_ < model.max_iter:
             break  # early stopping ended it
         if model.max_iter >= max_iter:
             stopped_by = "max_iter"
@@ -84,4 +90,13 @@ def fit_hgb(pre: Preprocessor, train: Arrays, *, task: str, classes: list[str], 
             break
         model.max_iter = min(model.max_iter + ROUND, max_iter)
     scorer = TableScorer(pre, model, member="hgb", family="hgb", task=task, classes=classes)
-    return scorer, {"iterations": int(model.n_iter_), "rounds": rounds, "stopped_by": stopped_by}
+    return scorer, {"iterations": int(model.n_iter_), "rounds": rounds, "stopped_by": stopped_by,
+                    "early_stopping": stopping}
+
+
+def holdout_fits(y: np.ndarray, fraction: float) -> bool:
+    """Whether scikit-learn's stratified early-stopping holdout can be drawn from class ids ``y``:
+    it has ``ceil(fraction * n)`` rows, which must be at least the number of classes, and every
+    class needs two rows (one on each side)."""
+    counts = np.unique(y, return_counts=True)[1]
+    return bool(len(counts)) and math.ceil(fraction * len(y)) >= len(counts) and int(counts.min()) >= 2

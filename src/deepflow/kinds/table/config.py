@@ -37,7 +37,7 @@ class ColumnSpec:
     categories: list[str] = field(default_factory=list)  # categorical: the known values, most frequent first
     known_share_min: float = 1.0  # categorical: share of values that must be known categories
     unknown: Literal["other", "reject"] = "other"  # serving/batch: an unseen category -> "other" bucket or 422
-    format: str = ""  # datetime: the strftime format the source's text was read with ("" = ISO 8601 / typed)
+    format: str = ""  # datetime: the strftime format of the source's text; "" = ISO 8601 / typed; "mixed": per value
     note: str = ""  # why this role (printed by `deepflow new`)
 
 
@@ -49,7 +49,7 @@ class ReadConfig:
     delimiter: str = ","
     encoding: str = "utf-8"
     header: bool = True
-    na_values: list[str] = field(default_factory=list)  # text read as missing (CSV: "NA", "null", ...; none for typed formats)
+    na_values: list[str] = field(default_factory=list)  # text read as missing (CSV: "NA", "null", ...; typed: none)
     max_rows: int = 1_000_000  # larger files are sampled (seeded, uniform) to this many rows
 
 

@@ -18,16 +18,22 @@ the model reads their parts, and a column that stops parsing shows as missing in
 Column roles come from the scorer's ``columns``; without a scorer, from the reference's dtypes
 (the prepared data's: float64 numbers, str categories, datetime64 dates).
 
-Batches are CSV or parquet files holding (at least) the feature columns, values as the source file
-has them (parsed as batch scoring does). ``make_batch`` is what an entry without an ``incoming:``
-generator gets: rows of the prepared test split drawn with replacement, the target left out, and
-for ``drift`` > 0 numeric features scaled and moved (as the ``tabular`` kind), a ``drift / 3`` share
-of each boolean set to its rarer value, and a ``drift / 2`` share of each categorical column redrawn
-with the rarest categories most likely (the category mix turns over).
+Batches are files holding (at least) the feature columns, values as the source file has them:
+read as the entry's source was (``read_batch``, given the entry: delimiter, encoding, header,
+missing-value tokens, decimal commas; see ``inputs.py``) and parsed as batch scoring does (a
+datetime in its column's recorded format, from the scorer's ``columns`` or else the entry's).
+``make_batch`` is what an entry without an ``incoming:`` generator gets: rows drawn without
+replacement from the prepared train, validation and test splits pooled (a batch at ``drift`` 0
+is then a sample of the data itself, with no duplicated rows to look like a shift; at most the
+pool's size, with a warning), the target left out, and for ``drift`` > 0 numeric features scaled
+and moved (as the ``tabular`` kind), a ``drift / 3`` share of each boolean set to its rarer
+value, and a ``drift / 2`` share of each categorical column redrawn with the rarest categories
+most likely (the category mix turns over).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,14 +45,13 @@ from deepflow.drift.batches import (
     DriftInputError,
     batch_name,
     entry_config,
-    read_table,
     require_columns,
-    sample_split,
     subsample,
     write_parquet,
 )
 from deepflow.drift.report import DriftConfig, DriftReport, Signal, numeric_signal, summarise
 from deepflow.drift.statistics import EPS, chi2_pvalue, total_variation
+from deepflow.kinds.table import inputs
 from deepflow.kinds.table.batch import parse
 
 OTHER, MISSING = "(other)", "(missing)"
@@ -100,11 +105,17 @@ def detect(reference: pd.DataFrame, current: pd.DataFrame, cfg: DriftConfig, sco
     ref = subsample(reference, cfg.max_reference, cfg.seed)
     cur = subsample(current, cfg.max_current, cfg.seed + 1)
     specs = infer_columns(ref, features)
+    entry = inputs.entry_config(use_case)
     if scorer is not None and getattr(scorer, "columns", None):
         specs.update({f: s for f, s in scorer.columns.items() if f in specs})
+    elif entry is not None:  # the datetime formats the source was read with
+        for f, spec in specs.items():
+            if spec["role"] == "datetime" and f in entry.columns:
+                spec["format"] = entry.columns[f].format
+    missing = inputs.missing_tokens(entry)
     notes = [f"current batch subsampled to {len(cur):,} of {len(current):,} rows"] if len(cur) < len(current) else []
-    ref_x, _ = parse(ref, features, specs, unknown="other")
-    cur_x, problems = parse(cur, features, specs, unknown="other")
+    ref_x, _ = parse(ref, features, specs, unknown="other", missing=missing)
+    cur_x, problems = parse(cur, features, specs, unknown="other", missing=missing)
     if problems:
         cells = sum(len(v) for v in problems.values())
         bad = sorted({c for v in problems.values() for c, _ in v})
@@ -121,22 +132,22 @@ def detect(reference: pd.DataFrame, current: pd.DataFrame, cfg: DriftConfig, sco
     if dates := [c for c in features if specs[c]["role"] == "datetime"]:
         notes.append(f"datetime column(s) {', '.join(dates)} give no signal (new data is later by nature)")
     if scorer is not None:
-        _prediction_signal(scorer, ref, cur, cfg, signals, samples, notes)
+        _prediction_signal(scorer, ref, cur, cfg, signals, samples, notes, missing)
     return summarise(use_case, "table", len(ref), len(cur), signals, cfg, notes, samples)
 
 
 def _prediction_signal(scorer: Any, ref: pd.DataFrame, cur: pd.DataFrame, cfg: DriftConfig,
-                       signals: list[Signal], samples: dict, notes: list[str]) -> None:
+                       signals: list[Signal], samples: dict, notes: list[str], missing: frozenset[str]) -> None:
     """The champion's answers on both samples (module docstring); rows without a finite answer are
     left out (and counted in the notes)."""
-    inputs = list(scorer.features)
-    if missing := [c for c in inputs if c not in ref.columns or c not in cur.columns]:
-        notes.append(f"prediction drift not measured: the model needs column(s) {', '.join(missing[:5])}")
+    columns = list(scorer.features)
+    if absent := [c for c in columns if c not in ref.columns or c not in cur.columns]:
+        notes.append(f"prediction drift not measured: the model needs column(s) {', '.join(absent[:5])}")
         return
     specs = scorer.columns
     answers = []
     for frame in (ref, cur):
-        x, _ = parse(frame, inputs, specs, unknown="other")  # unseen categories score as "other"
+        x, _ = parse(frame, columns, specs, unknown="other", missing=missing)  # unseen categories: "other"
         out = np.asarray(scorer.predict(x), dtype=np.float64).reshape(len(x), -1)
         answers.append(out[np.isfinite(out).all(axis=1)])
     if dropped := len(cur) - len(answers[1]):
@@ -164,13 +175,28 @@ def _prediction_signal(scorer: Any, ref: pd.DataFrame, cur: pd.DataFrame, cfg: D
 # --- batches ---------------------------------------------------------------------------------
 
 
-def load_batch(path: Path, features: list[str] | None = None) -> pd.DataFrame:
-    """A CSV, TSV or parquet batch, CSV cells as text (parsed by role when measured); with
+def read_batch(entry: str | None, path: Path, features: list[str] | None = None) -> pd.DataFrame:
+    """A batch file read as entry ``entry``'s source was (``inputs.py``; without an entry, or one
+    that does not exist: CSV, comma-separated, UTF-8, only empty fields missing); with
     ``features``, every one must be a column."""
-    frame = read_table(path, strings=True)
+    cfg = inputs.entry_config(entry)
+    numeric = [c for c, spec in cfg.columns.items() if spec.role == "numeric"] if cfg is not None else []
+    try:
+        columns, _, chunks = inputs.read_chunks(path, inputs.read_settings(path, cfg), 200_000, numeric)
+        frames = list(chunks)
+    except inputs.InputError as exc:
+        raise DriftInputError(str(exc)) from None
+    frame = pd.concat(frames) if frames else pd.DataFrame(columns=columns)
+    if frame.empty:
+        raise DriftInputError(f"{path}: no rows")
     if features:
         require_columns(frame, list(features), str(path))
     return frame
+
+
+def load_batch(path: Path, features: list[str] | None = None) -> pd.DataFrame:
+    """A batch file without its entry: :func:`read_batch` with the default reading."""
+    return read_batch(None, path, features)
 
 
 def _shift_categories(values: pd.Series, share: float, rng: np.random.Generator) -> pd.Series:
@@ -189,15 +215,27 @@ def _shift_categories(values: pd.Series, share: float, rng: np.random.Generator)
 def make_batch(name: str, out_dir: Path, *, rows: int, drift: float, seed: int,
                overrides: Sequence[str] = ()) -> Path:
     """Write ``<name>-n<rows>-drift<d>-seed<s>.parquet``: ``rows`` rows of entry ``name``'s prepared
-    test split (val, then train, when it has none) drawn with replacement, without the target and
-    the row hash, shifted as the module docstring says. ``overrides``: the entry's config
-    ``key=value`` (e.g. ``prepared_dir=...``)."""
+    splits pooled (train, validation, test), drawn without replacement (at most the pool: then
+    fewer rows, a warning, and the file named by the rows it has), without the target and the row
+    hash, shifted as the module docstring says. ``overrides``: the entry's config ``key=value``
+    (e.g. ``prepared_dir=...``)."""
+    from deepflow import usecase
+
     cfg = entry_config(name, overrides)
-    pool, path = sample_split(name, overrides)
+    directory = usecase.project_path(cfg.prepared_dir)
+    present = [s for s in ("train", "val", "test") if (directory / f"{s}.parquet").exists()]
+    if not present:
+        raise FileNotFoundError(f"{name}: no prepared train/val/test split in {directory} to draw a batch from "
+                                "(run `dvc repro` first)")
+    pool = pd.concat(usecase.read_splits(name, directory, tuple(present)).values(), ignore_index=True)
     if pool.empty:
-        raise DriftInputError(f"{path}: no rows to draw a batch from")
+        raise DriftInputError(f"{directory}: no rows to draw a batch from")
+    if rows > len(pool):
+        warnings.warn(f"{name}: a batch of {rows:,} rows asked for, but the prepared splits hold {len(pool):,}; "
+                      f"writing {len(pool):,} (rows are drawn without replacement)", UserWarning, stacklevel=2)
+        rows = len(pool)
     rng = np.random.default_rng(seed)
-    batch = pool.iloc[rng.integers(0, len(pool), size=rows)].reset_index(drop=True)
+    batch = pool.iloc[rng.choice(len(pool), size=rows, replace=False)].reset_index(drop=True)
     batch = batch.drop(columns=[cfg.target, ROW_HASH], errors="ignore")
     if drift > 0:
         for col, spec in cfg.columns.items():

@@ -9,13 +9,17 @@ Frames (built from the prepared splits by :func:`frames`):
 
 * ``rows``: every row of every split (``_where`` = ``split:position``): numeric and boolean values
   within ``[min, max]`` and finite (an unset bound is the float64 limit, so +-inf always fails),
-  booleans 0/1, categorical values known for at least ``known_share_min`` of the non-null values,
+  booleans 0/1, categorical values known for at least ``known_share_min`` of the non-null values
+  (unchecked for a column whose entry lists no categories: its model learns them from train),
   ids unique across all splits, the target present and one of ``classes`` (classification) or
   within ``[target_min, target_max]`` (regression);
 * ``columns``: one row per split, one cell per required column: the dtype family it has there
   (``numeric``, ``boolean``, ``string``, ``datetime``, ...) or ``missing``;
 * ``nulls``: one row per split: each feature's share of missing values, at most ``null_share_max``;
 * ``classes`` (classification): one row per split: each class's share, within ``class_share``;
+* ``class_rows`` (classification): one row per split: each class's row count, at least 1 (a class
+  missing from a split fails here, naming split and class, before training: evaluating on a split
+  without it would fail later, or quietly measure fewer classes);
 * ``splits``: the row count of each split: train at least ``rows_min``, val and test at least 1;
 * ``overlap``: one row per ``_row_hash`` with the number of splits it occurs in (at most 1).
 """
@@ -96,9 +100,11 @@ def frames(cfg: TableConfig, splits: dict[str, pd.DataFrame]) -> dict[str, pd.Da
     out = {"rows": rows, "columns": columns, "nulls": nulls, "splits": sizes,
            "overlap": overlap[["hash_in", "splits"]]}
     if cfg.task != "regression":
-        out["classes"] = _per_split({
-            name: {str(cls): float((df[cfg.target].astype(object) == str(cls)).mean()) if cfg.target in df.columns
-                   and len(df) else 0.0 for cls in cfg.classes} for name, df in splits.items()})
+        counts = {name: {str(cls): int((df[cfg.target].astype(object) == str(cls)).sum()) if cfg.target in df.columns
+                         else 0 for cls in cfg.classes} for name, df in splits.items()}
+        out["classes"] = _per_split({name: {cls: n / len(splits[name]) if len(splits[name]) else 0.0
+                                            for cls, n in row.items()} for name, row in counts.items()})
+        out["class_rows"] = _per_split(counts)
     return out
 
 
@@ -124,7 +130,10 @@ def column_rules(name: str, spec: ColumnSpec) -> list:
         return [gxe.ExpectColumnValuesToBeInSet(column=name, value_set=[v for v in (0.0, 1.0) if low <= v <= high])]
     if spec.role == "categorical":
         share = min(max(float(spec.known_share_min), 0.0), 1.0)
-        if share <= 0:
+        if share <= 0 or not spec.categories:
+            # No categories listed (a role changed to categorical by hand): an in-set rule over an
+            # empty set could never pass, so there is none, and known_share_min goes unchecked;
+            # the model learns the categories from the training split.
             return []
         return [gxe.ExpectColumnValuesToBeInSet(column=name, value_set=[str(c) for c in spec.categories],
                                                 mostly=share)]
@@ -156,5 +165,6 @@ def suites(cfg: TableConfig) -> dict[str, list]:
     if cfg.task != "regression":
         out["classes"] = [gxe.ExpectColumnValuesToBeBetween(column=str(cls), min_value=float(lo), max_value=float(hi))
                           for cls, (lo, hi) in ((c, cfg.class_share.get(str(c), [0.0, 1.0])) for c in cfg.classes)]
+        out["class_rows"] = [gxe.ExpectColumnValuesToBeBetween(column=str(cls), min_value=1) for cls in cfg.classes]
     return out
 

@@ -12,9 +12,12 @@
   :data:`MAX_CATEGORIES`.
 
 Raw values may arrive as the prepared dtypes or as JSON/CSV gives them (numbers as strings,
-booleans as ``"yes"``/``1``/``True``, dates as ISO strings); :meth:`Preprocessor.transform`
-coerces them itself, column by column with numpy/pandas vectorised calls (no per-row Python),
-so one row costs about as much as a hundred.
+booleans as ``"yes"``/``1``/``True``, dates as text in the column's recorded format or ISO 8601);
+:meth:`Preprocessor.transform` coerces them itself, column by column with numpy/pandas
+vectorised calls (no per-row Python), so one row costs about as much as a hundred. Missing is
+only what is missing (None, NaN, NaT, blank text): category text such as "NA" or "?" is a
+category (which tokens a source file meant as missing is for its reader to say). A date outside
+datetime64[ns]'s span (before 1677-09-21, after 2262-04-11) counts as missing.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ TRUE = ("true", "t", "yes", "y", "1", "1.0")
 FALSE = ("false", "f", "no", "n", "0", "0.0")
 _BOOL_VALUE = np.array([1.0] * len(TRUE) + [0.0] * len(FALSE))
 DAY = np.timedelta64(1, "D")
+# the span of datetime64[ns] (pandas' Timestamp.min/max), to the second: dates beyond it are missing
+EARLIEST, LATEST = np.datetime64("1677-09-21T00:12:44", "us"), np.datetime64("2262-04-11T23:47:16", "us")
 
 
 class Lookup:
@@ -89,25 +94,65 @@ def as_boolean(values: pd.Series) -> np.ndarray:
     return np.where(found >= 0, _BOOL_VALUE[found], np.nan)
 
 
-def as_datetime(values: pd.Series) -> np.ndarray:
-    """datetime64[ns], tz-naive (aware values converted to UTC), NaT where missing or unparsable."""
+def within_ns(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(datetime64[ns], out-of-range mask) of datetime64 values of any unit: values outside
+    datetime64[ns]'s span (:data:`EARLIEST`..:data:`LATEST`) become NaT and are flagged (a plain
+    cast would wrap them around silently: 9999-12-31 as 1816-03-29)."""
+    t = np.asarray(t)
+    if t.dtype == np.dtype("datetime64[ns]"):
+        return t, np.zeros(len(t), dtype=bool)
+    us = t.astype("datetime64[us]")
+    outside = ~np.isnat(us) & ((us < EARLIEST) | (us > LATEST))
+    return np.where(outside, np.datetime64("NaT", "us"), us).astype("datetime64[ns]"), outside
+
+
+def _iso_dates(text: np.ndarray) -> np.ndarray:
+    """ISO 8601 text (no blanks) -> datetime64 of some unit, NaT where it does not parse."""
+    head = np.strings.slice(text, 0, 4)
+    if (len(text) and (np.strings.str_len(text) >= 10).all() and np.strings.isdigit(head).all()
+            and (np.strings.slice(text, 4, 5) == "-").all() and (np.strings.slice(text, 7, 8) == "-").all()):
+        try:  # YYYY-MM-DD[Thh:mm:ss] without a zone: numpy parses it in C
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                return np.array(text, dtype="datetime64[us]")
+        except (ValueError, TypeError, UserWarning, DeprecationWarning):
+            pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        parsed = pd.to_datetime(pd.Series(text, dtype=object), errors="coerce", utc=True, format="ISO8601")
+    return parsed.dt.tz_convert(None).to_numpy()
+
+
+def parse_dates(values: pd.Series, fmt: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """(datetime64[ns] tz-naive, out-of-range mask) of raw values; NaT where missing, unparsable or
+    out of range (see :func:`within_ns`). Datetimes are taken as they are (aware ones converted to
+    UTC). Text is read with ``fmt`` when given (the strftime format the source's text was read
+    with, so ``01/02/2021`` means what it meant in training), and as ISO 8601 where there is no
+    ``fmt`` or a value does not match it; an offset is converted to UTC. "now" and "today" (which
+    numpy and pandas read as the current time) are not dates."""
     if pd.api.types.is_datetime64_any_dtype(values.dtype):
         if getattr(values.dtype, "tz", None) is not None:
             values = values.dt.tz_convert(None)
-        return values.to_numpy(dtype="datetime64[ns]")
-    arr = values.to_numpy(dtype=object)
-    if pd.api.types.infer_dtype(arr, skipna=True) in ("string", "empty"):
-        try:  # plain ISO 8601 without a zone: numpy parses it in C
-            with warnings.catch_warnings():
-                warnings.simplefilter("error")
-                return np.array(np.where(pd.isna(arr), None, arr), dtype="datetime64[ns]")
-        except (ValueError, TypeError, UserWarning, DeprecationWarning):
-            pass
-    parsed = pd.to_datetime(pd.Series(arr), errors="coerce", utc=True, format="ISO8601")
-    retry = (parsed.isna() & pd.Series(arr).notna()).to_numpy()
-    if retry.any():  # not ISO 8601: let pandas guess
-        parsed[retry] = pd.to_datetime(pd.Series(arr[retry]), errors="coerce", utc=True, format="mixed").to_numpy()
-    return parsed.dt.tz_convert(None).to_numpy(dtype="datetime64[ns]")
+        return within_ns(values.to_numpy())
+    text, missing = _text(values)
+    todo = ~missing & (text != "") & ~np.isin(np.strings.lower(text), ("now", "today"))
+    out = np.full(len(text), np.datetime64("NaT", "ns"))
+    outside = np.zeros(len(text), dtype=bool)
+    if fmt and todo.any():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            parsed = pd.to_datetime(pd.Series(text[todo], dtype=object), errors="coerce", utc=True, format=fmt)
+        out[todo], outside[todo] = within_ns(parsed.dt.tz_convert(None).to_numpy())
+        todo &= np.isnat(out) & ~outside
+    if todo.any():
+        out[todo], outside[todo] = within_ns(_iso_dates(text[todo]))
+    return out, outside
+
+
+def as_datetime(values: pd.Series, fmt: str = "") -> np.ndarray:
+    """datetime64[ns], tz-naive (aware values converted to UTC), NaT where missing, unparsable or
+    out of range; text in ``fmt`` or ISO 8601 (:func:`parse_dates`)."""
+    return parse_dates(values, fmt)[0]
 
 
 def category_codes(values: pd.Series, categories: Lookup) -> np.ndarray:
@@ -153,8 +198,9 @@ class Preprocessor:
     """Raw feature columns -> (numeric float32 (N, D), codes int64 (N, C)); see the module docstring.
 
     ``columns`` maps each feature to its spec (a ``ColumnSpec`` or a mapping with ``role``,
-    ``categories``, ``unknown``); ``features`` is the input order. :meth:`fit` reads only the
-    frame it is given (the training split).
+    ``categories``, ``unknown`` and, for datetimes, ``format``); ``features`` is the input order.
+    :meth:`fit` reads only the frame it is given (the training split); a categorical column whose
+    spec lists no categories learns them all from it (else only the listed ones are kept).
     """
 
     columns: dict[str, dict[str, Any]]
@@ -173,13 +219,19 @@ class Preprocessor:
     def create(cls, columns: Mapping[str, Any], features: list[str]) -> Preprocessor:
         specs = {f: {"role": spec_value(columns[f], "role"),
                      "categories": list(spec_value(columns[f], "categories") or []),
-                     "unknown": spec_value(columns[f], "unknown", "other")} for f in features}
+                     "unknown": spec_value(columns[f], "unknown", "other"),
+                     **({"format": str(spec_value(columns[f], "format", "") or "")}
+                        if spec_value(columns[f], "role") == "datetime" else {})} for f in features}
         if bad := [f for f, s in specs.items() if s["role"] not in ("numeric", "boolean", "categorical", "datetime")]:
             raise ValueError(f"not a feature role: {bad[0]!r} is {specs[bad[0]]['role']!r}")
         return cls(columns=specs, features=list(features))
 
     def role(self, feature: str) -> str:
         return self.columns[feature]["role"]
+
+    def date_format(self, feature: str) -> str:
+        """The strftime format a datetime feature's source text was read with ("" = ISO 8601)."""
+        return self.columns[feature].get("format", "")  # a scorer pickled before formats: ""
 
     # --- fit ------------------------------------------------------------------------------------
 
@@ -188,7 +240,7 @@ class Preprocessor:
         self._check(frame)
         for f in self.features:
             if self.role(f) == "datetime":
-                t = as_datetime(frame[f])
+                t = as_datetime(frame[f], self.date_format(f))
                 seen = t[~np.isnat(t)]
                 self.references[f] = (np.datetime64(int(np.median(seen.astype(np.int64))), "ns") if len(seen)
                                       else np.datetime64("2000-01-01", "ns"))
@@ -258,7 +310,8 @@ class Preprocessor:
             elif role == "boolean":
                 blocks.append(as_boolean(frame[f])[:, None])
             elif role == "datetime":
-                blocks.append(date_parts(as_datetime(frame[f]), self.references[f], self.with_time[f]))
+                blocks.append(date_parts(as_datetime(frame[f], self.date_format(f)), self.references[f],
+                                         self.with_time[f]))
             else:
                 continue
             owners += [f] * blocks[-1].shape[1]
@@ -300,9 +353,11 @@ class Preprocessor:
         return sparse.hstack([sparse.csr_matrix(numeric), hot], format="csr")
 
     def describe(self) -> dict[str, dict[str, Any]]:
-        """{feature: {"role", "categories" (the known ones, categorical only), "unknown"}}."""
+        """{feature: {"role", "categories" (the known ones, categorical only), "unknown", "format"
+        (datetime only: the source's strftime format, "" = ISO 8601)}}."""
         return {f: {"role": self.role(f), **({"categories": list(self.categories[f])} if f in self.categories else {}),
-                    "unknown": self.columns[f].get("unknown", "other")} for f in self.features}
+                    "unknown": self.columns[f].get("unknown", "other"),
+                    **({"format": self.date_format(f)} if self.role(f) == "datetime" else {})} for f in self.features}
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "_index"}

@@ -3,11 +3,13 @@
 Every inference is printed (:meth:`Inference.lines`) and recorded in the entry
 (:meth:`Inference.to_entry`), and each can be overridden (``--target``, ``--task``,
 ``--time-column``, or by editing the entry). Rules, after Ludwig's type inference and AutoGluon's
-problem-type rules: the target comes from ``--target`` or from its name, with a confidence, never a
-silent guess; text targets are classes, whole numbers with two values are binary (a 0/1 target is
-never a regression), whole numbers with few values are classes, anything else numeric is a
-regression. A target the data cannot support (one class, missing values, too many classes, a
-class too rare to reach every split) is a one-line :class:`TableError`.
+problem-type rules: the target comes from ``--target`` or from its name, with a confidence (high
+only when no other column is named like a target), never a silent guess; a text target spelled in
+several cases (``Yes``/``yes``) is folded; text targets are classes, whole numbers with two values
+are binary (a 0/1 target is never a regression), whole numbers with few values are classes,
+anything else numeric is a regression. A target the data cannot support (one class, missing
+values, too many classes, a class too rare to reach every split, a ``--task`` its values do not
+fit) is a one-line :class:`TableError`.
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ class Inference:
         config: dict[str, Any] = {
             "source": source_path,
             "read": {"format": read.format, "delimiter": read.delimiter, "encoding": read.encoding,
-                     "header": read.header, "max_rows": read.max_rows},
+                     "header": read.header, "na_values": list(read.na_values), "max_rows": read.max_rows},
             "prepared_dir": prepared_dir,
             "target": self.target, "task": self.task, "classes": list(self.classes), "metric": self.metric,
             "time_column": self.time_column,
@@ -106,6 +108,8 @@ def _column_entry(spec: ColumnSpec) -> dict[str, Any]:
         out.update(min=spec.min, max=spec.max)
     if spec.role == "categorical" or spec.categories:
         out.update(categories=list(spec.categories), known_share_min=spec.known_share_min, unknown=spec.unknown)
+    if spec.role == "datetime" or spec.format:
+        out["format"] = spec.format
     out["note"] = spec.note
     return out
 
@@ -127,9 +131,11 @@ def infer(frame: pd.DataFrame, target: str | None = None, task: str | None = Non
                              "in, or pass --drop-missing-target to leave those rows out")
         notes.append(f"{missing.sum():,} rows without a target value are left out (--drop-missing-target)")
         frame = frame[~missing].reset_index(drop=True)
+    frame = _fold_target(frame, target, notes)
     task, task_reason, kind = choose_task(frame[target], target, task)
     labels = class_labels(frame[target]) if task != "regression" else roles.as_numbers(frame[target])
     specs, stats = roles.profile(frame, target)
+    notes += [roles.out_of_range(c, s["out_of_range"]) for c, s in stats.items() if s.get("out_of_range")]
     if not any(spec.role in FEATURE_ROLES for spec in specs.values()):
         raise TableError("no usable feature: every column other than the target is constant, an id, free text or "
                          f"too sparse ({', '.join(f'{c}: {s.role}' for c, s in specs.items())})")
@@ -171,29 +177,30 @@ def check_column(frame: pd.DataFrame, name: str, what: str) -> str:
 
 
 def choose_target(frame: pd.DataFrame, target: str | None) -> tuple[str, str]:
-    """(target, why): ``--target`` when given, else the best-ranked target-like name."""
+    """(target, why): ``--target`` when given, else the best-ranked target-like name: usable ones
+    first, then high-confidence names before medium ones before ``is_*``-like ones, then two values
+    before few before many (``survived`` before ``class``), then the later column. Confidence is
+    high only for a high-confidence name without other candidates."""
     if target is not None:
         return check_column(frame, target, "--target"), "given with --target"
-    ranked: list[tuple[int, bool, int, str, str]] = []  # (tier, unusable, order, column, confidence)
+    ranked: list[tuple[bool, int, int, int, str, int]] = []  # (unusable, group, size, -position, column, n)
     for position, column in enumerate(frame.columns):
         norm = normalise(str(column))
-        for tier, (names, confidence) in enumerate(TARGET_NAMES):
-            if norm in names:
-                ranked.append((tier, not _usable(frame[column]), names.index(norm), column, confidence))
-                break
-        else:
-            if _PREFIXED.search(norm):  # the later column first
-                ranked.append((len(TARGET_NAMES), not _usable(frame[column]), -position, column, "medium"))
+        tiers = [confidence for names, confidence in TARGET_NAMES if norm in names]
+        if tiers or _PREFIXED.search(norm):
+            group = 0 if tiers[:1] == ["high"] else 1 if tiers else 2
+            distinct = int(frame[column].nunique())
+            size = 0 if distinct == 2 else 1 if distinct <= MULTICLASS_MAX else 2
+            ranked.append((not _usable(frame[column]), group, size, -position, column, distinct))
     if not ranked:
         raise TableError("no column is named like a target (label, target, class, y, outcome, churned, is_..., "
                          f"has_...): pass --target, one of: {_names([str(c) for c in frame.columns])}")
     ranked.sort()
-    tier, _, _, column, confidence = ranked[0]
-    if any(t == tier and not bad for t, bad, _, _, _ in ranked[1:]):
-        confidence = "medium"
-    why = f"from its name, confidence {confidence}"
+    _, group, _, _, column, _ = ranked[0]
+    why = f"from its name, confidence {'medium' if group or len(ranked) > 1 else 'high'}"
     if len(ranked) > 1:
-        why += f"; other candidates: {', '.join(c for *_, c, _ in ranked[1:])}, --target picks one"
+        others = (f"{c} ({n:,} value{'s' if n != 1 else ''})" for *_, c, n in ranked[1:])
+        why += f"; other candidates: {', '.join(others)}, --target picks one"
     return column, why
 
 
@@ -229,6 +236,10 @@ def choose_task(values: pd.Series, target: str, task: str | None) -> tuple[str, 
             raise TableError(f"--task regression needs a numeric target; {target!r} holds {what}")
         if task == "binary" and distinct != 2:
             raise TableError(f"--task binary needs two values; the target {target!r} has {distinct:,}")
+        if task == "multiclass" and distinct == 2:
+            raise TableError(f"--task multiclass needs three or more classes; the target {target!r} has two "
+                             f"({', '.join(map(repr, sorted(map(str, values.dropna().unique()))))}): use --task "
+                             "binary, or leave --task out")
         if task == "multiclass" and distinct > MAX_CLASSES:
             raise TableError(f"--task multiclass: the target {target!r} has {distinct:,} values (at most "
                              f"{MAX_CLASSES} classes)")
@@ -249,6 +260,23 @@ def choose_task(values: pd.Series, target: str, task: str | None) -> tuple[str, 
 def class_labels(values: pd.Series) -> pd.Series:
     """Class names as text (``"1"``, never ``"1.0"``; ``"True"``/``"False"``); prepare writes the target so."""
     return roles.as_text(values)
+
+
+def _fold_target(frame: pd.DataFrame, target: str, notes: list[str]) -> pd.DataFrame:
+    """``frame`` with its text target's case and whitespace folded (:func:`roles.fold`) when that
+    merges spellings (``Yes``/``yes``/`` no``/``No`` -> ``yes``/``no``); prepare folds alike."""
+    values = frame[target]
+    if not (pd.api.types.is_string_dtype(values.dtype) or values.dtype == object):
+        return frame
+    text = roles.as_text(values)
+    folded = text.map(lambda v: v if v is None else roles.fold(v))
+    if folded.nunique() >= text.nunique():
+        return frame
+    spellings = pd.DataFrame({"f": folded, "t": text}).dropna().drop_duplicates().groupby("f")["t"].agg(sorted)
+    merged = "; ".join(f"{', '.join(map(repr, ts))} -> {f!r}" for f, ts in spellings.items() if ts != [f])
+    notes.append(f"target {target!r}: {text.nunique()} spellings fold to {folded.nunique()} classes (case and "
+                 f"spaces ignored; prepare folds alike): {merged}")
+    return frame.assign(**{target: folded})
 
 
 def _order(classes: list[str]) -> list[str]:
@@ -296,11 +324,7 @@ def _target_contract(inf: Inference, labels: pd.Series, kind: str) -> None:
         inf.classes = _order(list(counts.index))
         inf.metric, inf.metric_reason = "f1_macro", "macro-F1: every class counts the same"
     inf.target_summary = {c: int(counts[c]) for c in inf.classes}
-    for c in inf.classes:
-        share = counts[c] / n
-        sd = 4 * np.sqrt(share * (1 - share) / max(1.0, n * roles.SMALLEST_SPLIT))
-        inf.class_share[c] = [max(0.0, roles.floor_to(min(share / 3, share - sd))),
-                              min(1.0, roles.ceil_to(max(share * 3, share + sd)))]
+    inf.class_share = {c: roles.share_bounds(counts[c] / n, counts[c] / n, n) for c in inf.classes}
 
 
 def choose_time_column(specs: dict[str, ColumnSpec], stats: dict[str, dict], time_column: str | None,

@@ -14,8 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from deepflow.kinds.table.read import parse_datetime
-from deepflow.kinds.table.roles import as_numbers
+from deepflow.kinds.table.roles import as_numbers, parse_datetime
 
 LEAK_SCORE = 0.99
 SAMPLE_ROWS = 20_000

@@ -1,12 +1,14 @@
 """``deepflow new NAME --data PATH``: a user's table becomes a dataset entry, with no code.
 
-Reads the file and infers everything (``read.py``, ``infer.py``); only when both succeed is
-anything written: the source copied to ``<data>/sources/<name>/``, the entry
-``datasets/<name>.yaml`` (a header says it was generated and is meant to be reviewed), the profile
-``reports/<name>/profile.md``, then the prepared splits. In a DVC project the source is
-``dvc add``-ed and the splits come from a ``<name>_prepare`` stage run by ``dvc repro`` (so the
-models' lineage names the DVC hashes in ``dvc.lock``); elsewhere, or with ``dvc=False``, the
-splits are prepared in this process.
+Reads the file and infers everything (``read.py``, ``infer.py``), then splits the table as the
+prepare stage will (:func:`settle_split`): a time-ordered split that leaves a class out of a split
+falls back to the content hash, and the contract's per-split bounds are fitted to these very
+splits, so the first run's own splits pass. Only when all that succeeds is anything written: the
+source copied to ``<data>/sources/<name>/``, the entry ``datasets/<name>.yaml`` (a header says it
+was generated and is meant to be reviewed), the profile ``reports/<name>/profile.md``, then the
+prepared splits. In a DVC project the source is ``dvc add``-ed and the splits come from a
+``<name>_prepare`` stage run by ``dvc repro`` (so the models' lineage names the DVC hashes in
+``dvc.lock``); elsewhere, or with ``dvc=False``, the splits are prepared in this process.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 from deepflow import settings, usecase
 from deepflow.kinds.table.infer import Inference, infer
 from deepflow.kinds.table.read import TableError, read_table
 
+MIN_BUDGET_S = 60.0  # a run keeps a reserve for registration and promotion; less leaves no time to train
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|secs|seconds?|m|min|mins|minutes?|h|hr|hours?)?\s*$", re.IGNORECASE)
 STAGE_CODE = ("src/deepflow/kinds/table/prepare.py", "src/deepflow/kinds/table/read.py",
               "src/deepflow/kinds/table/roles.py")  # stage dependencies when the project holds this code
@@ -49,12 +53,46 @@ class NewResult:
 
 
 def parse_budget(text: str | float) -> float:
-    """Seconds from ``300``, ``300s``, ``5m``, ``1.5min`` or ``1h``."""
+    """Seconds from ``300``, ``300s``, ``5m``, ``1.5min`` or ``1h``; at least :data:`MIN_BUDGET_S`."""
     match = _BUDGET.match(str(text))
     if not match or float(match.group(1)) <= 0:
         raise TableError(f"--budget {text!r}: give a duration such as 300, 300s, 5m or 1h")
     unit = (match.group(2) or "s")[0].lower()
-    return float(match.group(1)) * {"s": 1, "m": 60, "h": 3600}[unit]
+    seconds = float(match.group(1)) * {"s": 1, "m": 60, "h": 3600}[unit]
+    if seconds < MIN_BUDGET_S:
+        raise TableError(f"--budget {text!r}: the minimum is {MIN_BUDGET_S:.0f}s (1m): a run keeps a reserve of its "
+                         "budget for registration and promotion, and needs time to train before that")
+    return seconds
+
+
+def settle_split(inf: Inference, frame: pd.DataFrame, time_given: bool) -> dict[str, pd.DataFrame]:
+    """Split ``frame`` as prepare will (the same cast, hashes and cuts: deterministic) and fit the
+    contract's per-split bounds to those splits. A time-ordered split that leaves a class (of 3 rows
+    or more) out of a split falls back to the stratified content hash, with a note; with
+    ``--time-column`` (``time_given``) that is a TableError instead."""
+    from deepflow.config import load_mapping
+    from deepflow.kinds.table import roles
+    from deepflow.kinds.table.config import TableConfig
+    from deepflow.kinds.table.prepare import prepared_splits
+
+    def splits() -> dict[str, pd.DataFrame]:
+        return prepared_splits(frame, load_mapping(TableConfig, inf.to_entry("new", "", "", MIN_BUDGET_S)["config"]))
+
+    parts = splits()
+    if inf.time_column and inf.task != "regression":
+        counts = pd.concat(list(parts.values()))[inf.target].value_counts()
+        gaps = [f"{c!r} has no row in {' or '.join(names)}" for c in inf.classes if counts.get(c, 0) >= 3
+                if (names := [n for n, part in parts.items() if not (part[inf.target] == c).any()])]
+        if gaps:
+            why = f"the time-ordered split by {inf.time_column} leaves a class out ({', '.join(gaps)})"
+            if time_given:
+                raise TableError(f"--time-column {inf.time_column}: {why}: every class needs rows in train, "
+                                 "validation and test; leave --time-column out to split by content hash")
+            inf.notes.append(f"{why}: split by content hash, stratified by class, instead")
+            inf.time_column, inf.time_reason = None, f"{why}, so not by time"
+            parts = splits()
+    roles.fit_to_splits(inf.columns, inf.class_share, parts, inf.target, inf.rows)
+    return parts
 
 
 def check_name(name: str, force: bool) -> Path:
@@ -101,17 +139,19 @@ def entry_text(mapping: dict, name: str, command: str, source: Path, rows: int, 
 
 def create(name: str, data: str | Path, *, target: str | None = None, task: str | None = None,
            time_column: str | None = None, budget: str | float = "5m", drop_missing_target: bool = False,
-           dvc: bool = True, force: bool = False, command: str | None = None,
+           header: bool | None = None, dvc: bool = True, force: bool = False, command: str | None = None,
            echo: Callable[[str], None] = print) -> NewResult:
-    """Read and infer (nothing written if that fails), then write the source copy, the entry, the
-    profile and the prepared splits; ``echo`` gets every printed line."""
+    """Read, infer and settle the split (nothing written if that fails), then write the source
+    copy, the entry, the profile and the prepared splits; ``echo`` gets every printed line.
+    ``header`` None: detected (text files)."""
     entry_path = check_name(name, force)
     budget_s = parse_budget(budget)
     data = Path(data)
-    frame, read_cfg, notes = read_table(data)
+    frame, read_cfg, notes = read_table(data, header=header)
     inf = infer(frame, target=target, task=task, time_column=time_column, drop_missing_target=drop_missing_target,
                 read=read_cfg, read_notes=notes)
     inf.source = data.name
+    settle_split(inf, frame, time_given=time_column is not None)
     del frame
     for line in inf.lines():
         echo(line)

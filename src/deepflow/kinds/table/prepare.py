@@ -6,8 +6,11 @@
 1. read ``config.source`` exactly as ``new`` did (``config.read``: format, delimiter, encoding,
    header, sample size);
 2. cast every kept column to its role's dtype (numeric and boolean -> float64 with NaN, categorical
-   and id -> str with None, datetime -> datetime64[ns], tz-naive; the target -> its class name, or
-   float64 for a regression); rows without a target fail, or are left out when the entry says so;
+   and id -> str with None, datetime -> datetime64[ns], tz-naive, read with the column's ``format``,
+   NaT where a value does not parse or is outside what datetime64[ns] holds (a note says how many);
+   the target -> its class name, case and whitespace folded to the entry's ``classes`` where that is
+   how ``new`` merged spellings, or float64 for a regression); rows without a target fail, or are
+   left out when the entry says so;
 3. ``_row_hash``: 16 hex digits of sha1 over the row's feature and target values;
 4. split: by time when the entry names a time column (oldest train, newest test), else by a salted
    hash of ``_row_hash`` (per class for classification), so a row's split depends on its content,
@@ -28,7 +31,7 @@ import pandas as pd
 
 from deepflow.kinds.table import roles
 from deepflow.kinds.table.config import FEATURE_ROLES, TableConfig
-from deepflow.kinds.table.read import TableError, parse_datetime, read_table
+from deepflow.kinds.table.read import TableError, read_table
 
 SPLITS = ("train", "val", "test")
 KEPT = (*FEATURE_ROLES, "id")
@@ -50,26 +53,28 @@ def cast(frame: pd.DataFrame, cfg: TableConfig, notes: list[str] | None = None) 
         frame = frame[~empty]  # the index stays the source's row numbers
         if notes is not None:
             notes.append(f"left out {empty.sum():,} rows without a target value")
-    out = {name: cast_column(frame[name], spec.role) for name, spec in cfg.columns.items() if spec.role in KEPT}
+    out = {name: cast_column(frame[name], spec.role, spec.format, notes) for name, spec in cfg.columns.items()
+           if spec.role in KEPT}
     if cfg.task == "regression":
         out[cfg.target] = roles.as_numbers(frame[cfg.target])
     else:
-        out[cfg.target] = roles.as_text(frame[cfg.target])
+        out[cfg.target] = roles.as_classes(frame[cfg.target], cfg.classes)
     prepared = pd.DataFrame(out, index=frame.index)
     hashed = [c for c, spec in cfg.columns.items() if spec.role in FEATURE_ROLES] + [cfg.target]
     prepared["_row_hash"] = row_hash(prepared[hashed])
     return prepared
 
 
-def cast_column(values: pd.Series, role: str) -> pd.Series:
-    """One column in its role's prepared dtype (see the module docstring)."""
+def cast_column(values: pd.Series, role: str, fmt: str = "", notes: list[str] | None = None) -> pd.Series:
+    """One column in its role's prepared dtype (see the module docstring); ``fmt``: a datetime
+    column's format (``ColumnSpec.format``); ``notes`` gets dates out of range."""
     if role == "numeric":
         # +-inf stays: the data contract rejects it, naming the column and rows (never silently missing)
         return roles.as_numbers(values)
     if role == "boolean":
         return roles.as_boolean(values)
     if role == "datetime":
-        return parse_datetime(values)
+        return roles.parse_datetime(values, fmt, notes)
     if role in ("categorical", "id"):
         return roles.as_text(values)
     raise ValueError(f"role {role!r} is not prepared")
@@ -126,8 +131,20 @@ def _time_values(values: pd.Series) -> pd.Series:
     """The time column as sortable values: datetimes or numbers as they are, else parsed dates."""
     if pd.api.types.is_datetime64_any_dtype(values.dtype) or pd.api.types.is_numeric_dtype(values.dtype):
         return values
-    parsed = parse_datetime(values)
+    parsed = roles.parse_datetime(values)
     return parsed if parsed.notna().mean() >= 0.5 else roles.as_numbers(values)
+
+
+def prepared_splits(frame: pd.DataFrame, cfg: TableConfig, notes: list[str] | None = None) -> dict[str, pd.DataFrame]:
+    """The source table (as :func:`read_table` returns it) cast, hashed and split: what :func:`prepare`
+    writes, and what ``deepflow new`` fits the contract's per-split bounds to."""
+    if cfg.time_column and cfg.time_column not in frame.columns:
+        raise TableError(f"time_column {cfg.time_column!r} is not a column of the source")
+    prepared = cast(frame, cfg, notes)
+    when = None
+    if cfg.time_column and cfg.time_column not in prepared.columns:  # not a kept column: its source values
+        when = _time_values(frame.loc[prepared.index, cfg.time_column])
+    return split(prepared, cfg, when)
 
 
 def prepare(cfg: TableConfig, out_dir: Path, notes: list[str] | None = None) -> dict[str, int]:
@@ -139,13 +156,7 @@ def prepare(cfg: TableConfig, out_dir: Path, notes: list[str] | None = None) -> 
     frame, _, read_notes = read_table(source, cfg.read)
     notes = notes if notes is not None else []
     notes += read_notes
-    if cfg.time_column and cfg.time_column not in frame.columns:
-        raise TableError(f"time_column {cfg.time_column!r} is not a column of {source}")
-    prepared = cast(frame, cfg, notes)
-    when = None
-    if cfg.time_column and cfg.time_column not in prepared.columns:  # not a kept column: its source values
-        when = _time_values(frame.loc[prepared.index, cfg.time_column])
-    parts = split(prepared, cfg, when)
+    parts = prepared_splits(frame, cfg, notes)
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = {"rows": len(frame)}
     for name, part in parts.items():

@@ -143,7 +143,8 @@ def markdown(inf: Inference, name: str, generated: str) -> str:
         md += [f"| feature | held-out {leakage.METRIC[inf.task]} alone |", "|---|---:|"]
         md += [f"| {_cell(c)} | {v:.3f} |" for c, v in sorted(inf.leak_scores.items(), key=lambda kv: -kv[1])]
     md += ["", "## Contract", "", _contract(inf) + ".", "",
-           "Null-share ceilings are the observed share plus a tolerance; numeric ranges are widened by 10 % of the "
+           "Null-share ceilings and class-share bounds are checked per split: they hold the largest (smallest) share "
+           "in any of the splits `deepflow new` made, plus a tolerance; numeric ranges are widened by 10 % of the "
            "range (kept at 0 when no value is negative); a categorical column's known categories are its most "
            "frequent values, and the share of non-missing values in them must stay above `known_share_min`.", ""]
     if inf.notes:

@@ -1,9 +1,10 @@
 """Reading a table a user brings: CSV/TSV/text, JSON lines or Parquet, whatever its encoding.
 
 ``read_table`` detects how the file is written (format, encoding, delimiter, header) and records
-it in a :class:`ReadConfig`, so the prepare stage reads the file exactly as ``deepflow new`` did.
-Text columns are typed the same way every time (true/false -> boolean, whole numbers -> Int64,
-other numbers -> float64, everything else stays a string), independent of how a file is chunked.
+it in a :class:`ReadConfig` (with the text read as missing, :data:`NA_VALUES`), so the prepare
+stage reads the file exactly as ``deepflow new`` did. Text columns are typed the same way every
+time (true/false -> boolean, whole numbers -> Int64, other numbers -> float64, everything else,
+codes with a leading zero included, stays a string), independent of how a file is chunked.
 Files with more than ``max_rows`` rows are sampled while streaming (bounded memory): a row is kept
 when a seeded hash of its content is among the ``max_rows`` smallest, a uniform sample that
 mostly keeps its rows as the file grows. Problems a user can fix are one-line :class:`TableError`.
@@ -23,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from deepflow.kinds.table.config import ReadConfig
+from deepflow.kinds.table.roles import parse_datetime  # noqa: F401 (re-exported: dates as prepare reads them)
 
 HEAD_BYTES = 64 * 1024  # what the detection looks at
 CHUNK_ROWS = 200_000  # rows per chunk while streaming
@@ -43,12 +45,13 @@ class TableError(ValueError):
     says what is wrong and, when it can, what to do."""
 
 
-def read_table(path: str | Path, read_cfg: ReadConfig | None = None, seed: int = 0,
-               max_rows: int | None = None) -> tuple[pd.DataFrame, ReadConfig, list[str]]:
+def read_table(path: str | Path, read_cfg: ReadConfig | None = None, seed: int = 0, max_rows: int | None = None,
+               header: bool | None = None) -> tuple[pd.DataFrame, ReadConfig, list[str]]:
     """The table in ``path`` as typed columns, how it was read, and notes worth printing.
 
     ``read_cfg`` None: detect everything (``deepflow new``); given: read exactly that way (prepare).
-    ``max_rows`` overrides the config's sample size; ``seed`` salts the sample's hash.
+    ``max_rows`` overrides the config's sample size; ``seed`` salts the sample's hash; ``header``
+    (text files) overrides the detected header row.
     """
     path = Path(path)
     if not path.is_file():
@@ -59,13 +62,15 @@ def read_table(path: str | Path, read_cfg: ReadConfig | None = None, seed: int =
     cfg = read_cfg or detect(path, notes)
     if max_rows is not None:
         cfg = replace(cfg, max_rows=max_rows)
+    if header is not None and cfg.format == "csv":
+        cfg = replace(cfg, header=header)
     if cfg.format == "parquet":
         frame, total = _read_parquet(path, cfg.max_rows, seed)
     elif cfg.format == "jsonl":
         frame, total = _read_jsonl(path, cfg, seed)
     else:
         frame, total, cfg = _read_csv(path, cfg, seed, notes)
-    frame.columns = [str(c) for c in frame.columns]
+    frame.columns = [str(c).strip().lstrip("\ufeff") for c in frame.columns]  # as batch files are read
     if total > len(frame):
         notes.append(f"sampled {len(frame):,} of {total:,} rows (uniform, seeded; read.max_rows = {cfg.max_rows:,})")
     if frame.shape[1] == 1 and cfg.format == "csv":
@@ -106,7 +111,8 @@ def detect(path: Path, notes: list[str]) -> ReadConfig:
     if text.lstrip()[:1] in ("{", "["):
         return ReadConfig(format="jsonl", encoding=encoding)
     delimiter = sniff_delimiter(text)
-    return ReadConfig(format="csv", delimiter=delimiter, encoding=encoding, header=has_header(text, delimiter))
+    return ReadConfig(format="csv", delimiter=delimiter, encoding=encoding, header=has_header(text, delimiter),
+                      na_values=list(NA_VALUES))
 
 
 def detect_encoding(path: Path, head: bytes, notes: list[str]) -> str:
@@ -157,22 +163,40 @@ def sniff_delimiter(text: str) -> str:
 
 
 def has_header(text: str, delimiter: str) -> bool:
-    """The first row names the columns unless it looks like data: a field that is a number in a
-    column whose next rows are numbers too (a header of numbers over numbers is rare)."""
+    """Whether the first row names the columns. Yes when a field is a word over a column of numbers
+    (``target`` over 0/1), or when its distinct fields hold column positions in order over numbers
+    (``,0,1,2,...``: ``df.to_csv()`` of integer names) and no later row counts up so; else no when a
+    field is a number over numbers (data); else yes. ``--header``/``--no-header`` override it."""
     rows = [row for row in csv.reader(io.StringIO(text), delimiter=delimiter) if row][:50]
     if len(rows) < 2:
         return True
     first, rest = rows[0], rows[1:]
-    for i, field in enumerate(first):
-        below = [r[i] for r in rest if i < len(r) and r[i].strip()]
-        if _is_number(field) and below and all(_is_number(v) for v in below):
-            return False
-    return True
+    comma = delimiter != ","
+    over_numbers = [(f.strip(), bool(below) and all(_is_number(v, comma) for v in below))  # (field, numbers below)
+                    for i, f in enumerate(first) for below in [[r[i] for r in rest if i < len(r) and r[i].strip()]]]
+    if any(num and re.search(r"[^\W\d_]", f) and not _is_number(f, comma) and f not in NA_VALUES
+           for f, num in over_numbers):
+        return True
+    numeric = [num for _, num in over_numbers]
+    positions = _run(first, numeric)
+    if positions in (0, 1) and len(set(first)) == len(first) and all(_run(r, numeric) is None for r in rest):
+        return True
+    return not any(num and _is_number(f, comma) for f, num in over_numbers)
 
 
-def _is_number(text: str) -> bool:
+def _run(row: list[str], numeric: list[bool]) -> int | None:
+    """The first of the whole numbers over numeric columns in ``row`` when there are at least 3 and
+    they count up by one (``0,1,2,...``: column positions), else None."""
+    whole = [int(f) for f, num in zip(row, numeric, strict=False) if num and _INT.fullmatch(f.strip())]
+    return whole[0] if len(whole) >= 3 and whole == list(range(whole[0], whole[0] + len(whole))) else None
+
+
+def _is_number(text: str, decimal_comma: bool = False) -> bool:
+    text = text.strip()
+    if decimal_comma and _DECIMAL_COMMA.fullmatch(text):
+        return True
     try:
-        float(text.strip())
+        float(text)
         return True
     except ValueError:
         return False
@@ -228,15 +252,19 @@ def _read_csv(path: Path, cfg: ReadConfig, seed: int, notes: list[str]) -> tuple
     """Streams the text file in chunks (sampled past ``max_rows``); when bytes after the detected
     head are not valid in the detected encoding, falls back to cp1252, then Latin-1, and says so."""
     names = None
+    first = next(csv.reader(io.StringIO(_first_line(path, cfg.encoding)), delimiter=cfg.delimiter), [])
     if not cfg.header:
-        first = next(csv.reader(io.StringIO(_first_line(path, cfg.encoding)), delimiter=cfg.delimiter), [])
         names = [f"column_{i + 1}" for i in range(len(first))]
+    elif twice := sorted({f.strip() for f in first if [g.strip() for g in first].count(f.strip()) > 1}):
+        notes.append(f"columns named more than once: {', '.join(map(repr, twice))} (the second is read as "
+                     f"{twice[0] + '.1'!r}, a third as {twice[0] + '.2'!r}, ...; rename them in the source to choose "
+                     "the names)")
     encodings = [cfg.encoding] + [e for e in ("cp1252", "latin-1") if cfg.encoding in ("utf-8", "cp1252")
                                   and e != cfg.encoding]
     for i, encoding in enumerate(encodings):
         try:
             chunks = pd.read_csv(path, sep=cfg.delimiter, encoding=encoding, header=0 if cfg.header else None,
-                                 names=names, dtype=str, keep_default_na=False, na_values=NA_VALUES,
+                                 names=names, dtype=str, keep_default_na=False, na_values=cfg.na_values,
                                  skipinitialspace=True, index_col=False, chunksize=CHUNK_ROWS,
                                  encoding_errors="strict")
             frame, total = _sample(chunks, cfg.max_rows, seed)
@@ -277,6 +305,14 @@ def _read_parquet(path: Path, max_rows: int, seed: int) -> tuple[pd.DataFrame, i
 
     try:
         file = pq.ParquetFile(path)
+        names = [str(n) for n in file.schema_arrow.names]
+    except Exception as exc:  # pyarrow raises several kinds for a damaged or foreign file
+        raise TableError(f"{path}: not a readable Parquet file: {' '.join(str(exc).split())[:200]}") from None
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise TableError(f"{path}: columns named more than once: {', '.join(map(repr, twice))}; give each column "
+                         "its own name")
+    try:
         if file.metadata.num_rows <= max_rows:
             frame = file.read().to_pandas()
             total = len(frame)
@@ -294,9 +330,9 @@ def _read_parquet(path: Path, max_rows: int, seed: int) -> tuple[pd.DataFrame, i
 
 
 def type_strings(frame: pd.DataFrame, decimal_comma: bool = False) -> pd.DataFrame:
-    """Columns read as text, typed from their values: true/false -> boolean, whole numbers without
-    leading zeros -> Int64, numbers -> float64 (``1,5`` too when the delimiter is not a comma);
-    everything else stays text (stripped). Decided on the distinct values, so chunking cannot
+    """Columns read as text, typed from their values: true/false -> boolean, whole numbers -> Int64,
+    numbers -> float64 (``1,5`` too when the delimiter is not a comma); everything else stays text
+    (stripped), numbers with a leading zero (``02134``: a code) too. Decided on the distinct values, so chunking cannot
     change a column's type."""
     out = {}
     for name in frame.columns:
@@ -314,11 +350,10 @@ def _typed(col: pd.Series, distinct: pd.Series, decimal_comma: bool) -> pd.Serie
     lower = distinct.str.lower()
     if lower.isin(["true", "false"]).all():
         return col.str.lower().map({"true": True, "false": False}).astype("boolean")
-    if distinct.str.fullmatch(_INT.pattern).all():
-        digits = distinct.str.lstrip("+-")
-        if not ((digits.str.len() > 1) & digits.str.startswith("0")).any() and digits.str.len().max() <= 18:
-            return pd.to_numeric(col).astype("Int64")
+    if distinct.str.contains(r"^[+-]?0\d", regex=True).any():
         return col  # codes with leading zeros (zip codes, account numbers) stay text
+    if distinct.str.fullmatch(_INT.pattern).all():
+        return pd.to_numeric(col).astype("Int64") if distinct.str.lstrip("+-").str.len().max() <= 18 else col
     numbers = pd.to_numeric(distinct, errors="coerce")
     if numbers.notna().all():
         return pd.to_numeric(col).astype("float64")
@@ -353,43 +388,3 @@ def type_json(frame: pd.DataFrame) -> pd.DataFrame:
             col = col.astype("Int64")
         out[name] = col
     return pd.DataFrame(out, index=frame.index)
-
-
-def parse_datetime(values: pd.Series) -> pd.Series:
-    """Dates and times as datetime64[ns], tz-naive (UTC when the text has offsets); NaT where a value
-    does not parse. ISO 8601 first, then the format guessed from the first value (month- and day-
-    first both tried), then each distinct value on its own; the best of these wins."""
-    if pd.api.types.is_datetime64_any_dtype(values.dtype):
-        if getattr(values.dtype, "tz", None) is not None:
-            values = values.dt.tz_convert("UTC").dt.tz_localize(None)
-        return values.astype("datetime64[ns]")
-    import warnings
-
-    from pandas.tseries.api import guess_datetime_format
-
-    text = values if pd.api.types.is_string_dtype(values.dtype) else values.astype("str")
-    present = text.notna().sum()
-    if present == 0:
-        return pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
-    first = text.dropna().iloc[0]
-    best, best_share = None, -1.0
-    with warnings.catch_warnings():  # pandas warns about formats it guessed; a poor guess loses below
-        warnings.simplefilter("ignore")
-        for fmt in ("ISO8601", "month first", "day first"):
-            if fmt != "ISO8601":
-                fmt = guess_datetime_format(first, dayfirst=fmt == "day first")
-                if fmt is None:
-                    continue
-            parsed = pd.to_datetime(text, format=fmt, errors="coerce", utc=True)
-            share = parsed.notna().sum() / present
-            if share > best_share:
-                best, best_share = parsed, share
-            if share == 1.0:
-                break
-        distinct = text.dropna().unique()
-        if best_share < 0.95 and len(distinct) <= 20_000:
-            lookup = pd.to_datetime(pd.Series(distinct), format="mixed", errors="coerce", utc=True)
-            parsed = pd.to_datetime(text.map(dict(zip(distinct, lookup, strict=True))), utc=True)
-            if parsed.notna().sum() / present > best_share:
-                best = parsed
-    return best.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]")

@@ -4,8 +4,14 @@ Each column of a user's table gets a role (``numeric``, ``boolean``, ``categoric
 are the model's features; ``id``, ``text``, ``constant``, ``drop`` are not) with a ``note`` saying
 why, and the bounds the data contract checks later: a null-share ceiling, a numeric range, the
 known categories. Bounds are the observed values plus a tolerance for sampling noise between
-splits and for data that grows, so the first run's own splits pass and a broken file fails.
+splits and for data that grows; the per-split ones are then fitted to the splits ``new`` makes
+(:func:`fit_to_splits`), so the first run's own splits pass and a broken file fails.
 The profile numbers (missing share, distinct values, range, top values) go to ``profile.md``.
+
+Values are read here the same way at ``new`` and in prepare: dates with their detected format
+(:func:`read_dates`, recorded in ``ColumnSpec.format``; dates outside what datetime64[ns] holds are
+missing, with a note), class names as text (:func:`as_classes`, case and whitespace folded where
+``new`` merged spellings), numbers stored as text unless a leading zero makes them codes.
 """
 
 from __future__ import annotations
@@ -18,7 +24,6 @@ import numpy as np
 import pandas as pd
 
 from deepflow.kinds.table.config import ColumnSpec
-from deepflow.kinds.table.read import parse_datetime
 
 MAX_CATEGORIES = 100  # known categories per column; rarer values fall to "other"
 TEXT_WORDS = 3.0  # mean words per value from which a many-valued string column is free text
@@ -27,6 +32,8 @@ SMALLEST_SPLIT = 0.15  # the validation/test share the tolerances are sized for
 _ID_NAME = re.compile(r"(^|[_\W])(id|key|uuid|guid)$|[a-z0-9](Id|ID)$|^(id|key|uuid|guid)[_\W]", re.IGNORECASE)
 _INDEX_NAME = re.compile(r"^(unnamed: ?0|index|level_0|)$", re.IGNORECASE)
 _DATE_LIKE = re.compile(r"\d{4}|\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2}|[A-Za-z]{3,9}\.? \d{1,2},? \d{2,4}")
+_LEADING_ZERO = re.compile(r"^\s*[+-]?0\d")  # "02134": a code, not a number
+DATE_RANGE = f"{pd.Timestamp.min:%Y-%m-%d} .. {pd.Timestamp.max:%Y-%m-%d}"  # what datetime64[ns] holds
 
 
 def margin(share: float, rows: int) -> float:
@@ -55,6 +62,30 @@ def numeric_bounds(values: np.ndarray) -> tuple[float | None, float | None]:
     low = lo - 0.1 * span
     low = max(0.0, low) if lo >= 0 else low
     return floor_to(low, decimals), ceil_to(hi + 0.1 * span, decimals)
+
+
+def share_bounds(low: float, high: float, rows: int) -> list[float]:
+    """Contract bounds of a class share observed between ``low`` and ``high`` (per split): a third
+    of it to three times it, at least 4 standard errors of a validation-sized split either way."""
+    sd = 4 * math.sqrt(max(low * (1 - low), high * (1 - high)) / max(1.0, rows * SMALLEST_SPLIT))
+    return [max(0.0, floor_to(min(low / 3, low - sd))), min(1.0, ceil_to(max(high * 3, high + sd)))]
+
+
+def fit_to_splits(specs: dict[str, ColumnSpec], class_share: dict[str, list[float]],
+                  parts: dict[str, pd.DataFrame], target: str, rows: int) -> None:
+    """Widen the per-split bounds (null shares, class shares) so they hold in each of ``parts``, the
+    splits prepare makes of this table, tolerance on top: a bound measured over the whole table can
+    fail one split (a column added half-way is missing in most of the oldest rows)."""
+    parts = {name: part for name, part in parts.items() if len(part)}
+    for name, spec in specs.items():
+        if parts and all(name in part.columns for part in parts.values()):
+            worst = max(float(part[name].isna().mean()) for part in parts.values())
+            spec.null_share_max = max(spec.null_share_max, min(1.0, ceil_to(worst + margin(worst, rows))))
+    for cls, (lo, hi) in class_share.items():
+        shares = [float((part[target] == cls).mean()) for part in parts.values()]
+        if shares:
+            low, high = share_bounds(min(shares), max(shares), rows)
+            class_share[cls] = [min(lo, low), max(hi, high)]
 
 
 def as_numbers(col: pd.Series) -> pd.Series:
@@ -103,10 +134,98 @@ def as_boolean(values: pd.Series) -> pd.Series:
     return text.map(lambda v: words.get(v.lower(), np.nan) if isinstance(v, str) else np.nan).astype("float64")
 
 
+def fold(label: str) -> str:
+    """A class name with case and whitespace folded: ``" Yes"``, ``"YES"`` -> ``"yes"``."""
+    return " ".join(label.split()).casefold()
+
+
+def as_classes(values: pd.Series, classes: list[str]) -> pd.Series:
+    """Target values as class names (:func:`as_text`); a value that is no class but whose
+    :func:`fold` is one becomes that class (``new`` folds targets spelled in several cases)."""
+    text = as_text(values)
+    folded = {fold(c): c for c in classes}
+    known = set(classes)
+    return text.map(lambda v: v if v is None or v in known else folded.get(fold(v), v))
+
+
+def read_dates(values: pd.Series, fmt: str | None = None) -> tuple[pd.Series, str, int]:
+    """(datetime64[ns] tz-naive, UTC where the text has offsets; the format read; how many values
+    fall outside what datetime64[ns] holds, :data:`DATE_RANGE`). Values that do not parse, or are
+    out of range, are NaT. ``fmt``: None detects it (ISO 8601 first, then the format guessed from
+    the first value, month- and day-first both tried, then each distinct value on its own: the one
+    that reads the most values wins); ``""`` ISO 8601 (datetime dtypes as they are); ``"mixed"``
+    each value on its own; else a strftime format such as ``"%d/%m/%Y"``."""
+    import warnings
+
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        out, outside = _in_range(values)
+        return out, "", outside
+    text = values if pd.api.types.is_string_dtype(values.dtype) else values.astype("str").where(values.notna())
+    with warnings.catch_warnings():  # pandas warns about formats it guessed; a poor guess loses below
+        warnings.simplefilter("ignore")
+        parsed, fmt = _detect_dates(text) if fmt is None else (_dates(text, fmt), fmt)
+    out, outside = _in_range(parsed)
+    return out, fmt, outside
+
+
+def parse_datetime(values: pd.Series, fmt: str | None = None, notes: list[str] | None = None) -> pd.Series:
+    """:func:`read_dates`' datetimes; ``notes`` gets a line naming the column (``values.name``) when
+    values fall outside :data:`DATE_RANGE` and are read as missing."""
+    parsed, _, outside = read_dates(values, fmt)
+    if outside and notes is not None:
+        notes.append(out_of_range(values.name, outside))
+    return parsed
+
+
+def out_of_range(column: object, count: int) -> str:
+    return (f"{column}: {count:,} date{'s' if count > 1 else ''} outside {DATE_RANGE} (the range datetimes can hold) "
+            "read as missing")
+
+
+def _dates(text: pd.Series, fmt: str) -> pd.Series:
+    if fmt != "mixed":
+        return pd.to_datetime(text, format=fmt or "ISO8601", errors="coerce", utc=True)
+    distinct = text.dropna().unique()
+    lookup = pd.to_datetime(pd.Series(distinct, dtype=object), format="mixed", errors="coerce", utc=True)
+    return pd.to_datetime(text.map(dict(zip(distinct, lookup, strict=True))), utc=True)
+
+
+def _detect_dates(text: pd.Series) -> tuple[pd.Series, str]:
+    from pandas.tseries.api import guess_datetime_format
+
+    present = text.notna().sum()
+    if present == 0:
+        return pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns]"), ""
+    first = str(text.dropna().iloc[0])
+    guesses = [guess_datetime_format(first, dayfirst=day) for day in (False, True)]
+    best, best_fmt, best_share = None, "", -1.0
+    for fmt in dict.fromkeys(["", *(g for g in guesses if g)]):
+        parsed = _dates(text, fmt)
+        share = parsed.notna().sum() / present
+        if share > best_share:
+            best, best_fmt, best_share = parsed, fmt, share
+        if share == 1.0:
+            break
+    if best_share < 0.95 and text.dropna().nunique() <= 20_000:
+        parsed = _dates(text, "mixed")
+        if parsed.notna().sum() / present > best_share:
+            best, best_fmt = parsed, "mixed"
+    return best, best_fmt
+
+
+def _in_range(parsed: pd.Series) -> tuple[pd.Series, int]:
+    if getattr(parsed.dtype, "tz", None) is not None:
+        parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+    inside = parsed.isna() | ((parsed >= pd.Timestamp.min) & (parsed <= pd.Timestamp.max))
+    return parsed.where(inside).astype("datetime64[ns]"), int((~inside).sum())
+
+
 def _text_numbers(col: pd.Series) -> bool:
-    """A string column whose every value is a number (typed formats can hold these)."""
-    values = col.dropna()
-    return bool(len(values)) and bool(pd.to_numeric(pd.Series(values.unique()), errors="coerce").notna().all())
+    """A string column whose every value is a number (typed formats can hold these); codes with a
+    leading zero (``"02134"``) are text."""
+    values = pd.Series(col.dropna().unique(), dtype=object).astype(str)
+    return (bool(len(values)) and not values.str.contains(_LEADING_ZERO).any()
+            and bool(pd.to_numeric(values, errors="coerce").notna().all()))
 
 
 def profile(frame: pd.DataFrame, target: str) -> tuple[dict[str, ColumnSpec], dict[str, dict[str, Any]]]:
@@ -140,7 +259,7 @@ def column(name: str, col: pd.Series, position: int) -> tuple[ColumnSpec, dict[s
         stats["true_share"] = float(present.astype(bool).mean())
         spec.note = f"true/false values ({stats['true_share']:.0%} true)"
     elif pd.api.types.is_datetime64_any_dtype(col.dtype):
-        _datetime(spec, stats, parse_datetime(col), "dates and times")
+        _datetime(spec, stats, read_dates(col), "dates and times", int(col.notna().sum()))
     elif numeric:
         _number(name, spec, stats, values, position, inf=int(np.isinf(values).sum()))
     elif _text_numbers(col):
@@ -184,9 +303,12 @@ def _strings(spec: ColumnSpec, stats: dict, present: pd.Series, n: int) -> None:
     sample = present.drop_duplicates().head(5000)
     stats["words"] = float(present.head(20_000).str.split().str.len().mean())
     if sample.str.contains(_DATE_LIKE).mean() >= DATE_SHARE:
-        parsed = parse_datetime(present)
-        if parsed.notna().mean() >= DATE_SHARE:
-            _datetime(spec, stats, parsed, "text that reads as dates")
+        dates = read_dates(present)
+        read = dates[0].notna().sum()
+        if (read + dates[2]) / len(present) >= DATE_SHARE:
+            swapped = _swap_day_month(dates[1])
+            ambiguous = bool(swapped) and read_dates(present, swapped)[0].notna().sum() == read
+            _datetime(spec, stats, dates, "text that reads as dates", len(present), ambiguous)
             return
     if stats["words"] >= TEXT_WORDS and ratio >= 0.3 and distinct > 20:
         spec.role = "text"
@@ -220,13 +342,37 @@ def _categories(spec: ColumnSpec, stats: dict, present: pd.Series, n: int) -> No
         spec.note += " (yes/no)"
 
 
-def _datetime(spec: ColumnSpec, stats: dict, parsed: pd.Series, what: str) -> None:
-    spec.role = "datetime"
+def _datetime(spec: ColumnSpec, stats: dict, read: tuple[pd.Series, str, int], what: str, present: int,
+              ambiguous: bool = False) -> None:
+    """The datetime role from :func:`read_dates`' answer over the column's ``present`` values;
+    ``spec.format`` records the format read, so prepare, serving and batch read the same way."""
+    parsed, spec.format, outside = read
     dates = parsed.dropna()
-    stats.update(min=_day(dates.min()), max=_day(dates.max()), parsed=float(parsed.notna().mean()))
-    spec.note = f"{what} from {_day(dates.min())} to {_day(dates.max())}"
-    if stats["parsed"] < 1:
-        spec.note += f" ({1 - stats['parsed']:.1%} of the values do not parse: read as missing)"
+    if outside:
+        stats["out_of_range"] = outside
+    if dates.empty:
+        spec.role, spec.note = "constant", f"every date is outside {DATE_RANGE}: nothing to learn (not a feature)"
+        return
+    spec.role = "datetime"
+    stats.update(min=_day(dates.min()), max=_day(dates.max()), parsed=len(dates) / max(1, present))
+    order = {"%d": ", day first", "%m": ", month first"}.get(spec.format[:2], "") if "%m" in spec.format else ""
+    how = f" (format {spec.format}{order})" if spec.format not in ("", "mixed") else ""
+    spec.note = f"{what}{how} from {_day(dates.min())} to {_day(dates.max())}"
+    if ambiguous:
+        spec.note += ("; every value reads day first and month first alike, so the order is a guess: edit "
+                      "`format` in the entry if it is wrong")
+    unread = present - len(dates) - outside
+    if unread:
+        spec.note += f" ({unread / present:.1%} of the values do not parse: read as missing)"
+    if outside:
+        spec.note += f" ({outside:,} outside {DATE_RANGE}: read as missing)"
+
+
+def _swap_day_month(fmt: str) -> str:
+    """``%m/%d/%Y`` <-> ``%d/%m/%Y`` (day or month first only; year-first formats are not ambiguous)."""
+    if fmt[:2] not in ("%m", "%d") or "%m" not in fmt or "%d" not in fmt:
+        return ""
+    return fmt.replace("%m", "\0").replace("%d", "%m").replace("\0", "%d")
 
 
 def _day(ts: pd.Timestamp) -> str:

@@ -26,7 +26,8 @@ class TableScorer:
     * ``task``: ``"binary"`` | ``"multiclass"`` | ``"regression"``
     * ``classes``: class names (binary: ``[negative, positive]``; regression: ``[]``)
     * ``features``: the raw input columns, in source order
-    * ``columns``: ``{feature: {"role", "categories" (categorical: the known ones), "unknown"}}``
+    * ``columns``: ``{feature: {"role", "categories" (categorical: the known ones), "unknown",
+      "format" (datetime: the strftime format of the source's text, "" = ISO 8601)}}``
     * ``member``: the ladder member (``linear``, ``hgb``, ``shallow``, ``deep``)
     * ``preprocessor``, ``model``, ``family`` (``net``, ``linear`` or ``hgb``), ``target_scale``
       (regression networks: the training target's mean and standard deviation), ``packed``

@@ -8,13 +8,18 @@ input (the scorer's ``features``), typed by the column's role in the scorer's ``
 * categorical: a string or null. An unseen category follows the column's policy: ``other``
   passes it to the model's "other" bucket, ``reject`` answers 422 naming the field and the
   known values (the OpenAPI schema lists them either way);
-* datetime: an ISO 8601 date or date-time string (an offset is converted to UTC), or null.
+* datetime: an ISO 8601 date or date-time string (an offset is converted to UTC), or null:
+  ISO 8601 whatever format the source file wrote its dates in (a batch file's ``31/12/2024`` is
+  read with the column's recorded format; JSON is always ISO), the same instant the scorer reads
+  from that text. A date outside 1677-09-21..2262-04-11 (what the model's datetime64[ns] can
+  hold, and the scorer would read as missing) is a 422 naming the field.
 
-Strings are trimmed; "" and the tokens the source's reader took for missing ("NA", "null", "?",
-...) are null. A field left out is null: the model imputes it as it was fitted on train. A
-field the model does not read is refused (a typo must not silently become a missing value).
-Bad input is always a 422 with a JSON body, never a 500: non-finite or huge numbers, wrong
-types, strings that are not valid Unicode (lone surrogates).
+Strings are trimmed; "" is null, and so are the tokens the entry's source reader took for
+missing (its ``read.na_values``, e.g. "NA" in a CSV source); any other text is a value (from a
+Parquet or JSON-lines source ``"NA"`` is a category). A field left out is null: the model
+imputes it as it was fitted on train. A field the model does not read is refused (a typo must
+not silently become a missing value). Bad input is always a 422 with a JSON body, never a 500:
+non-finite or huge numbers, wrong types, strings that are not valid Unicode (lone surrogates).
 
 The answer, per row, by the entry's task: binary ``{"label", "probability", "probabilities"}``
 (``probability`` is that of ``classes[1]``; ``label`` is ``classes[1]`` when it reaches the
@@ -29,6 +34,7 @@ import difflib
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated, Any
 
 import numpy as np
@@ -48,13 +54,17 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from deepflow import usecase
-from deepflow.kinds.table.batch import DEFAULT_THRESHOLD, FALSE, FLOAT32_MAX, MISSING, TRUE
+from deepflow.kinds.table.batch import DEFAULT_THRESHOLD, FALSE, FLOAT32_MAX, TRUE
+from deepflow.kinds.table.features import EARLIEST as _EARLIEST
+from deepflow.kinds.table.features import LATEST as _LATEST
+from deepflow.kinds.table.inputs import entry_config, missing_tokens
 from deepflow.serving import ERRORS, ModelRef, ModelStore, ServeConfig, model_title
 
 TASKS = ("binary", "multiclass", "regression")
 __all__ = ["DEFAULT_THRESHOLD", "add_routes", "body_limit", "prepare"]  # the part contract
 LISTED = 40  # known categories named in a description or an error (the schema's enum has them all)
-EARLIEST, LATEST = pd.Timestamp.min.ceil("s").to_pydatetime(), pd.Timestamp.max.floor("s").to_pydatetime()
+EARLIEST, LATEST = _EARLIEST.item(), _LATEST.item()  # the scorer's span of dates, as datetimes
+NONE: frozenset[str] = frozenset()
 
 
 def _error(kind: str, message: str) -> PydanticCustomError:
@@ -62,8 +72,8 @@ def _error(kind: str, message: str) -> PydanticCustomError:
     return PydanticCustomError(kind, "{message}", {"message": message})
 
 
-def _text(value: Any, what: str) -> str | None:
-    """A trimmed string, or None for null and ""; valid Unicode only."""
+def _text(value: Any, what: str, missing: frozenset[str] = NONE) -> str | None:
+    """A trimmed string, or None for null, "" and the ``missing`` tokens; valid Unicode only."""
     if value is None:
         return None
     if not isinstance(value, str):
@@ -73,7 +83,7 @@ def _text(value: Any, what: str) -> str | None:
     except UnicodeEncodeError:
         raise _error("string_unicode", "not valid Unicode text (a lone surrogate)") from None
     value = value.strip()
-    return None if value in MISSING else value
+    return None if not value or value in missing else value
 
 
 def number(value: Any) -> float | None:
@@ -90,8 +100,8 @@ def number(value: Any) -> float | None:
     return x
 
 
-def boolean(value: Any) -> float | None:
-    """1.0 / 0.0 (the prepared data's encoding), None for null."""
+def boolean(value: Any, missing: frozenset[str] = NONE) -> float | None:
+    """1.0 / 0.0 (the prepared data's encoding), None for null (and the ``missing`` tokens)."""
     if value is None:
         return None
     if isinstance(value, bool):
@@ -99,7 +109,7 @@ def boolean(value: Any) -> float | None:
     if isinstance(value, int | float) and value in (0, 1):
         return float(value)
     if isinstance(value, str):
-        word = (_text(value, "a boolean") or "").lower()
+        word = (_text(value, "a boolean", missing) or "").lower()
         if word in TRUE or word in FALSE:
             return float(word in TRUE)
         if not word:
@@ -107,12 +117,12 @@ def boolean(value: Any) -> float | None:
     raise _error("bool_type", "expected true/false, 0/1, 'yes'/'no' or null")
 
 
-def timestamp(value: Any) -> datetime | None:
+def timestamp(value: Any, missing: frozenset[str] = NONE) -> datetime | None:
     """A naive UTC datetime from an ISO 8601 date or date-time (or a datetime: a row re-checked
-    against a reloaded version's model)."""
+    against a reloaded version's model), None for null (and the ``missing`` tokens)."""
     if isinstance(value, datetime):
         when = value
-    elif (text := _text(value, "an ISO 8601 date or date-time")) is None:
+    elif (text := _text(value, "an ISO 8601 date or date-time", missing)) is None:
         return None
     else:
         try:
@@ -126,7 +136,7 @@ def timestamp(value: Any) -> datetime | None:
     return when
 
 
-def category(name: str, known: list[str], policy: str):
+def category(name: str, known: list[str], policy: str, missing: frozenset[str] = NONE):
     """The validator of one categorical field (an int is taken as its decimal string)."""
     allowed = set(known)
     listed = ", ".join(map(repr, known[:LISTED])) + (f" (+{len(known) - LISTED} more)" if len(known) > LISTED else "")
@@ -134,7 +144,7 @@ def category(name: str, known: list[str], policy: str):
     def check(value: Any) -> str | None:
         if isinstance(value, int) and not isinstance(value, bool):
             value = str(value)
-        text = _text(value, "a category")
+        text = _text(value, "a category", missing)
         if text is not None and policy == "reject" and text not in allowed:
             raise _error("unknown_category", f"unknown category {text[:60]!r} for {name!r}; allowed: {listed}")
         return text
@@ -142,19 +152,20 @@ def category(name: str, known: list[str], policy: str):
     return check
 
 
-def field_for(name: str, spec: dict[str, Any]) -> tuple[Any, Any]:
-    """(annotation, FieldInfo) of one input column, with its JSON schema (type, known values)."""
+def field_for(name: str, spec: dict[str, Any], missing: frozenset[str] = NONE) -> tuple[Any, Any]:
+    """(annotation, FieldInfo) of one input column, with its JSON schema (type, known values);
+    ``missing``: the text read as null (the entry's ``read.na_values``)."""
     role = spec.get("role", "numeric")
-    missing = " Null or left out: imputed by the model."
+    blank = " Null or left out: imputed by the model."
     if role == "numeric":
-        schema = {"anyOf": [{"type": "number"}, {"type": "null"}], "description": "a number." + missing,
+        schema = {"anyOf": [{"type": "number"}, {"type": "null"}], "description": "a number." + blank,
                   "examples": [1.5]}
         fn = number
     elif role == "boolean":
         schema = {"anyOf": [{"type": "boolean"}, {"type": "integer", "enum": [0, 1]},
                             {"type": "string", "enum": [*TRUE, *FALSE]}, {"type": "null"}],
-                  "description": "true/false (also 0/1 and 'yes'/'no')." + missing, "examples": [True]}
-        fn = boolean
+                  "description": "true/false (also 0/1 and 'yes'/'no')." + blank, "examples": [True]}
+        fn = partial(boolean, missing=missing)
     elif role == "categorical":
         known = [str(c) for c in spec.get("categories") or []]
         policy = spec.get("unknown", "other")
@@ -163,12 +174,13 @@ def field_for(name: str, spec: dict[str, Any]) -> tuple[Any, Any]:
                 else "an unknown value is scored as 'other'")
         string: dict[str, Any] = {"type": "string", "enum": known} if policy == "reject" else {"type": "string"}
         schema = {"anyOf": [string, {"type": "null"}], "examples": known[:3],
-                  "description": f"a category; known: {listed}; {rule}.{missing}"}
-        fn = category(name, known, policy)
+                  "description": f"a category; known: {listed}; {rule}.{blank}"}
+        fn = category(name, known, policy, missing)
     elif role == "datetime":
         schema = {"anyOf": [{"type": "string"}, {"type": "null"}], "examples": ["2024-05-01", "2024-05-01T13:45:00"],
-                  "description": "an ISO 8601 date or date-time (an offset is converted to UTC)." + missing}
-        fn = timestamp
+                  "description": "an ISO 8601 date or date-time (an offset is converted to UTC), whatever "
+                                 "format the source file used." + blank}
+        fn = partial(timestamp, missing=missing)
     else:
         raise TypeError(f"column {name!r}: unknown role {role!r}")
     return Annotated[Any, BeforeValidator(fn), WithJsonSchema(schema)], Field(default=None, alias=name)
@@ -228,7 +240,8 @@ def prepare(name: str, scorer: Any) -> Schema:
         raise TypeError(f"{name}: a table scorer needs `features` and a `columns` entry for each")
     if (task == "binary" and len(classes) != 2) or (task == "multiclass" and len(classes) < 2):
         raise TypeError(f"{name}: a {task} scorer needs its class names, got {classes}")
-    fields = {f"f{i}": field_for(col, columns[col]) for i, col in enumerate(features)}
+    missing = missing_tokens(entry_config(name))  # the entry's source: what its text means by missing
+    fields = {f"f{i}": field_for(col, columns[col], missing) for i, col in enumerate(features)}
     row = create_model(model_title(name, "Row"), __base__=_Row, **fields)
     return Schema(task, classes, features, {f: columns[f].get("role", "numeric") for f in features}, row)
 
