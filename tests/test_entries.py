@@ -97,6 +97,7 @@ def _edit_entry(path: Path, **config_changes) -> None:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
+@pytest.mark.slow  # two full pipeline runs (~20-30 s): CI runs it
 def test_promotion_refuses_a_champion_of_another_schema(store, datasets, prepared_dir) -> None:
     """A challenger trained after the entry's schema changed is not compared with (or promoted over)
     the champion of the old schema; an explicit, recorded decision can replace it."""

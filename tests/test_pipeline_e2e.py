@@ -20,6 +20,7 @@ def registry_state(client: MlflowClient) -> tuple[list[str], str | None, str | N
     return ([str(v) for v in versions], champ and str(champ.version), chall and str(chall.version))
 
 
+@pytest.mark.slow  # two full pipeline runs (~20-30 s): CI runs it
 def test_lifecycle_register_promote_and_fail_closed(store, prepared_dir, fast_overrides) -> None:
     client = MlflowClient(settings.tracking_uri())
 
