@@ -45,15 +45,14 @@ def _check(use_case: str, overrides: list[str]) -> None:
         _fail(str(exc), 2)
 
 
-def _pipelines(names: list[str], overrides: list[str], promote: bool) -> list[dict]:
+def _pipelines(names: list[str], overrides: list[str], promote: bool, started: float) -> list[dict]:
     """Run each entry's pipeline in turn, showing progress on stdout (a live display on a terminal,
     plain lines otherwise); library logs go to a file under reports/logs/ (path printed once)."""
-    import psutil
-
     from deepflow import progress
     from flows.pipeline import train_pipeline  # first: Prefect and MLflow set up their logging on import
 
-    started = psutil.Process().create_time()  # a budget counts from the command, start-up included
+    # ``started``: when the command began (time.time()), so a budget counts Prefect's start-up too.
+    # Not the process's start: an in-process caller (a test runner, a notebook) may be hours old.
     with progress.reporting(out, log_dir=settings.reports_dir() / "logs") as log:
         summaries = []
         for name in names:
@@ -114,6 +113,7 @@ def _print_summaries(summaries: list[dict]) -> None:
 def run(use_cases: Annotated[list[str] | None, typer.Argument(help="default: the entries with default: true")] = None,
         override: Annotated[list[str] | None, typer.Option("--set", "-s", help="key=value")] = None) -> None:
     """Run the full pipeline (validate, train, register, promote) for each dataset entry."""
+    started = time.time()  # an entry's budget counts from here (see _pipelines)
     from deepflow import config, usecase
 
     try:
@@ -122,7 +122,7 @@ def run(use_cases: Annotated[list[str] | None, typer.Argument(help="default: the
         _fail(str(exc), 2)
     for name in names:
         _check(name, override or [])
-    _print_summaries(_pipelines(names, override or [], promote=True))
+    _print_summaries(_pipelines(names, override or [], promote=True, started=started))
 
 
 @app.command()
@@ -182,8 +182,9 @@ def validate(use_case: UseCaseArg, overrides: Overrides = None) -> None:
 @app.command()
 def train(use_case: UseCaseArg, overrides: Overrides = None) -> None:
     """Validate, train all members and register the best as @challenger (no promotion)."""
+    started = time.time()
     _check(use_case, overrides or [])
-    _print_summaries(_pipelines([use_case], overrides or [], promote=False))
+    _print_summaries(_pipelines([use_case], overrides or [], promote=False, started=started))
 
 
 @app.command()
