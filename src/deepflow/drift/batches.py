@@ -54,6 +54,20 @@ def require_columns(frame: pd.DataFrame, columns: list[str], what: str) -> None:
         raise DriftInputError(f"{source_of(frame, what)}: missing column(s) {shown}")
 
 
+def feature_frames(kind: str, reference: pd.DataFrame, current: pd.DataFrame, cfg: Any, scorer: Any,
+                   features: list[str] | None) -> tuple[list[str], pd.DataFrame, pd.DataFrame]:
+    """(features, reference, current) for a kind whose drift reads feature columns: ``features``
+    default to the scorer's; both frames must carry them; each is subsampled (seeded) to the
+    config's ``max_reference`` / ``max_current`` rows."""
+    features = list(features or getattr(scorer, "features", None) or [])
+    if not features:
+        raise ValueError(f"{kind} drift needs the feature columns (features=... or a scorer with .features)")
+    require_columns(reference, features, "reference")
+    require_columns(current, features, "current batch")
+    return (features, subsample(reference, cfg.max_reference, cfg.seed),
+            subsample(current, cfg.max_current, cfg.seed + 1))
+
+
 # --- reference -------------------------------------------------------------------------------
 
 

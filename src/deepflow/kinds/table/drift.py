@@ -45,8 +45,8 @@ from deepflow.drift.batches import (
     DriftInputError,
     batch_name,
     entry_config,
+    feature_frames,
     require_columns,
-    subsample,
     write_parquet,
 )
 from deepflow.drift.report import DriftConfig, DriftReport, Signal, numeric_signal, summarise
@@ -97,13 +97,7 @@ def detect(reference: pd.DataFrame, current: pd.DataFrame, cfg: DriftConfig, sco
            use_case: str = "", features: list[str] | None = None, threshold: float | None = None) -> DriftReport:
     """The signals of the module docstring. ``features`` default to the scorer's; ``threshold`` is
     not used (binary prediction drift is on the probability, not on decisions)."""
-    features = list(features or getattr(scorer, "features", None) or [])
-    if not features:
-        raise ValueError("table drift needs the feature columns (features=... or a scorer with .features)")
-    require_columns(reference, features, "reference")
-    require_columns(current, features, "current batch")
-    ref = subsample(reference, cfg.max_reference, cfg.seed)
-    cur = subsample(current, cfg.max_current, cfg.seed + 1)
+    features, ref, cur = feature_frames("table", reference, current, cfg, scorer, features)
     specs = infer_columns(ref, features)
     entry = inputs.entry_config(use_case)
     if scorer is not None and getattr(scorer, "columns", None):

@@ -28,11 +28,11 @@ from deepflow.drift.batches import (
     DriftInputError,
     batch_name,
     entry_config,
+    feature_frames,
     read_table,
     require_columns,
     sample_split,
     source_of,
-    subsample,
     write_parquet,
 )
 from deepflow.drift.report import DriftConfig, DriftReport, Signal, numeric_signal, summarise
@@ -43,13 +43,7 @@ def detect(reference: pd.DataFrame, current: pd.DataFrame, cfg: DriftConfig, sco
            ) -> DriftReport:
     """One PSI/KS signal per feature, plus ``prediction`` (the scorer's scores) when a scorer is
     given. ``features`` default to the scorer's; ``threshold`` is not used by this kind."""
-    features = list(features or getattr(scorer, "features", []) or [])
-    if not features:
-        raise ValueError("tabular drift needs the feature columns (features=... or a scorer with .features)")
-    require_columns(reference, features, "reference")
-    require_columns(current, features, "current batch")
-    ref = subsample(reference, cfg.max_reference, cfg.seed)
-    cur = subsample(current, cfg.max_current, cfg.seed + 1)
+    features, ref, cur = feature_frames("tabular", reference, current, cfg, scorer, features)
     notes = []
     if len(cur) < len(current):
         notes.append(f"current batch subsampled to {len(cur):,} of {len(current):,} rows")
