@@ -83,13 +83,13 @@ def scorer(use_case: str):
         return (TextScorer(EmbeddingHead(SentenceEncoder.dim, 2), ["ham", "spam"], SentenceEncoder()), None,
                 "stand-in: MiniLM + untrained head (transfer)")
     from deepflow.kinds.detection.config import ModelConfig
-    from deepflow.kinds.detection.labels import CLASSES
     from deepflow.kinds.detection.models import build_net
     from deepflow.kinds.detection.scorer import DetectorScorer
+    from deepflow.usecases.traffic.generate import CLASSES
 
     m = ModelConfig()
     net = build_net("deep", len(CLASSES), m)
-    return DetectorScorer(net, m.img_size), None, "stand-in: untrained YOLO-style DeepNet"
+    return DetectorScorer(net, m.img_size, CLASSES), None, "stand-in: untrained YOLO-style DeepNet"
 
 
 def main() -> None:

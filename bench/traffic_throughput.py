@@ -24,11 +24,10 @@ import torch
 
 from deepflow.kinds.detection.augment import AugmentConfig, augment
 from deepflow.kinds.detection.config import ModelConfig
-from deepflow.kinds.detection.labels import CLASSES
 from deepflow.kinds.detection.loss import detection_loss
 from deepflow.kinds.detection.models import build_net
 from deepflow.kinds.detection.scorer import DetectorScorer, to_tensors
-from deepflow.usecases.traffic.generate import GenerateParams, frame_row
+from deepflow.usecases.traffic.generate import CLASSES, GenerateParams, frame_row
 
 
 def timed(fn, repeats: int, warmup: int = 10) -> np.ndarray:
@@ -63,7 +62,7 @@ def bench(name: str, frames: pd.DataFrame, size: int, repeats: int, train_steps:
     one = torch.rand(1, 3, size, size)
     batch = torch.rand(32, 3, size, size)
     traced = torch.jit.freeze(torch.jit.trace(net, one, strict=False))
-    scorer = DetectorScorer(net, size)
+    scorer = DetectorScorer(net, size, CLASSES)
     row = {"candidate": name, "parameters": sum(p.numel() for p in net.parameters()),
            "train img/s": train_rate(name, frames, size, train_steps)}
     with torch.inference_mode():

@@ -182,9 +182,9 @@ def test_traffic_folder_of_images_one_row_per_frame_with_counts(store, tmp_path)
 
     from PIL import Image
 
-    from deepflow.kinds.detection.labels import CLASSES
     from deepflow.kinds.detection.models import ShallowNet
     from deepflow.kinds.detection.scorer import DetectorScorer
+    from deepflow.usecases.traffic.generate import CLASSES
 
     def png(size, colour) -> bytes:
         buf = io.BytesIO()
@@ -192,7 +192,7 @@ def test_traffic_folder_of_images_one_row_per_frame_with_counts(store, tmp_path)
         return buf.getvalue()
 
     torch.manual_seed(0)
-    scorer = DetectorScorer(ShallowNet(len(CLASSES), width=8), 64, min_score=0.0, max_det=20)
+    scorer = DetectorScorer(ShallowNet(len(CLASSES), width=8), 64, CLASSES, min_score=0.0, max_det=20)
     version = register_champion("traffic", scorer, pd.DataFrame({"image": [png((32, 24), (9, 9, 9))]}),
                                 {"deepflow.threshold": 0.0})
     frames = tmp_path / "frames" / "cam1"

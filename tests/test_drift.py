@@ -14,10 +14,9 @@ import pytest
 
 from deepflow import drift, settings
 from deepflow.drift import DriftConfig, DriftInputError
-from deepflow.kinds.detection.labels import CLASSES
 from deepflow.usecases.fraud.prepare import FEATURES, add_features
 from deepflow.usecases.fraud.simulate import SimulationParams, simulate
-from deepflow.usecases.traffic.generate import GenerateParams, frame_row
+from deepflow.usecases.traffic.generate import CLASSES, GenerateParams, frame_row
 
 SIM = SimulationParams(n_customers=400, n_terminals=2000, n_days=60, seed=1, terminals_per_day=1, customers_per_day=1)
 FRAMES = GenerateParams(width=96, height=96, seed=5)

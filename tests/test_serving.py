@@ -25,9 +25,9 @@ import torch
 from fastapi.testclient import TestClient
 
 from deepflow import ledger, settings, tracking
-from deepflow.kinds.detection.labels import CLASSES
 from deepflow.scoring import TorchScorer
 from deepflow.serving import ModelStore, ServeConfig, create_app
+from deepflow.usecases.traffic.generate import CLASSES
 from tests.conftest import free_port
 from tests.entries import write_entry
 
@@ -43,7 +43,7 @@ class FakeDetector:
 
         parts = [(i, np.array([[1.0, 2.0, 10.0, 12.0], [3.0, 3.0, 5.0, 5.0]]), np.array([0.9, 0.2]),
                   np.array([0, 0])) for i in range(len(frame))]
-        return detections_frame(parts)
+        return detections_frame(parts, CLASSES)
 
 
 def register(use_case: str, scorer, example: pd.DataFrame, threshold: float, champion: bool = True) -> str:
@@ -363,7 +363,7 @@ def test_traffic_with_a_real_detector_scorer(store, tmp_path, monkeypatch) -> No
 
     monkeypatch.setenv("DEEPFLOW_LOCK_DIR", str(tmp_path / "locks"))
     torch.manual_seed(0)
-    scorer = DetectorScorer(ShallowNet(len(CLASSES), width=8), 64, min_score=0.0, max_det=20)
+    scorer = DetectorScorer(ShallowNet(len(CLASSES), width=8), 64, CLASSES, min_score=0.0, max_det=20)
     version = register("traffic", scorer, pd.DataFrame({"image": [png_bytes()]}), 0.0)
     with TestClient(create_app(ServeConfig(reload_interval=0, use_cases=("traffic",)))) as client:
         r = client.post("/v1/traffic/predict", files={"image": ("x.png", png_bytes((80, 50)), "image/png")})

@@ -10,13 +10,15 @@ import pytest
 from deepflow import validation
 from deepflow.kinds.detection import expectations
 from deepflow.kinds.detection.config import DetectionConfig
+from deepflow.usecases.traffic.generate import CLASSES
 from tests.test_traffic_generate import traffic_splits  # noqa: F401 (fixture)
 
 Splits = dict[str, pd.DataFrame]
+CFG = DetectionConfig(classes=list(CLASSES))
 
 
 def run(splits: Splits) -> validation.ValidationReport:
-    return validation.validate("traffic.test", expectations.frames(splits), expectations.suites(DetectionConfig()))
+    return validation.validate("traffic.test", expectations.frames(splits, CFG.classes), expectations.suites(CFG))
 
 
 def copy(splits: Splits) -> Splits:
@@ -73,7 +75,7 @@ CASES: list[tuple[Callable[[Splits], None], str, str]] = [
     (_unknown_class, "expect_column_values_to_be_in_set", "class_name"),
     (_garbled_labels, "expect_column_values_to_be_in_set", "class_name"),
     (_too_many_boxes, "expect_column_values_to_be_between", "n_boxes"),
-    (_class_missing_from_train, "expect_column_distinct_values_to_contain_set", "class_name"),
+    (_class_missing_from_train, "expect_column_values_to_be_between", "train_boxes"),
     (_leak, "expect_column_values_to_be_in_set", "splits_with_same_image"),
 ]
 
@@ -89,3 +91,12 @@ def test_each_rule_rejects_its_bad_case(traffic_splits: Splits, corrupt, expecta
     assert (expectation, column) in found, report.to_markdown()
     if corrupt is _truncated_jpeg:  # one readable line, not a cascade of size mismatches
         assert len(report.failures) == 1 and report.failures[0].examples == [False]
+        assert report.failures[0].rows == [f"val/{traffic_splits['val']['image_id'].iloc[2]}"]
+    if corrupt is _unknown_class:  # the out-of-range id, named with its image
+        bad_image = f"train/{traffic_splits['train']['image_id'].iloc[3]}"
+        failure = next(f for f in report.failures if f.column == "class_name")
+        assert failure.examples == ["unknown class id 9"] and failure.rows == [bad_image]
+    if corrupt is _class_missing_from_train:  # the one failure names the class too rare to learn
+        assert [f.line() for f in report.failures] == [
+            "[classes] expect_column_values_to_be_between on column 'train_boxes' {'min_value': 1.0}: "
+            "1 bad value(s), e.g. [0] at ['bus']"]

@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deepflow.kinds.detection.labels import CLASSES, decode, parse_yolo, pixel_boxes
-from deepflow.usecases.traffic.generate import GenerateParams, frame_row, generate, write
+from deepflow import usecase
+from deepflow.kinds.detection.labels import decode, parse_yolo, pixel_boxes
+from deepflow.usecases.traffic.generate import CLASSES, GenerateParams, frame_row, generate, write
 
 TINY = GenerateParams(n_train=32, n_val=8, n_test=8, width=96, height=96, seed=3)
 
@@ -38,6 +39,12 @@ def test_frames_decode_at_their_size_with_boxes_inside(traffic_splits) -> None:
             cls, boxes = pixel_boxes(text, w, h)
             assert ((boxes[:, :2] >= -1e-3) & (boxes[:, 2:] <= 96 + 1e-3)).all()
             assert (boxes[:, 2:] > boxes[:, :2]).all() and ((cls >= 0) & (cls < len(CLASSES))).all()
+
+
+def test_the_entry_lists_the_generators_classes_in_its_order() -> None:
+    """Class ids in the prepared labels index the entry's classes: the same six, the same order."""
+    cfg = usecase.get("traffic").cfg
+    assert cfg.classes == list(CLASSES) and usecase.get("traffic").schema()["classes"] == list(CLASSES)
 
 
 def test_scenes_vary_and_every_class_appears(traffic_splits) -> None:

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 from deepflow.kinds.detection import metrics
-from deepflow.kinds.detection.labels import CLASSES, format_yolo
+from deepflow.kinds.detection.labels import format_yolo
 from deepflow.kinds.detection.scorer import detections_frame
+from deepflow.usecases.traffic.generate import CLASSES
 
 Box = tuple[float, float, float, float]
 
@@ -46,12 +47,12 @@ CAR_AP = (7 * 56 / 101 + 3 * 34 / 101) / 10  # at IoU >= 0.85 only the first det
 
 
 def test_hand_made_case_numpy_and_coco_agree_with_pencil() -> None:
-    found = metrics.coco_metrics(HAND_GT, HAND_DETS)
+    found = metrics.coco_metrics(HAND_GT, HAND_DETS, CLASSES)
     assert found["ap50_car"] == pytest.approx(CAR_AP50) and found["ap_car"] == pytest.approx(CAR_AP)
     assert found["ap50_pedestrian"] == 0.0  # ground truth, no detection: counts as 0
     assert "ap50_bus" not in found  # no ground truth: left out of the mean
     assert found["map50"] == pytest.approx(CAR_AP50 / 2) and found["map"] == pytest.approx(CAR_AP / 2)
-    m = metrics.Matched(HAND_GT, HAND_DETS)
+    m = metrics.Matched(HAND_GT, HAND_DETS, CLASSES)
     ap = m.ap()
     assert ap[CAR, 0] == pytest.approx(CAR_AP50) and np.nanmean(ap[CAR]) == pytest.approx(CAR_AP)
     assert m.map50() == pytest.approx(CAR_AP50 / 2)
@@ -84,8 +85,8 @@ def random_case(n_images: int, seed: int, size: float = 160) -> tuple[pd.DataFra
 
 def test_numpy_twin_equals_faster_coco_eval() -> None:
     frame, dets = random_case(60, seed=1)
-    coco = metrics.coco_metrics(frame, dets)
-    ap = metrics.Matched(frame, dets).ap()
+    coco = metrics.coco_metrics(frame, dets, CLASSES)
+    ap = metrics.Matched(frame, dets, CLASSES).ap()
     assert coco["map50"] == pytest.approx(np.nanmean(ap[:, 0]), abs=1e-9)
     assert coco["map"] == pytest.approx(np.nanmean(ap), abs=1e-9)
     for k, name in enumerate(CLASSES):
@@ -96,14 +97,14 @@ def test_numpy_twin_equals_faster_coco_eval() -> None:
 def test_bootstrap_over_images_is_fast_and_paired() -> None:
     frame, dets = random_case(300, seed=2)
     start = time.perf_counter()
-    m = metrics.Matched(frame, dets)
+    m = metrics.Matched(frame, dets, CLASSES)
     interval = metrics.bootstrap_map50(m, resamples=1000, confidence=0.95, seed=0)
     assert time.perf_counter() - start < 15  # seconds, not minutes (~2 s on 2 free cores)
     assert interval.low < interval.estimate < interval.high and interval.resamples == 1000
-    assert interval.estimate == pytest.approx(metrics.coco_metrics(frame, dets)["map50"], abs=1e-9)
+    assert interval.estimate == pytest.approx(metrics.coco_metrics(frame, dets, CLASSES)["map50"], abs=1e-9)
     same = metrics.paired_bootstrap_map50(m, m, resamples=200, confidence=0.95, seed=0)
     assert (same.low, same.estimate, same.high) == (0.0, 0.0, 0.0)
-    worse = metrics.Matched(frame, dets.assign(score=np.random.default_rng(0).random(len(dets))))
+    worse = metrics.Matched(frame, dets.assign(score=np.random.default_rng(0).random(len(dets))), CLASSES)
     gain = metrics.paired_bootstrap_map50(m, worse, resamples=200, confidence=0.95, seed=0)
     assert gain.low > 0  # real scores beat shuffled ones on every resample
     first = metrics.bootstrap_map50(m, resamples=100, confidence=0.95, seed=0)
@@ -112,8 +113,8 @@ def test_bootstrap_over_images_is_fast_and_paired() -> None:
 
 
 def test_best_f1_threshold_and_empty_detections() -> None:
-    assert metrics.best_f1_threshold(metrics.Matched(HAND_GT, HAND_DETS)) == 0.7  # 2 TP of 4 GT, 1 FP
-    empty = detections_frame([])
-    assert metrics.coco_metrics(HAND_GT, empty) == {"map50": 0.0, "map": 0.0, "ap50_car": 0.0, "ap_car": 0.0,
+    assert metrics.best_f1_threshold(metrics.Matched(HAND_GT, HAND_DETS, CLASSES)) == 0.7  # 2 TP of 4 GT, 1 FP
+    empty = detections_frame([], CLASSES)
+    assert metrics.coco_metrics(HAND_GT, empty, CLASSES) == {"map50": 0.0, "map": 0.0, "ap50_car": 0.0, "ap_car": 0.0,
                                                     "ap50_pedestrian": 0.0, "ap_pedestrian": 0.0}
-    assert metrics.Matched(HAND_GT, empty).map50() == 0.0
+    assert metrics.Matched(HAND_GT, empty, CLASSES).map50() == 0.0

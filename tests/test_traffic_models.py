@@ -13,10 +13,10 @@ from PIL import Image
 from deepflow import usecase
 from deepflow.kinds.detection.augment import AugmentConfig, augment, hflip, scale_crop
 from deepflow.kinds.detection.config import ModelConfig
-from deepflow.kinds.detection.labels import CLASSES
 from deepflow.kinds.detection.loss import assign, detection_loss
 from deepflow.kinds.detection.models import build_net, decode_boxes, detect, grid
 from deepflow.kinds.detection.scorer import DetectorScorer, letterbox, to_tensors
+from deepflow.usecases.traffic.generate import CLASSES
 from tests.test_traffic_generate import traffic_dir, traffic_splits  # noqa: F401 (fixtures)
 
 K = len(CLASSES)
@@ -90,7 +90,7 @@ def test_scorer_takes_encoded_images_and_returns_boxes_in_their_pixels() -> None
     net = build_net("shallow", K, ModelConfig())
     with torch.no_grad():
         net.head[-1].bias[4:] = 5.0  # confident everywhere: plenty of boxes to check
-    scorer = DetectorScorer(net, 96, max_det=50)
+    scorer = DetectorScorer(net, 96, CLASSES, max_det=50)
     out = scorer.predict(pd.DataFrame({"image": [_jpeg(200, 100), _jpeg(64, 120)]}))
     assert list(out.columns) == ["image", "x1", "y1", "x2", "y2", "class", "score"]
     assert set(out["image"]) == {0, 1} and out.groupby("image").size().max() <= 50
@@ -98,7 +98,7 @@ def test_scorer_takes_encoded_images_and_returns_boxes_in_their_pixels() -> None
         mine = out[out["image"] == i]
         assert mine[["x1", "x2"]].to_numpy().max() <= w and mine[["y1", "y2"]].to_numpy().max() <= h
     assert set(out["class"]) <= set(CLASSES) and out["score"].between(0, 1).all()
-    empty = DetectorScorer(build_net("shallow", K, ModelConfig()), 96, min_score=1.1).predict(
+    empty = DetectorScorer(build_net("shallow", K, ModelConfig()), 96, CLASSES, min_score=1.1).predict(
         pd.DataFrame({"image": [_jpeg(50, 50)]}))
     assert empty.empty and list(empty.columns) == list(out.columns)
 
@@ -117,7 +117,7 @@ def test_fit_one_batch_returns_a_working_scorer(traffic_dir, name: str) -> None:
     uc = usecase.get("traffic", [f"prepared_dir={traffic_dir}", "model.img_size=64", "coco.enabled=false"])
     splits = uc.load_splits()
     scorer, info = uc.fit(name, "candidate", splits, fast_dev_run=True)
-    assert info["steps"] == 1 and info["parameters"] > 1000
+    assert info["steps"] == 1 and info["parameters"] > 1000 and scorer.classes == list(CLASSES)
     dets = scorer.predict(uc.input_example(splits["test"]))
     assert {"image", "x1", "y1", "x2", "y2", "class", "score"} == set(dets.columns)
     found = uc.evaluate(dets if len(dets) else dets, splits["test"].head(3))
@@ -130,7 +130,7 @@ def test_mlflow_signature_takes_bytes_and_returns_detections(traffic_splits) -> 
     uc = usecase.get("traffic")
     example = uc.input_example(traffic_splits["test"])
     net = build_net("shallow", K, ModelConfig())
-    signature = infer_signature(example, DetectorScorer(net, 96).predict(example))
+    signature = infer_signature(example, DetectorScorer(net, 96, CLASSES).predict(example))
     assert signature.inputs.to_dict() == [{"type": "binary", "name": "image", "required": True}]
     assert {c["name"]: c["type"] for c in signature.outputs.to_dict()}["class"] == "string"
 

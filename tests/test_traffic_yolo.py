@@ -13,8 +13,9 @@ from PIL import Image
 from deepflow import usecase, validation
 from deepflow.kinds.detection import expectations, yolo
 from deepflow.kinds.detection.config import DetectionConfig
-from deepflow.kinds.detection.labels import CLASSES, parse_yolo
+from deepflow.kinds.detection.labels import parse_yolo
 from deepflow.settings import PROJECT_ROOT
+from deepflow.usecases.traffic.generate import CLASSES
 
 COCO = PROJECT_ROOT / "data/external/coco_traffic_sample"
 OURS = {"person": "pedestrian", "bicycle": "bicycle", "car": "car", "motorcycle": "motorcycle",
@@ -23,7 +24,8 @@ OURS = {"person": "pedestrian", "bicycle": "bicycle", "car": "car", "motorcycle"
 
 @pytest.fixture(scope="module")
 def coco() -> pd.DataFrame:
-    return yolo.load(COCO, usecase.get("traffic").cfg.coco.class_map)  # the traffic entry's class map
+    cfg = usecase.get("traffic").cfg
+    return yolo.load(COCO, cfg.coco.class_map, cfg.classes)  # the traffic entry's class map and classes
 
 
 def test_coco_sample_loads_with_counts_from_its_attribution(coco: pd.DataFrame) -> None:
@@ -46,9 +48,9 @@ def test_coco_sample_loads_with_counts_from_its_attribution(coco: pd.DataFrame) 
 
 
 def test_coco_sample_meets_the_box_and_image_rules(coco: pd.DataFrame) -> None:
-    frames = expectations.frames({"test": coco})
-    suites = expectations.suites(DetectionConfig())
-    suites["boxes"] = suites["boxes"][:-1]  # "every class in train" concerns training splits only
+    frames = expectations.frames({"test": coco}, CLASSES)
+    suites = expectations.suites(DetectionConfig(classes=list(CLASSES)))
+    del frames["classes"], suites["classes"]  # "every class in train" concerns training splits only
     report = validation.validate("traffic.coco", frames, suites)
     assert report.success, report.to_markdown()
 
@@ -59,30 +61,25 @@ def _png(w: int, h: int) -> bytes:
     return buf.getvalue()
 
 
-def test_any_yolo_dataset_with_names_splits_and_missing_labels(tmp_path) -> None:
+def test_any_yolo_dataset_with_a_class_map_splits_and_missing_labels(tmp_path) -> None:
     root = tmp_path / "ds"
     for split in ("train", "val"):
         (root / "images" / split).mkdir(parents=True)
         (root / "labels" / split).mkdir(parents=True)
-    (root / "data.yaml").write_text("names: {0: Person, 1: tram, 2: Car, 3: motorbike}\n")
     (root / "images/train/a.png").write_bytes(_png(40, 20))
     labels = ["2 0.5 0.5 0.5 0.5", "1 0.1 0.1 0.1 0.1", "3 0.2 0.2 0.1 0.2", "0 0.8 0.5 0.1 0.6"]
     (root / "labels/train/a.txt").write_text("\n".join(labels) + "\n")
     (root / "images/train/b.png").write_bytes(_png(30, 30))  # no label file: no boxes
     (root / "images/train/notes.md").write_text("not an image")
-    assert yolo.map_by_name(yolo.class_names(root)) == {0: "pedestrian", 2: "car", 3: "motorcycle"}
-    train = yolo.load(root, split="train")
+    class_map = {0: "pedestrian", 2: "car", 3: "motorcycle"}  # source id 1 is not mapped: dropped
+    train = yolo.load(root, class_map, list(CLASSES), split="train")
     assert list(train["image_id"]) == ["a", "b"] and list(train["width"]) == [40, 30]
     cls, boxes = parse_yolo(train["labels"].iloc[0])
     assert [CLASSES[c] for c in cls] == ["car", "motorcycle", "pedestrian"] and train["dropped"].tolist() == [1, 0]
     assert train["labels"].iloc[1] == ""
+    other = yolo.load(root, {2: "b", 0: "a"}, ["a", "b"], split="train")  # the classes' order gives the ids
+    assert [int(c) for c in parse_yolo(other["labels"].iloc[0])[0]] == [1, 0]
     with pytest.raises(FileNotFoundError):
-        yolo.load(root, split="val")
+        yolo.load(root, class_map, list(CLASSES), split="val")
     with pytest.raises(ValueError, match="unknown classes"):
-        yolo.load(root, {0: "tram"}, split="train")
-    (root / "data.yaml").unlink()
-    (root / "classes.txt").write_text("car\nbus\n")
-    assert yolo.map_by_name(yolo.class_names(root)) == {0: "car", 1: "bus"}
-    (root / "classes.txt").unlink()
-    with pytest.raises(ValueError, match="class_map"):
-        yolo.load(root, split="train")
+        yolo.load(root, {0: "tram"}, list(CLASSES), split="train")

@@ -127,41 +127,92 @@ def run(use_cases: Annotated[list[str] | None, typer.Argument(help="default: the
 
 @app.command()
 def new(name: Annotated[str, typer.Argument(help="the new entry's name: datasets/<name>.yaml, model and route")],
-        data: Annotated[Path, typer.Option("--data", help="the table: CSV, TSV, JSON lines or Parquet")],
-        target: Annotated[str | None, typer.Option("--target", help="the column to predict",
-                                                   show_default="inferred from the column names")] = None,
-        task: Annotated[str | None, typer.Option("--task", help="binary | multiclass | regression",
+        data: Annotated[Path, typer.Option("--data", help="a table (CSV, TSV, JSON lines, Parquet), a labelled text "
+                                                          "file, or a YOLO image folder")],
+        kind: Annotated[str | None, typer.Option("--kind", help="table | text | detection",
+                                                 show_default="guessed from the data, and printed")] = None,
+        target: Annotated[str | None, typer.Option("--target", help="the column to predict (text: the label column)",
+                                                   show_default="inferred")] = None,
+        task: Annotated[str | None, typer.Option("--task", help="table: binary | multiclass | regression",
                                                  show_default="inferred from the target's values")] = None,
-        time_column: Annotated[str | None, typer.Option("--time-column", help="split by this column's time",
+        time_column: Annotated[str | None, typer.Option("--time-column", help="table: split by this column's time",
                                                         show_default="the one datetime column, if any")] = None,
+        text_column: Annotated[str | None, typer.Option("--text-column", help="text: the column holding the text",
+                                                        show_default="the long free-text column")] = None,
+        fold_labels: Annotated[bool, typer.Option("--fold-labels", help="text: merge labels that differ only in case "
+                                                                        "or surrounding spaces")] = False,
+        img_size: Annotated[int | None, typer.Option("--img-size", help="detection: network input, a multiple of 32",
+                                                     show_default="from the median image, capped for CPU")] = None,
+        duplicates: Annotated[str, typer.Option("--duplicates", help="detection: the same image in two splits: "
+                                                "drop (the later copies, recorded) | fail")] = "drop",
         budget: Annotated[str, typer.Option("--budget", help="wall clock of a run: 300, 300s, 5m, 1h")] = "5m",
         drop_missing_target: Annotated[bool, typer.Option("--drop-missing-target",
-                                                          help="leave out rows without a target value")] = False,
+                                                          help="table: leave out rows without a target value")] = False,
         header: Annotated[bool | None, typer.Option("--header/--no-header", help="the first row names the columns",
                                                     show_default="detected")] = None,
         no_dvc: Annotated[bool, typer.Option("--no-dvc", help="prepare here, without DVC tracking")] = False,
         force: Annotated[bool, typer.Option("--force", help="replace an existing entry of this name")] = False,
         run_after: Annotated[bool, typer.Option("--run", help="then `deepflow run NAME`")] = False,
         ) -> None:
-    """Make a dataset entry from your own table: infer target, task and column roles (all printed),
-    write datasets/NAME.yaml and reports/NAME/profile.md, track the source and prepare the splits."""
-    from deepflow import config
-    from deepflow.kinds.table.new import DvcError, create
+    """Make a dataset entry from your own data, no code: a table, a labelled text file or a YOLO image
+    folder. Infers everything (all printed), writes datasets/NAME.yaml and reports/NAME/profile.md,
+    tracks the source and prepares the splits."""
+    from deepflow import config, newentry
+    from deepflow.kinds.guess import guess_kind
 
-    given = [f"--{k.replace('_', '-')} {v}" for k, v in (("target", target), ("task", task),
-                                                         ("time_column", time_column)) if v is not None]
-    given += [] if header is None else ["--header" if header else "--no-header"]
-    command = " ".join(["deepflow new", name, f"--data {data}", *given])
+    given = {"--target": target, "--task": task, "--time-column": time_column, "--text-column": text_column,
+             "--img-size": img_size, "--header" if header else "--no-header": header,
+             "--fold-labels": fold_labels or None, "--drop-missing-target": drop_missing_target or None,
+             "--duplicates": None if duplicates == "drop" else duplicates}
+    given = {flag: value for flag, value in given.items() if value is not None}
     try:
-        create(name, data, target=target, task=task, time_column=time_column, budget=budget,
-               drop_missing_target=drop_missing_target, header=header, dvc=not no_dvc, force=force, command=command,
-               echo=lambda line: out.print(line, markup=False, highlight=False, soft_wrap=True))
-    except DvcError as exc:
+        if kind is not None and kind not in newentry.KINDS:
+            raise newentry.EntryError(f"--kind {kind!r}: one of {', '.join(newentry.KINDS)}")
+        if duplicates not in ("drop", "fail"):
+            raise newentry.EntryError(f"--duplicates {duplicates!r}: drop or fail")
+        command = " ".join(["deepflow new", name, f"--data {data}", *([f"--kind {kind}"] if kind else []),
+                            *(f if isinstance(v, bool) else f"{f} {v}" for f, v in given.items())])
+        path, guessed, first = data, kind is None, []
+        if kind is None:  # said with the inferences: a refusal before them stays one line
+            kind, path, why = guess_kind(data)
+            first.append(f"kind      {kind}: {why}")
+        elif kind == "detection" and data.name in ("data.yaml", "data.yml"):
+            path = data.parent
+        if stray := [flag for flag in given if kind not in _NEW_FLAGS[flag.replace("--no-", "--")]]:
+            hint = "; the kind was guessed: pass --kind to choose it" if guessed else ""
+            raise newentry.EntryError(f"{', '.join(stray)}: not an option of a {kind} entry{hint} (see deepflow new "
+                                      "--help)")
+        kwargs = {"table": {"target": target, "task": task, "time_column": time_column, "header": header,
+                            "drop_missing_target": drop_missing_target},
+                  "text": {"label_column": target, "text_column": text_column, "header": header,
+                           "fold_labels": fold_labels},
+                  "detection": {"img_size": img_size, "duplicates": duplicates}}[kind]
+        create = _front_door(kind)
+
+        def echo(line: str) -> None:
+            for shown in [*first, line]:
+                out.print(shown, markup=False, highlight=False, soft_wrap=True)
+            first.clear()
+
+        create(name, path, **kwargs, budget=budget, dvc=not no_dvc, force=force, command=command, echo=echo)
+    except newentry.DvcError as exc:
         _fail(str(exc), 1)
-    except (ValueError, OSError, config.ConfigError) as exc:  # TableError is a ValueError: one line, nothing run
+    except (ValueError, OSError, config.ConfigError) as exc:  # EntryError is a ValueError: one line, nothing run
         _fail(str(exc), 2)
     if run_after:
         run([name], None)
+
+
+_NEW_FLAGS = {"--target": ("table", "text"), "--task": ("table",), "--time-column": ("table",),
+              "--text-column": ("text",), "--fold-labels": ("text",), "--header": ("table", "text"),
+              "--drop-missing-target": ("table",), "--img-size": ("detection",), "--duplicates": ("detection",)}
+
+
+def _front_door(kind: str):
+    """The ``create`` of a kind's ``deepflow new`` (kinds/<kind>/new.py)."""
+    import importlib
+
+    return importlib.import_module(f"deepflow.kinds.{kind}.new").create
 
 
 @app.command()

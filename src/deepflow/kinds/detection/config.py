@@ -1,4 +1,9 @@
-"""Typed defaults of the ``detection`` kind; an entry's ``config:`` and ``key=value`` override them."""
+"""Typed defaults of the ``detection`` kind; an entry's ``config:`` and ``key=value`` override them.
+
+Any YOLO-format image folder is an entry (``datasets/<name>.yaml``, ``kind: detection``):
+``prepared_dir`` holds the prepared splits (``labels.py``); ``classes`` (the entry's identity: the
+class names, index = class id in the prepared labels) comes from the entry file only.
+"""
 
 from __future__ import annotations
 
@@ -56,12 +61,27 @@ class CocoConfig:
 
 
 @dataclass
-class DetectionConfig:
-    # The classes are the kind's fixed six (labels.py) until they come from the dataset (issue 15):
-    # then `classes` joins the identity, as `labels` did for text.
-    IDENTITY_KEYS: ClassVar[tuple[str, ...]] = ()
+class SplitConfig:
+    """Shares of a content-hash split, used by prepare when the folder has no split of its own."""
 
+    val: float = 0.15
+    test: float = 0.15
+    seed: int = 0  # salt of the content hash (changing it reshuffles the split)
+
+
+@dataclass
+class DetectionConfig:
+    IDENTITY_KEYS: ClassVar[tuple[str, ...]] = ("classes",)
+
+    classes: list[str] = field(default_factory=list)  # class names; index = class id in the prepared labels
+    source: str = ""  # the user's folder copy, project-relative; "" for generated data
     prepared_dir: str = ""
+    budget_s: float | None = None  # wall clock of a whole `deepflow run`; None = no limit
+    # identical images in two splits: "drop" (prepare drops the later copies, in split order train,
+    # val, test, and records them) or "fail" (left in place: the contract fails)
+    duplicates: str = "drop"
+    class_ids: dict[int, int] = field(default_factory=dict)  # source class id -> index into classes; {} = identity
+    split: SplitConfig = field(default_factory=SplitConfig)
     candidates: list[str] = field(default_factory=lambda: ["shallow", "deep"])
     baselines: list[str] = field(default_factory=list)
     register_baselines: bool = False

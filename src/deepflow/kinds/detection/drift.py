@@ -11,7 +11,8 @@ Signals, each against the champion's reference frames (the prepared train split)
 * with the champion detector, on at most ``scored_frames`` reference frames and every current
   frame (up to ``max_frames``): ``detections_per_frame`` at or above the reporting threshold
   (PSI/KS), ``detection_score`` (the confidence of those detections, PSI/KS) and
-  ``detected_classes`` (total variation of the class shares, confirmed by a chi-square test).
+  ``detected_classes`` (total variation of the shares of the champion's classes, its scorer's
+  ``classes``, confirmed by a chi-square test).
   A camera that fogs up shows as fewer, less confident detections before anyone labels a frame.
 
 Batches are a folder of image files or a parquet table with an ``image`` column of encoded bytes.
@@ -43,11 +44,12 @@ from deepflow.drift.batches import (
 )
 from deepflow.drift.report import DriftConfig, DriftReport, Signal, numeric_signal, summarise
 from deepflow.drift.statistics import chi2_pvalue, total_variation
-from deepflow.kinds.detection.labels import CLASSES, decode
+from deepflow.kinds.detection.labels import decode
 
 IMAGE, FILE = "image", "file"  # as deepflow.batch reads a folder: encoded bytes, path in the folder
 STATS = ("brightness", "contrast", "red", "green", "blue", "sharpness")
 STATS_SIZE = 160  # longest side the statistics are computed at
+SHARES_SHOWN = 8  # classes named in detected_classes' detail, largest share change first
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
@@ -76,13 +78,18 @@ def stats_frame(images: list[bytes]) -> tuple[pd.DataFrame, list[int]]:
     return pd.DataFrame(np.array(rows).reshape(-1, len(STATS)), columns=list(STATS)), bad
 
 
-def detections(scorer: Any, images: list[bytes], threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(detections per image (N,), scores (D,), class counts (C,)) at or above ``threshold``."""
+def detected(scorer: Any, images: list[bytes], threshold: float) -> pd.DataFrame:
+    """The scorer's detections on ``images`` at or above ``threshold``."""
     found = scorer.predict(pd.DataFrame({IMAGE: images}))
-    found = found[found["score"] >= threshold]
-    per_frame = np.bincount(found["image"].to_numpy(dtype=np.int64), minlength=len(images)).astype(np.float64)
-    classes = found["class"].map({c: i for i, c in enumerate(CLASSES)}).to_numpy(dtype=np.int64)
-    return per_frame, found["score"].to_numpy(dtype=np.float64), np.bincount(classes, minlength=len(CLASSES))
+    return found[found["score"] >= threshold]
+
+
+def detections(found: pd.DataFrame, n_images: int, classes: Sequence[str]) -> tuple[np.ndarray, np.ndarray,
+                                                                                     np.ndarray]:
+    """(detections per image (N,), scores (D,), counts per class of ``classes`` (C,)) of ``detected``'s frame."""
+    per_frame = np.bincount(found["image"].to_numpy(dtype=np.int64), minlength=n_images).astype(np.float64)
+    idx = found["class"].map({c: i for i, c in enumerate(classes)}).dropna().to_numpy(dtype=np.int64)
+    return per_frame, found["score"].to_numpy(dtype=np.float64), np.bincount(idx, minlength=len(classes))
 
 
 def detect(reference: pd.DataFrame, current: pd.DataFrame, cfg: DriftConfig, scorer: Any = None, *,
@@ -133,8 +140,11 @@ def _sizes(frame: pd.DataFrame) -> set[tuple[int, int]]:
 
 def _detection_signals(scorer: Any, ref: list[bytes], cur: list[bytes], thr: float, cfg: DriftConfig,
                        samples: dict) -> list[Signal]:
-    n_r, s_r, k_r = detections(scorer, ref, thr)
-    n_c, s_c, k_c = detections(scorer, cur, thr)
+    found_r, found_c = detected(scorer, ref, thr), detected(scorer, cur, thr)
+    # the model's classes; a stand-in scorer without them: the names either side detected
+    classes = list(getattr(scorer, "classes", None) or sorted(set(found_r["class"]) | set(found_c["class"])))
+    n_r, s_r, k_r = detections(found_r, len(ref), classes)
+    n_c, s_c, k_c = detections(found_c, len(cur), classes)
     out = [numeric_signal("detections_per_frame", n_r, n_c, cfg)]
     out[-1].detail += f"; mean {n_r.mean():.2f} -> {n_c.mean():.2f}"
     samples["detections_per_frame"] = (n_r, n_c)
@@ -144,8 +154,11 @@ def _detection_signals(scorer: Any, ref: list[bytes], cur: list[bytes], thr: flo
         samples["detection_score"] = (s_r, s_c)
     if k_r.sum() and k_c.sum():
         tvd, p = total_variation(k_r, k_c), chi2_pvalue(k_r, k_c)
-        shares = ", ".join(f"{c} {a / k_r.sum():.0%}->{b / k_c.sum():.0%}" for c, a, b in zip(CLASSES, k_r, k_c,
-                                                                                              strict=True))
+        share_r, share_c = k_r / k_r.sum(), k_c / k_c.sum()
+        moved = [k for k in np.argsort(-np.abs(share_c - share_r), kind="stable") if k_r[k] or k_c[k]]
+        shares = ", ".join(f"{classes[k]} {share_r[k]:.0%}->{share_c[k]:.0%}" for k in moved[:SHARES_SHOWN])
+        if len(moved) > SHARES_SHOWN:
+            shares += f", ... (+{len(moved) - SHARES_SHOWN} classes)"
         out.append(Signal("detected_classes", "tvd", tvd, cfg.class_share_shift,
                           bool(tvd >= cfg.class_share_shift and p < cfg.pvalue), f"{shares} (chi2 p={p:.1e})"))
     return out

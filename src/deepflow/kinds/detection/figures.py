@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -11,15 +13,20 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from deepflow.kinds.detection.labels import CLASSES, decode
+from deepflow.kinds.detection.labels import decode
 from deepflow.kinds.detection.metrics import Matched, ground_truth
 
-COLOURS = dict(zip(CLASSES, plt.get_cmap("tab10").colors[: len(CLASSES)], strict=True))
+
+def colours(classes: Sequence[str]) -> dict[str, tuple]:
+    """One colour per class: tab10 up to ten classes, tab20 cycling beyond."""
+    palette = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20").colors
+    return {name: palette[k % len(palette)] for k, name in enumerate(classes)}
 
 
-def detection_grid(frame: pd.DataFrame, dets: pd.DataFrame, threshold: float, title: str,
+def detection_grid(frame: pd.DataFrame, dets: pd.DataFrame, threshold: float, title: str, classes: Sequence[str],
                    n: int = 12, cols: int = 4) -> Figure:
     """The first ``n`` frames: true boxes dashed white, detections >= threshold coloured by class."""
+    colour = colours(classes)
     n = min(n, len(frame))
     rows = max(1, -(-n // cols))
     fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
@@ -35,8 +42,8 @@ def detection_grid(frame: pd.DataFrame, dets: pd.DataFrame, threshold: float, ti
         mine = shown[shown["image"] == i]
         columns = (mine[c] for c in ("x1", "y1", "x2", "y2", "class", "score"))
         for x1, y1, x2, y2, name, score in zip(*columns, strict=True):
-            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec=COLOURS[name], lw=1.2))
-            ax.text(x1, y1, f"{name[:4]} {score:.2f}", color=COLOURS[name], fontsize=6, va="bottom")
+            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec=colour[name], lw=1.2))
+            ax.text(x1, y1, f"{name[:4]} {score:.2f}", color=colour[name], fontsize=6, va="bottom")
     fig.suptitle(f"{title} (dashed: truth; score >= {threshold:.2f})")
     fig.tight_layout()
     return fig
@@ -46,38 +53,42 @@ def pr_curves(matched: Matched, title: str) -> Figure:
     """Precision-recall per class at IoU 0.5 (COCO's interpolated envelope)."""
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     ap = matched.ap()[:, 0]
-    for k, name in enumerate(CLASSES):
+    colour = colours(matched.classes)
+    for k, name in enumerate(matched.classes):
         if np.isnan(ap[k]):
             continue
         recall, precision, _ = matched.pr_curve(k)
         envelope = np.maximum.accumulate(precision[::-1])[::-1] if len(precision) else precision
-        ax.plot(np.r_[0, recall], np.r_[1, envelope], color=COLOURS[name], label=f"{name} AP50 {ap[k]:.3f}")
+        ax.plot(np.r_[0, recall], np.r_[1, envelope], color=colour[name], label=f"{name} AP50 {ap[k]:.3f}")
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=title)
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(loc="lower left", fontsize=8 if len(matched.classes) <= 10 else 6)
     fig.tight_layout()
     return fig
 
 
-def counts_per_frame(frame: pd.DataFrame, dets: pd.DataFrame, threshold: float, title: str) -> tuple[Figure, dict]:
+def counts_per_frame(frame: pd.DataFrame, dets: pd.DataFrame, threshold: float, title: str,
+                     classes: Sequence[str]) -> tuple[Figure, dict]:
     """Counts: mean objects per frame by class, true vs counted at ``threshold``.
 
     Returns the figure and per-class mean absolute count error per frame.
     """
-    truth = Matched(frame, dets.head(0)).gt_counts  # (N, K)
+    classes = list(classes)
+    truth = Matched(frame, dets.head(0), classes).gt_counts  # (N, K)
     kept = dets[dets["score"] >= threshold]
     counted = np.zeros_like(truth)
-    idx = kept["class"].map({n: k for k, n in enumerate(CLASSES)}).to_numpy(dtype=np.int64)
+    idx = kept["class"].map({n: k for k, n in enumerate(classes)}).to_numpy(dtype=np.int64)
     np.add.at(counted, (kept["image"].to_numpy(dtype=np.int64), idx), 1)
-    mae = {name: float(np.abs(counted[:, k] - truth[:, k]).mean()) for k, name in enumerate(CLASSES)}
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    x = np.arange(len(CLASSES))
+    mae = {name: float(np.abs(counted[:, k] - truth[:, k]).mean()) for k, name in enumerate(classes)}
+    fig, ax = plt.subplots(figsize=(min(max(6, 0.6 * len(classes)), 24), 3.8))
+    x = np.arange(len(classes))
     ax.bar(x - 0.2, truth.mean(0), 0.4, label="true", color="grey")
     ax.bar(x + 0.2, counted.mean(0), 0.4, label=f"counted (score >= {threshold:.2f})",
-           color=[COLOURS[n] for n in CLASSES])
-    for k, name in enumerate(CLASSES):
+           color=list(colours(classes).values()))
+    for k, name in enumerate(classes):
         ax.text(k, max(truth[:, k].mean(), counted[:, k].mean()), f"MAE {mae[name]:.2f}", ha="center",
                 va="bottom", fontsize=7)
-    ax.set(xticks=x, xticklabels=CLASSES, ylabel="objects per frame (mean)", title=title)
+    ax.set(xticks=x, ylabel="objects per frame (mean)", title=title)
+    ax.set_xticklabels(classes, rotation=0 if len(classes) <= 8 else 60, ha="center" if len(classes) <= 8 else "right")
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig, mae

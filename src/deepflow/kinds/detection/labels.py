@@ -1,8 +1,9 @@
-"""The classes, and the one prepared-data format every detection source is converted to.
+"""The one prepared-data format every detection source is converted to.
 
 A prepared split is a parquet file with one row per image: ``image_id``, ``image`` (encoded
 JPEG/PNG bytes), ``width``, ``height`` and ``labels`` (the image's YOLO label file as text:
-``class cx cy w h`` per line, normalised to [0, 1], classes indexed into ``CLASSES``).
+``class cx cy w h`` per line, normalised to [0, 1], class ids indexing the entry's
+``config.classes``).
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ from __future__ import annotations
 import io
 
 import numpy as np
-
-CLASSES = ("car", "truck", "bus", "motorcycle", "bicycle", "pedestrian")
 
 
 def parse_yolo(text: str) -> tuple[np.ndarray, np.ndarray]:

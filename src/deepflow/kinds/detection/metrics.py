@@ -5,18 +5,20 @@
 101-point interpolated AP, maxDets 100, area "all") with the matching done once; each bootstrap
 resample is then a weighted cumulative sum over images, so 1000 resamples take seconds.
 Detections are frames with one row per box: ``image`` (row position of the image in the split),
-``x1 y1 x2 y2`` (input-image pixels), ``class`` (name) and ``score``.
+``x1 y1 x2 y2`` (input-image pixels), ``class`` (name) and ``score``. ``classes`` are the entry's
+class names (index = class id in the prepared labels).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 from deepflow import stats
-from deepflow.kinds.detection.labels import CLASSES, pixel_boxes
+from deepflow.kinds.detection.labels import pixel_boxes
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
@@ -31,7 +33,7 @@ def ground_truth(frame: pd.DataFrame) -> list[tuple[np.ndarray, np.ndarray]]:
 # --- the reported numbers: faster-coco-eval -----------------------------------------------------
 
 
-def to_coco(frame: pd.DataFrame, dets: pd.DataFrame) -> tuple[dict, list[dict]]:
+def to_coco(frame: pd.DataFrame, dets: pd.DataFrame, classes: Sequence[str]) -> tuple[dict, list[dict]]:
     """(COCO ground-truth dict, COCO results list); image ids are row positions + 1."""
     images, annotations = [], []
     for i, (cls, boxes) in enumerate(ground_truth(frame)):
@@ -40,33 +42,33 @@ def to_coco(frame: pd.DataFrame, dets: pd.DataFrame) -> tuple[dict, list[dict]]:
             annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": int(c) + 1,
                                 "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
     gt = {"images": images, "annotations": annotations,
-          "categories": [{"id": k + 1, "name": n} for k, n in enumerate(CLASSES)]}
-    index = {n: k + 1 for k, n in enumerate(CLASSES)}
+          "categories": [{"id": k + 1, "name": n} for k, n in enumerate(classes)]}
+    index = {n: k + 1 for k, n in enumerate(classes)}
     columns = (dets[c].tolist() for c in DET_COLUMNS)
     results = [{"image_id": int(i) + 1, "category_id": index[c], "score": float(s),
                 "bbox": [x1, y1, x2 - x1, y2 - y1]} for i, x1, y1, x2, y2, c, s in zip(*columns, strict=True)]
     return gt, results
 
 
-def coco_metrics(frame: pd.DataFrame, dets: pd.DataFrame) -> dict[str, float]:
+def coco_metrics(frame: pd.DataFrame, dets: pd.DataFrame, classes: Sequence[str]) -> dict[str, float]:
     """map50, map (0.5:0.95) and per-class ap50_<class>, ap_<class> (classes with ground truth)."""
     from faster_coco_eval import COCO, COCOeval_faster
 
     logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)
-    gt_dict, results = to_coco(frame, dets)
+    gt_dict, results = to_coco(frame, dets, classes)
     gt = COCO(gt_dict)
     if not gt_dict["annotations"]:
         return {"map50": float("nan"), "map": float("nan")}
     if not results:  # the same keys as with detections: every class with ground truth scores 0
-        present = {CLASSES[a["category_id"] - 1] for a in gt_dict["annotations"]}
-        return {"map50": 0.0, "map": 0.0} | {f"{m}_{n}": 0.0 for n in CLASSES if n in present for m in ("ap50", "ap")}
+        present = {classes[a["category_id"] - 1] for a in gt_dict["annotations"]}
+        return {"map50": 0.0, "map": 0.0} | {f"{m}_{n}": 0.0 for n in classes if n in present for m in ("ap50", "ap")}
     evaluator = COCOeval_faster(gt, gt.loadRes(results), iouType="bbox", print_function=lambda *a: None)
     evaluator.evaluate()
     evaluator.accumulate()
     evaluator.summarize()
     precision = evaluator.eval["precision"][:, :, :, 0, -1]  # (T, R, K), area "all", maxDets 100
     out = {"map50": float(evaluator.stats[1]), "map": float(evaluator.stats[0])}
-    for k, name in enumerate(CLASSES):
+    for k, name in enumerate(classes):
         if (precision[:, :, k] > -1).any():
             out[f"ap50_{name}"] = float(precision[0, :, k].mean())
             out[f"ap_{name}"] = float(precision[:, :, k].mean())
@@ -116,13 +118,14 @@ class Matched:
     all-ones weights reproduce COCOeval exactly.
     """
 
-    def __init__(self, frame: pd.DataFrame, dets: pd.DataFrame) -> None:
+    def __init__(self, frame: pd.DataFrame, dets: pd.DataFrame, classes: Sequence[str]) -> None:
+        self.classes = list(classes)
         truth = ground_truth(frame)
         self.n_images = len(truth)
-        self.gt_counts = np.zeros((self.n_images, len(CLASSES)))  # (N, K)
+        self.gt_counts = np.zeros((self.n_images, len(self.classes)))  # (N, K)
         for i, (cls, _) in enumerate(truth):
             np.add.at(self.gt_counts[i], cls, 1)
-        cls_idx = dets["class"].map({n: k for k, n in enumerate(CLASSES)}).to_numpy(dtype=np.int64)
+        cls_idx = dets["class"].map({n: k for k, n in enumerate(self.classes)}).to_numpy(dtype=np.int64)
         images = dets["image"].to_numpy(dtype=np.int64)
         boxes = dets[["x1", "y1", "x2", "y2"]].to_numpy(dtype=np.float64)
         scores = dets["score"].to_numpy(dtype=np.float64)
@@ -132,7 +135,7 @@ class Matched:
             gt_cls, gt_boxes = truth[i]
             tp[rows] = match_image(boxes[rows], scores[rows], gt_boxes[gt_cls == k])
         self.per_class = []  # per class: (image of each detection, tp flags (D, T)) in COCO order
-        for k in range(len(CLASSES)):
+        for k in range(len(self.classes)):
             rows = np.flatnonzero(cls_idx == k)
             # COCO concatenates per image (ascending id), each by score, then stable-sorts by score
             rows = rows[np.lexsort((-scores[rows], images[rows]))]
@@ -144,7 +147,7 @@ class Matched:
         w = np.ones(self.n_images) if weights is None else np.asarray(weights, dtype=np.float64)
         positives = w @ self.gt_counts  # (K,)
         n_thresholds = len(IOU_THRESHOLDS[thresholds])
-        out = np.full((len(CLASSES), n_thresholds), np.nan)
+        out = np.full((len(self.classes), n_thresholds), np.nan)
         for k, (images, tp, _) in enumerate(self.per_class):
             if positives[k] <= 0:
                 continue

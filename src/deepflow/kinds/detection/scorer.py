@@ -2,16 +2,19 @@
 
 ``predict(frame)`` takes a frame with an ``image`` column of JPEG/PNG bytes and returns one row per
 detection: ``image`` (row position in the input), ``x1 y1 x2 y2`` (input-image pixels), ``class``
-and ``score``. Images are letterboxed (aspect kept, grey padding right/bottom) to ``size`` pixels.
+(a name from the scorer's ``classes``, the entry's class names it was trained on) and ``score``.
+Images are letterboxed (aspect kept, grey padding right/bottom) to ``size`` pixels.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from deepflow.kinds.detection.labels import CLASSES, decode, pixel_boxes
+from deepflow.kinds.detection.labels import decode, pixel_boxes
 
 GREY = 114
 
@@ -47,12 +50,14 @@ def to_tensors(frame: pd.DataFrame, size: int) -> tuple[torch.Tensor, torch.Tens
 
 
 class DetectorScorer:
-    """An eval-mode detector plus its letterbox preprocessing and NMS postprocessing."""
+    """An eval-mode detector plus its letterbox preprocessing and NMS postprocessing; ``classes``
+    names its class ids (serving, batch scoring and drift read them from here)."""
 
-    def __init__(self, net, size: int, *, min_score: float = 0.01, iou: float = 0.6,
+    def __init__(self, net, size: int, classes: Sequence[str], *, min_score: float = 0.01, iou: float = 0.6,
                  max_det: int = 100, batch_size: int = 32) -> None:
         self.net = net.eval()
         self.size = size
+        self.classes = [str(c) for c in classes]
         self.min_score, self.iou, self.max_det, self.batch_size = min_score, iou, max_det, batch_size
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -69,18 +74,20 @@ class DetectorScorer:
                 # back to the input's pixels, clipped to its frame (the letterbox pads right/bottom)
                 xyxy = np.clip(boxes.numpy().astype(np.float64) / scale, 0, [w, h, w, h])
                 parts.append((start + i, xyxy, scores.numpy(), cls.numpy()))
-        return detections_frame(parts)
+        return detections_frame(parts, self.classes)
 
 
-def detections_frame(parts: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]) -> pd.DataFrame:
-    """[(image position, boxes (D, 4), scores (D,), class ids (D,))] -> one row per detection."""
+def detections_frame(parts: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]],
+                     classes: Sequence[str]) -> pd.DataFrame:
+    """[(image position, boxes (D, 4), scores (D,), class ids (D,))] -> one row per detection,
+    its class named from ``classes``."""
     n = sum(len(p[2]) for p in parts)
     image = np.concatenate([np.full(len(p[2]), p[0], dtype=np.int64) for p in parts]) if n else np.zeros(0, np.int64)
     boxes = np.concatenate([p[1] for p in parts]).astype(np.float64) if n else np.zeros((0, 4))
     return pd.DataFrame({
         "image": image,
         "x1": boxes[:, 0], "y1": boxes[:, 1], "x2": boxes[:, 2], "y2": boxes[:, 3],
-        "class": pd.Series([CLASSES[c] for p in parts for c in p[3]], dtype=object),
+        "class": pd.Series([classes[c] for p in parts for c in p[3]], dtype=object),
         "score": np.concatenate([p[2] for p in parts]).astype(np.float64) if n else np.zeros(0),
     })
 

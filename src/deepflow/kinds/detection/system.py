@@ -19,11 +19,11 @@ class DetectorSystem(L.LightningModule):
     """Batches are (images (B, 3, S, S) uint8, targets (B, M, 5)); validation scores the val
     split through the serving scorer's own decode + NMS and logs its mAP@0.5 and mAP@0.5:0.95."""
 
-    def __init__(self, net: nn.Module, val: pd.DataFrame, size: int, *, lr: float, weight_decay: float,
-                 total_steps: int, augment_cfg: AugmentConfig, box_weight: float, iou_kind: str,
-                 seed: int) -> None:
+    def __init__(self, net: nn.Module, val: pd.DataFrame, size: int, classes: list[str], *, lr: float,
+                 weight_decay: float, total_steps: int, augment_cfg: AugmentConfig, box_weight: float,
+                 iou_kind: str, seed: int) -> None:
         super().__init__()
-        self.net, self.val_frame, self.size = net, val, size
+        self.net, self.val_frame, self.size, self.classes = net, val, size, list(classes)
         self.lr, self.weight_decay, self.total_steps = lr, weight_decay, total_steps
         self.augment_cfg, self.box_weight, self.iou_kind = augment_cfg, box_weight, iou_kind
         self.generator = torch.Generator().manual_seed(seed)
@@ -48,7 +48,7 @@ class DetectorSystem(L.LightningModule):
         scale = self.size / frame[["width", "height"]].max(axis=1).to_numpy(dtype=np.float64)
         parts = [(i, b.numpy() / scale[i], s.numpy(), c.numpy()) for i, (b, s, c) in enumerate(self._val)]
         self._val.clear()
-        matched = Matched(frame, detections_frame(parts))
+        matched = Matched(frame, detections_frame(parts, self.classes), self.classes)
         ap = matched.ap()
         self.log("val/map50", float(np.nanmean(ap[:, 0])) if np.isfinite(ap).any() else 0.0)
         self.log("val/map", float(np.nanmean(ap)) if np.isfinite(ap).any() else 0.0)

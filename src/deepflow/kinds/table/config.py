@@ -50,6 +50,8 @@ class ReadConfig:
     encoding: str = "utf-8"
     header: bool = True
     na_values: list[str] = field(default_factory=list)  # text read as missing (CSV: "NA", "null", ...; typed: none)
+    quoting: bool = True  # CSV: standard quoting ("a, b" is one field); false: quotes are text (stray quotes)
+    strip: bool = True  # text values stripped of surrounding spaces (false: kept, as the text kind reads labels)
     max_rows: int = 1_000_000  # larger files are sampled (seeded, uniform) to this many rows
 
 

@@ -1,5 +1,8 @@
 """Reading a table a user brings: CSV/TSV/text, JSON lines or Parquet, whatever its encoding.
 
+Long because: detection (format, encoding, delimiter, quoting, header), streaming with sampling
+and typing belong together: the prepare stage must read a file exactly as ``deepflow new`` did.
+
 ``read_table`` detects how the file is written (format, encoding, delimiter, header) and records
 it in a :class:`ReadConfig` (with the text read as missing, :data:`NA_VALUES`), so the prepare
 stage reads the file exactly as ``deepflow new`` did. Text columns are typed the same way every
@@ -8,6 +11,11 @@ codes with a leading zero included, stays a string), independent of how a file i
 Files with more than ``max_rows`` rows are sampled while streaming (bounded memory): a row is kept
 when a seeded hash of its content is among the ``max_rows`` smallest, a uniform sample that
 mostly keeps its rows as the file grows. Problems a user can fix are one-line :class:`TableError`.
+
+Quoting is detected too: when standard CSV quoting swallows line breaks into a field or gives
+rows of unequal length (stray quotes, as in hand-made text files) and reading quotes as text
+gives one row of the header's width per line, the file is read with quoting off
+(``read.quoting: false``), and a note says so.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import codecs
 import csv
 import io
 import re
+import sys
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -25,6 +34,7 @@ import pandas as pd
 
 from deepflow.kinds.table.config import ReadConfig
 from deepflow.kinds.table.roles import parse_datetime  # noqa: F401 (re-exported: dates as prepare reads them)
+from deepflow.newentry import EntryError
 
 HEAD_BYTES = 64 * 1024  # what the detection looks at
 CHUNK_ROWS = 200_000  # rows per chunk while streaming
@@ -40,18 +50,20 @@ _SIGNATURES = {b"PK\x03\x04": "a zip archive (an Excel .xlsx workbook?): export 
                b"SQLite format 3": "an SQLite database: export a table as CSV"}
 
 
-class TableError(ValueError):
+class TableError(EntryError):
     """A file that is not a usable table, or a table that cannot be learned from: one line that
     says what is wrong and, when it can, what to do."""
 
 
 def read_table(path: str | Path, read_cfg: ReadConfig | None = None, seed: int = 0, max_rows: int | None = None,
-               header: bool | None = None) -> tuple[pd.DataFrame, ReadConfig, list[str]]:
+               header: bool | None = None, na_values: list[str] | None = None,
+               strip: bool | None = None) -> tuple[pd.DataFrame, ReadConfig, list[str]]:
     """The table in ``path`` as typed columns, how it was read, and notes worth printing.
 
     ``read_cfg`` None: detect everything (``deepflow new``); given: read exactly that way (prepare).
     ``max_rows`` overrides the config's sample size; ``seed`` salts the sample's hash; ``header``
-    (text files) overrides the detected header row.
+    (text files) overrides the detected header row; ``na_values`` (text files) the text read as
+    missing; ``strip`` whether text values lose their surrounding spaces.
     """
     path = Path(path)
     if not path.is_file():
@@ -64,6 +76,10 @@ def read_table(path: str | Path, read_cfg: ReadConfig | None = None, seed: int =
         cfg = replace(cfg, max_rows=max_rows)
     if header is not None and cfg.format == "csv":
         cfg = replace(cfg, header=header)
+    if na_values is not None and cfg.format == "csv":
+        cfg = replace(cfg, na_values=list(na_values))
+    if strip is not None:
+        cfg = replace(cfg, strip=strip)
     if cfg.format == "parquet":
         frame, total = _read_parquet(path, cfg.max_rows, seed)
     elif cfg.format == "jsonl":
@@ -111,8 +127,63 @@ def detect(path: Path, notes: list[str]) -> ReadConfig:
     if text.lstrip()[:1] in ("{", "["):
         return ReadConfig(format="jsonl", encoding=encoding)
     delimiter = sniff_delimiter(text)
-    return ReadConfig(format="csv", delimiter=delimiter, encoding=encoding, header=has_header(text, delimiter),
-                      na_values=list(NA_VALUES))
+    why = choose_quoting(path, encoding, delimiter)
+    if why:  # stray quotes may have misled the delimiter too: sniff again with quotes as text
+        delimiter = sniff_delimiter(text, quoting=False)
+        why = choose_quoting(path, encoding, delimiter)
+    quoting = why is None
+    if why:
+        notes.append(f"quoting off (read.quoting: false): {why}")
+    return ReadConfig(format="csv", delimiter=delimiter, encoding=encoding,
+                      header=has_header(text, delimiter, quoting), na_values=list(NA_VALUES), quoting=quoting)
+
+
+def _shape(path: Path, encoding: str, delimiter: str, quoting: bool) -> tuple[Counter, int, bool]:
+    """How the csv module reads the whole file: the widths of its non-blank rows (fields -> rows),
+    the line breaks that fell inside (quoted) fields, and whether the quoting looks stray: a quote
+    the strict reader rejects (text after a closing quote, a quote never closed), or a field that
+    swallowed whole lines holding as many delimiters as a row."""
+    csv.field_size_limit(max(csv.field_size_limit(), min(sys.maxsize, 2**31 - 1)))  # a long text is a field
+    mode = csv.QUOTE_MINIMAL if quoting else csv.QUOTE_NONE
+    for strict in (True, False) if quoting else (False,):
+        widths: Counter = Counter()
+        swallowed = last = 0
+        stray = not strict and quoting
+        with path.open(encoding=encoding, errors="replace", newline="") as f:
+            reader = csv.reader(f, delimiter=delimiter, quoting=mode, strict=strict)
+            try:
+                for row in reader:
+                    spanned, last = reader.line_num - last, reader.line_num
+                    if not any(field.strip() for field in row):
+                        continue
+                    widths[len(row)] += 1
+                    if spanned > 1:
+                        swallowed += spanned - 1
+                        width = max(widths, key=widths.get)
+                        stray = stray or any(line.count(delimiter) >= width - 1 for field in row if "\n" in field
+                                             for line in field.replace("\r\n", "\n").split("\n")[1:-1])
+            except csv.Error:
+                continue  # the strict reader refused a quote: read again leniently, as stray
+        return widths, swallowed, stray
+    raise AssertionError("unreachable")
+
+
+def choose_quoting(path: Path, encoding: str, delimiter: str) -> str | None:
+    """Why standard CSV quoting misreads ``path`` (None: it does not; keep it). Quoting is dropped
+    only when it swallows line breaks or gives rows of unequal width, its quotes look stray (see
+    :func:`_shape`), and quotes read as text give every non-blank line one row of the same width
+    (> 1). Well-formed quoted fields (a delimiter or a line break inside quotes) keep quoting."""
+    widths, swallowed, stray = _shape(path, encoding, delimiter, True)
+    if (len(widths) <= 1 and not swallowed) or not stray:
+        return None
+    plain, _, _ = _shape(path, encoding, delimiter, False)
+    if len(plain) != 1 or next(iter(plain)) < 2:
+        return None
+    if swallowed:
+        return (f"standard CSV quoting lets stray quotes swallow {swallowed:,} line breaks; read with quotes as text, "
+                f"every line is one row of {next(iter(plain))} fields")
+    return (f"with standard CSV quoting rows have {' or '.join(map(str, sorted(widths)))} fields; read with quotes as "
+            f"text, every line is one row of {next(iter(plain))} fields")
 
 
 def detect_encoding(path: Path, head: bytes, notes: list[str]) -> str:
@@ -147,12 +218,14 @@ def detect_encoding(path: Path, head: bytes, notes: list[str]) -> str:
     return fallback
 
 
-def sniff_delimiter(text: str) -> str:
+def sniff_delimiter(text: str, quoting: bool = True) -> str:
     """The delimiter among :data:`DELIMITERS` that splits the most lines into the same number (> 1)
-    of fields (quotes respected); ',' when none does (a single column: read_table says so)."""
+    of fields (quotes respected unless ``quoting`` is off); ',' when none does (a single column:
+    read_table says so)."""
     best, best_key = ",", (False, 0.0, 0)
+    mode = csv.QUOTE_MINIMAL if quoting else csv.QUOTE_NONE
     for delimiter in DELIMITERS:
-        counts = [len(row) for row in csv.reader(io.StringIO(text), delimiter=delimiter) if row][:500]
+        counts = [len(row) for row in csv.reader(io.StringIO(text), delimiter=delimiter, quoting=mode) if row][:500]
         if not counts:
             continue
         fields, seen = Counter(counts).most_common(1)[0]
@@ -162,12 +235,13 @@ def sniff_delimiter(text: str) -> str:
     return best
 
 
-def has_header(text: str, delimiter: str) -> bool:
+def has_header(text: str, delimiter: str, quoting: bool = True) -> bool:
     """Whether the first row names the columns. Yes when a field is a word over a column of numbers
     (``target`` over 0/1), or when its distinct fields hold column positions in order over numbers
     (``,0,1,2,...``: ``df.to_csv()`` of integer names) and no later row counts up so; else no when a
     field is a number over numbers (data); else yes. ``--header``/``--no-header`` override it."""
-    rows = [row for row in csv.reader(io.StringIO(text), delimiter=delimiter) if row][:50]
+    mode = csv.QUOTE_MINIMAL if quoting else csv.QUOTE_NONE
+    rows = [row for row in csv.reader(io.StringIO(text), delimiter=delimiter, quoting=mode) if row][:50]
     if len(rows) < 2:
         return True
     first, rest = rows[0], rows[1:]
@@ -252,7 +326,8 @@ def _read_csv(path: Path, cfg: ReadConfig, seed: int, notes: list[str]) -> tuple
     """Streams the text file in chunks (sampled past ``max_rows``); when bytes after the detected
     head are not valid in the detected encoding, falls back to cp1252, then Latin-1, and says so."""
     names = None
-    first = next(csv.reader(io.StringIO(_first_line(path, cfg.encoding)), delimiter=cfg.delimiter), [])
+    mode = csv.QUOTE_MINIMAL if cfg.quoting else csv.QUOTE_NONE
+    first = next(csv.reader(io.StringIO(_first_line(path, cfg.encoding)), delimiter=cfg.delimiter, quoting=mode), [])
     if not cfg.header:
         names = [f"column_{i + 1}" for i in range(len(first))]
     elif twice := sorted({f.strip() for f in first if [g.strip() for g in first].count(f.strip()) > 1}):
@@ -265,8 +340,8 @@ def _read_csv(path: Path, cfg: ReadConfig, seed: int, notes: list[str]) -> tuple
         try:
             chunks = pd.read_csv(path, sep=cfg.delimiter, encoding=encoding, header=0 if cfg.header else None,
                                  names=names, dtype=str, keep_default_na=False, na_values=cfg.na_values,
-                                 skipinitialspace=True, index_col=False, chunksize=CHUNK_ROWS,
-                                 encoding_errors="strict")
+                                 skipinitialspace=cfg.strip, index_col=False, chunksize=CHUNK_ROWS,
+                                 encoding_errors="strict", quoting=mode)
             frame, total = _sample(chunks, cfg.max_rows, seed)
         except UnicodeDecodeError as exc:
             if i + 1 == len(encodings):
@@ -279,7 +354,8 @@ def _read_csv(path: Path, cfg: ReadConfig, seed: int, notes: list[str]) -> tuple
         except pd.errors.ParserError as exc:
             raise TableError(f"{path}: not a well-formed table (delimiter {_show(cfg.delimiter)}): "
                              f"{' '.join(str(exc).split())} (a stray delimiter or an unclosed quote?)") from None
-        return type_strings(frame, decimal_comma=cfg.delimiter != ","), total, replace(cfg, encoding=encoding)
+        return (type_strings(frame, decimal_comma=cfg.delimiter != ",", strip=cfg.strip), total,
+                replace(cfg, encoding=encoding))
     raise AssertionError("unreachable")
 
 
@@ -329,18 +405,18 @@ def _read_parquet(path: Path, max_rows: int, seed: int) -> tuple[pd.DataFrame, i
 # --- typing ------------------------------------------------------------------------------------
 
 
-def type_strings(frame: pd.DataFrame, decimal_comma: bool = False) -> pd.DataFrame:
+def type_strings(frame: pd.DataFrame, decimal_comma: bool = False, strip: bool = True) -> pd.DataFrame:
     """Columns read as text, typed from their values: true/false -> boolean, whole numbers -> Int64,
     numbers -> float64 (``1,5`` too when the delimiter is not a comma); everything else stays text
-    (stripped), numbers with a leading zero (``02134``: a code) too. Decided on the distinct values, so chunking cannot
-    change a column's type."""
+    (stripped unless ``strip`` is off), numbers with a leading zero (``02134``: a code) too. Decided on the
+    distinct values, so chunking cannot change a column's type."""
     out = {}
     for name in frame.columns:
         col = frame[name]
         if not pd.api.types.is_string_dtype(col.dtype) and col.dtype != object:
             out[name] = col
             continue
-        col = col.str.strip().replace("", None)
+        col = (col.str.strip() if strip else col).replace("", None)
         distinct = pd.Series(col.dropna().unique(), dtype="str")
         out[name] = col if distinct.empty else _typed(col, distinct, decimal_comma)
     return pd.DataFrame(out, index=frame.index)

@@ -1,6 +1,8 @@
 """Batch part of the ``text`` kind: a ``text`` column in, the arg-max label and its probability out.
 
-The contract (``deepflow.batch``'s docstring): a row whose ``text`` is missing, not a string, or
+The text column is ``text``, or, for an entry made by ``deepflow new`` from a file with a header,
+the source's own text column (``config.text_column``): new files look like the one brought.
+The contract (``deepflow.batch``'s docstring): a row whose text is missing, not a string, or
 empty/blank is rejected; the output adds ``label`` (from the scorer's ``labels``) and
 ``probability`` (of that label).
 """
@@ -20,32 +22,46 @@ OUTPUTS = ("label", "probability")
 
 
 def inputs(model: Model) -> list[str]:
-    return [TEXT]
+    return [text_column(model.name)]
 
 
-def validate_text(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(rows whose ``text`` is a non-empty string, rejects[row, column, reason])."""
+def text_column(name: str) -> str:
+    """The entry's text column in batch files: ``config.text_column`` when its source had a header."""
+    from deepflow import usecase
+
+    try:
+        cfg = usecase.get(name).cfg
+    except Exception:  # an entry that no longer loads: its models still score ``text``
+        return TEXT
+    column = getattr(cfg, "text_column", "")
+    return column if column and cfg.read.header else TEXT
+
+
+def validate_text(frame: pd.DataFrame, column: str = TEXT) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows whose ``column`` is a non-empty string, rejects[row, column, reason])."""
     problems: dict[Any, list[tuple[str, str]]] = {}
-    for row, value in frame[TEXT].items():
+    for row, value in frame[column].items():
         if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
-            problems[row] = [(TEXT, "missing text")]
+            problems[row] = [(column, "missing text")]
         elif not isinstance(value, str):
-            problems[row] = [(TEXT, f"text is not a string ({type(value).__name__})")]
+            problems[row] = [(column, f"text is not a string ({type(value).__name__})")]
         elif not value.strip():
-            problems[row] = [(TEXT, "empty text")]
+            problems[row] = [(column, "empty text")]
     clean = frame.drop(index=list(problems)) if problems else frame
     return clean, rejects_frame(problems)
 
 
 def validate(frame: pd.DataFrame, model: Model) -> tuple[pd.DataFrame, pd.DataFrame]:
-    return validate_text(frame)
+    return validate_text(frame, text_column(model.name))
 
 
 def score(model: Model, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(label and its probability per valid row, rejects)."""
-    clean, rejects = validate_text(frame)
+    column = text_column(model.name)
+    clean, rejects = validate_text(frame, column)
     labels = np.asarray(model.scorer.labels, dtype=object)
-    proba = np.asarray(model.scorer.predict(clean[[TEXT]])) if len(clean) else np.empty((0, len(labels)))
+    proba = (np.asarray(model.scorer.predict(clean[[column]].rename(columns={column: TEXT}))) if len(clean)
+             else np.empty((0, len(labels))))
     best = proba.argmax(axis=1) if len(proba) else np.empty(0, dtype=int)
     return pd.DataFrame({
         "label": pd.Series(labels[best], index=clean.index, dtype=str),

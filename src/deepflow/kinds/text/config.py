@@ -2,7 +2,10 @@
 
 Any labelled text data is an entry (``datasets/<name>.yaml``, ``kind: text``): ``prepared_dir``
 holds the output of ``python -m deepflow.kinds.text.prepare``; ``labels`` (the entry's identity)
-and ``positive`` (or ``null`` for macro-F1 over all classes) come from the entry file.
+and ``positive`` (or ``null`` for macro-F1 over all classes) come from the entry file. An entry
+written by ``deepflow new`` also records its ``source`` file, how it is read (``read``), which
+columns hold the text and the label, and the run's wall-clock ``budget_s``; ``python -m
+deepflow.kinds.text.prepare NAME`` prepares it from those alone.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from deepflow.kinds.table.config import ReadConfig
 from deepflow.promotion import PromotionConfig
 
 
@@ -57,9 +61,24 @@ class BehaviourConfig:
 
 
 @dataclass
+class SplitConfig:
+    val: float = 0.15
+    test: float = 0.15
+    seed: int = 0  # salt of the content hash (changing it reshuffles the split)
+
+
+@dataclass
 class TextConfig:
     prepared_dir: str = ""
     IDENTITY_KEYS: ClassVar[tuple[str, ...]] = ("labels",)
+
+    source: str = ""  # entries from `deepflow new`: the tracked source file (data/sources/<name>/...)
+    read: ReadConfig = field(default_factory=ReadConfig)  # how the source is read (detected by `deepflow new`)
+    text_column: str = ""  # the source's text column
+    label_column: str = ""  # the source's label column
+    fold_labels: bool = False  # labels that differ only in case or surrounding spaces are one class
+    split: SplitConfig = field(default_factory=SplitConfig)
+    budget_s: float | None = None  # wall clock of a whole `deepflow run`; None: no budget
 
     labels: list[str] = field(default_factory=list)  # class ids in this order
     positive: str | None = None  # test/f1 is this class's F1; None = macro F1

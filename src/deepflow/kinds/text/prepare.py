@@ -1,6 +1,11 @@
 """The text entries' DVC prepare stage: any ``text,label`` file -> normalised, deduplicated, stratified splits.
 
-1. read a TSV/CSV (with or without a header; which columns hold text and label is a parameter),
+Two modes: ``python -m deepflow.kinds.text.prepare NAME`` prepares an entry written by ``deepflow
+new`` from its config alone (``source``, ``read``, ``text_column``, ``label_column``,
+``fold_labels``, ``split``; the file is read as ``deepflow new`` read it, by the table kind's
+reader), and ``--src FILE --out DIR`` (a ``params.yaml`` section) prepares a hand-written entry.
+
+1. read the file (which columns hold text and label is a parameter; labels become text: ``1``, not ``1.0``),
 2. normalise the text (HTML entities, Unicode NFC, one space for any run of whitespace),
 3. drop exact duplicates, then *near* duplicates: messages equal after lower-casing, collapsing
    digit runs and reducing punctuation/whitespace to one space (templated messages that differ
@@ -20,6 +25,7 @@ import hashlib
 import html
 import json
 import re
+import sys
 import unicodedata
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -69,6 +75,45 @@ def read(src: Path, p: PrepareParams) -> pd.DataFrame:
     return pd.DataFrame({"text": frame[p.text_column], "label": frame[p.label_column].str.strip()})
 
 
+def label_text(values: pd.Series) -> pd.Series:
+    """A column's values as label strings (missing stays None): whole numbers as ``1`` (not
+    ``1.0``), booleans as ``true``/``false``, text stripped of surrounding spaces."""
+    present = values.notna()
+    if pd.api.types.is_bool_dtype(values.dtype):
+        out = values.map({True: "true", False: "false"})
+    elif pd.api.types.is_numeric_dtype(values.dtype):
+        numbers = pd.to_numeric(values, errors="coerce")
+        whole = bool(((numbers.dropna() % 1) == 0).all())
+        out = numbers.map(lambda v: None if pd.isna(v) else (str(int(v)) if whole else repr(float(v))))
+    else:
+        out = values.map(lambda v: None if v is None or (not isinstance(v, str) and pd.isna(v)) else
+                         (str(v).strip() or None))  # a blank label is no label
+    return pd.Series([v if keep else None for v, keep in zip(out, present, strict=True)], index=values.index,
+                     dtype=object)
+
+
+def label_key(label: str) -> str:
+    """Labels with the same key differ only in case or surrounding spaces."""
+    return label.strip().casefold()
+
+
+def text_label(frame: pd.DataFrame, text_column: str, label_column: str,
+               fold_to: list[str] | None = None) -> tuple[pd.DataFrame, int]:
+    """The source table's (text, label) as strings, and how many rows had no label (left out).
+    ``fold_to``: labels differing from one of these only in case or spaces become it."""
+    for column in (text_column, label_column):
+        if column not in frame.columns:
+            raise ValueError(f"no column {column!r} in the source (columns: {', '.join(map(str, frame.columns))})")
+    labels = label_text(frame[label_column])
+    if fold_to:
+        canonical = {label_key(c): c for c in fold_to}
+        labels = labels.map(lambda v: v if v is None else canonical.get(label_key(v), v))
+    texts = frame[text_column].map(lambda v: "" if v is None or (not isinstance(v, str) and pd.isna(v)) else str(v))
+    out = pd.DataFrame({"text": texts.astype(object), "label": labels})
+    unlabelled = int(out["label"].isna().sum())
+    return out[out["label"].notna()].reset_index(drop=True), unlabelled
+
+
 def deduplicate(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
     frame = frame.assign(text=frame["text"].map(normalise))
     counts = {"raw": len(frame)}
@@ -108,12 +153,68 @@ def prepare(src: Path, out: Path, p: PrepareParams) -> dict[str, int]:
     return counts
 
 
+def entry_params(cfg) -> PrepareParams:
+    """The split parameters of an entry's config (``TextConfig.split``)."""
+    return PrepareParams(val_frac=cfg.split.val, test_frac=cfg.split.test, seed=cfg.split.seed)
+
+
+def prepare_entry(cfg, out: Path, notes: list[str] | None = None) -> dict[str, int]:
+    """An entry written by ``deepflow new``: read ``cfg.source`` as recorded in ``cfg.read``, take
+    the text and label columns (folding labels when ``cfg.fold_labels``), then deduplicate and
+    split as :func:`prepare` does."""
+    from deepflow.kinds.table.read import read_table
+    from deepflow.usecase import project_path
+
+    table, _, read_notes = read_table(project_path(cfg.source), cfg.read)
+    if notes is not None:
+        notes += read_notes
+    pairs, unlabelled = text_label(table, cfg.text_column, cfg.label_column,
+                                   list(cfg.labels) if cfg.fold_labels else None)
+    del table
+    frame, counts = deduplicate(pairs)
+    counts = {"read": len(pairs) + unlabelled, "unlabelled_dropped": unlabelled, **counts}
+    p = entry_params(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, part in split(frame, p).items():
+        part.to_parquet(out / f"{name}.parquet", index=False)
+        counts[name] = len(part)
+    params = {**asdict(p), "source": cfg.source, "text_column": cfg.text_column, "label_column": cfg.label_column,
+              "fold_labels": cfg.fold_labels}
+    (out / "dedup.json").write_text(json.dumps({"params": params, "counts": counts}, indent=2) + "\n")
+    return counts
+
+
+def _entry_main(name: str, out: Path | None) -> None:
+    from deepflow import config, usecase
+    from deepflow.newentry import EntryError
+
+    try:
+        e = usecase.entry(name)
+        if e.kind != "text":
+            raise config.ConfigError(f"{e.path}: kind is {e.kind!r}, not 'text'")
+        cfg = usecase.resolve_config(e)
+        if not cfg.source:
+            raise config.ConfigError(f"{e.path}: config.source is not set (a hand-written entry: prepare it with "
+                                     "--src FILE --out DIR)")
+        out = out or usecase.project_path(cfg.prepared_dir)
+        notes: list[str] = []
+        counts = prepare_entry(cfg, out, notes)
+    except (usecase.UnknownUseCase, config.ConfigError, EntryError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    for note in notes:
+        print(note)
+    print(f"{name}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()) + f" -> {out}")
+
+
 def main() -> None:
     from deepflow.settings import stage_params
 
-    parser = argparse.ArgumentParser(description="normalise, deduplicate and split a text,label file")
-    parser.add_argument("--src", type=Path, required=True, help="the raw text,label file")
-    parser.add_argument("--out", type=Path, required=True, help="folder of the splits, data/prepared/<entry>")
+    parser = argparse.ArgumentParser(description="normalise, deduplicate and split a text,label file: an entry's "
+                                                 "(NAME) or a file's (--src, --out)")
+    parser.add_argument("name", nargs="?", help="an entry written by `deepflow new` (datasets/<name>.yaml)")
+    parser.add_argument("--src", type=Path, help="the raw text,label file")
+    parser.add_argument("--out", type=Path, help="folder of the splits, data/prepared/<entry>")
     parser.add_argument("--params", default=None,
                         help="params.yaml section (default: <out folder name>.prepare when it exists, else the "
                              "defaults); the options below override it")
@@ -123,6 +224,11 @@ def main() -> None:
     parser.add_argument("--text-column", help="the text column (a name, or a 0-based position without a header)")
     parser.add_argument("--label-column", help="the label column")
     args = parser.parse_args()
+    if args.name:
+        _entry_main(args.name, args.out)
+        return
+    if args.src is None or args.out is None:
+        parser.error("give an entry NAME, or --src and --out")
     section = f"{args.out.name}.prepare" if args.params is None else args.params
     try:
         values = stage_params(section) if section else {}

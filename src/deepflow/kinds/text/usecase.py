@@ -24,6 +24,7 @@ from deepflow.kinds.text.text import HashedBag, TokenIds, Vocabulary
 
 CANDIDATES = ("shallow", "deep", "transfer")
 BASELINES = ("tfidf_lr",)
+SHARE = {"shallow": 1.0, "deep": 2.0, "transfer": 2.0, "tfidf_lr": 1.0}  # of a run's fit time, between members
 
 
 class TextScorer:
@@ -104,7 +105,11 @@ class TextUseCase(usecase.UseCase):
         return expectations.frames(splits), expectations.suites(self.cfg)
 
     def members(self) -> list[tuple[str, str]]:
-        return [(c, "candidate") for c in self.cfg.candidates] + [(b, "baseline") for b in self.cfg.baselines]
+        """Candidates, then the reference baselines; within a budget (``budget_s``) the baselines
+        first: they are cheap, and the reference a champion is compared with must be measured."""
+        candidates = [(c, "candidate") for c in self.cfg.candidates]
+        baselines = [(b, "baseline") for b in self.cfg.baselines]
+        return baselines + candidates if getattr(self.cfg, "budget_s", None) else candidates + baselines
 
     def y(self, frame: pd.DataFrame) -> np.ndarray:
         ids = frame["label"].map({label: i for i, label in enumerate(self.cfg.labels)})
@@ -116,16 +121,21 @@ class TextUseCase(usecase.UseCase):
 
     def fit(self, name: str, kind: str, splits: dict[str, pd.DataFrame], log=None, fast_dev_run: bool = False,
             time_limit_s: float | None = None):
-        """Train one member; returns (scorer, info). The TF-IDF baseline ignores ``time_limit_s``."""
+        """Train one member; returns (scorer, info). Within ``time_limit_s``: the networks stop
+        early; the transfer member embeds a share of the training texts when embedding them all
+        would take most of it; the TF-IDF baseline tries no further C when the next fit would
+        not end in time."""
         cfg, m = self.cfg, self.cfg.model
         training.seed_everything(cfg.train.seed, cfg.train.threads)
+        time_limit_s = self._share(name, time_limit_s)
         train, val = splits["train"], splits["val"]
         if kind == "baseline":
-            return self._fit_tfidf(train, val)
+            return self._fit_tfidf(train, val, time_limit_s)
         n_classes = len(cfg.labels)
         if name == "transfer":
-            featurizer = SentenceEncoder()
             cache = settings.cache_dir() / "embeddings"  # the frozen encoder's output, per data version
+            featurizer = SentenceEncoder(cache)
+            train = self._embeddable(featurizer, train, val, cache, time_limit_s)
             x_train, x_val = (torch.from_numpy(featurizer.embed_cached(f["text"].tolist(), cache))
                               for f in (train, val))
             net = EmbeddingHead(featurizer.dim, n_classes, m.head_hidden, m.dropout)
@@ -151,20 +161,54 @@ class TextUseCase(usecase.UseCase):
             fast_dev_run=fast_dev_run, time_limit_s=time_limit_s,
         )
         info = {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "steps": result.steps,
+                "train_rows": len(train), "time_limit_s": time_limit_s or 0.0,
                 "fit_seconds": result.seconds, "messages_per_s": len(train) * result.epochs_run / result.seconds,
                 "parameters": sum(p.numel() for p in net.parameters())}
         return TextScorer(net, cfg.labels, featurizer), info
 
-    def _fit_tfidf(self, train: pd.DataFrame, val: pd.DataFrame):
-        """Word (1-2) + character (2-5) TF-IDF, logistic regression; C chosen on val/f1."""
+    def _share(self, name: str, time_limit_s: float | None) -> float | None:
+        """This member's part of ``time_limit_s`` (what the run has left to fit): the members still
+        to come are weighed by :data:`SHARE`; time a member leaves unused goes to the later ones."""
+        names = [n for n, _ in self.members()]
+        if time_limit_s is None or name not in names:
+            return time_limit_s
+        rest = names[names.index(name):]
+        return time_limit_s * SHARE.get(name, 1.0) / sum(SHARE.get(n, 1.0) for n in rest)
+
+    @staticmethod
+    def _embeddable(encoder: SentenceEncoder, train: pd.DataFrame, val: pd.DataFrame, cache,
+                    time_limit_s: float | None, share: float = 0.6) -> pd.DataFrame:
+        """The training texts the transfer member embeds: all of them, unless (not cached, and)
+        embedding them and the validation texts would take more than ``share`` of the time limit
+        (measured on 64 texts); then the first ones of the split (its order is a content hash)."""
+        import time
+
+        texts = [train["text"].tolist(), val["text"].tolist()]
+        if time_limit_s is None or all(encoder.is_cached(t, cache) for t in texts):
+            return train
+        encoder.embed(train["text"].head(2).tolist())  # loads the encoder: not part of the rate
+        started = time.perf_counter()
+        encoder.embed(train["text"].head(64).tolist())
+        per_text = (time.perf_counter() - started) / min(64, len(train))
+        fits = int(share * time_limit_s / per_text) - len(val)
+        return train if fits >= len(train) else train.head(max(fits, min(len(train), 200)))
+
+    def _fit_tfidf(self, train: pd.DataFrame, val: pd.DataFrame, time_limit_s: float | None = None):
+        """Word (1-2) + character (2-5) TF-IDF, logistic regression; C chosen on val/f1 (the values
+        of ``model.tfidf_c`` in order, as long as the next fit, timed as the slowest so far, ends
+        within ``time_limit_s``)."""
         import time
 
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline, make_union
 
-        started, best = time.perf_counter(), None
+        started, best, slowest, tried = time.perf_counter(), None, 0.0, 0
         for c in self.cfg.model.tfidf_c:
+            elapsed = time.perf_counter() - started
+            if best is not None and time_limit_s is not None and elapsed + slowest > time_limit_s:
+                break
+            tried += 1
             pipeline = make_pipeline(
                 make_union(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
                            TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2)),
@@ -175,9 +219,10 @@ class TextUseCase(usecase.UseCase):
             score = text_metrics(self.y(val), scorer.predict(val), self.positive)["f1"]
             if best is None or score > best[0]:
                 best = (score, c, scorer)
+            slowest = max(slowest, time.perf_counter() - started - elapsed)
         seconds = time.perf_counter() - started
-        return best[2], {"C": best[1], "fit_seconds": seconds,
-                         "messages_per_s": len(train) * len(self.cfg.model.tfidf_c) / seconds}
+        return best[2], {"C": best[1], "fit_seconds": seconds, "C_tried": tried,
+                         "messages_per_s": len(train) * tried / seconds}
 
     # --- evaluation ---------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ near objects partly hide far ones; an object less than ``min_visible`` visible i
 Every image is seeded by (seed, split, index), so any image can be regenerated alone.
 
 ``python -m deepflow.usecases.traffic.generate --out data/prepared/traffic`` writes
-``train/val/test.parquet`` (one row per image, see ``labels.py``) from ``params.yaml``.
+``train/val/test.parquet`` (one row per image, see ``labels.py``; class ids index ``CLASSES``) from ``params.yaml``.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 
-from deepflow.kinds.detection.labels import CLASSES, format_yolo
+from deepflow.kinds.detection.labels import format_yolo
 
+CLASSES = ("car", "truck", "bus", "motorcycle", "bicycle", "pedestrian")  # id = position, as the entry lists them
 SPLITS = ("train", "val", "test")
 SS = 2  # supersampling: draw at 2x, then downscale (anti-aliasing)
 
@@ -365,8 +366,7 @@ def frame_row(p: GenerateParams, split: str, index: int) -> dict:
     img, classes, boxes, tags = render(rng, p)
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=p.jpeg_quality)
-    scale = np.array([p.width, p.height, p.width, p.height], dtype=np.float64)
-    xyxy = boxes / scale
+    xyxy = boxes / np.array([p.width, p.height, p.width, p.height], dtype=np.float64)
     cxcywh = np.concatenate([(xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, :2]], axis=1)
     return {"image_id": f"{split}-{index:06d}", "image": buf.getvalue(), "width": p.width,
             "height": p.height, "labels": format_yolo(classes, cxcywh), **tags}

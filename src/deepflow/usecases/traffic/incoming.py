@@ -3,7 +3,8 @@
 Frames are rendered by the DVC stage's generator (``generate.py``) with another seed, so drift=0
 is the reference's distribution with new scenes (and their true boxes); with a probability
 growing with ``drift`` each frame is turned to night, fogged or blurred (the detection kind's
-``shift_image``), and ``crowded_share`` grows by ``0.5 * drift``.
+``shift_image``), and ``crowded_share`` grows by ``0.5 * drift``. Class ids index the generator's
+``CLASSES``, as in the entry's prepared splits.
 """
 
 from __future__ import annotations
