@@ -95,7 +95,8 @@ def train_pipeline(use_case: UseCaseName, overrides: list[str] | None = None,
     fr_id = str(flow_run.id) if flow_run.id else None
     orchestration = {"flow_run_id": fr_id, "flow_run_name": flow_run.name,
                      "deployment_id": str(deployment.id) if deployment.id else None}
-    clock = budget.Budget(getattr(uc.cfg, "budget_s", None), started=t0 - since_command)  # the entry's promise
+    clock = budget.Budget(getattr(uc.cfg, "budget_s", None), started=t0 - since_command,  # the entry's promise
+                          estimate=getattr(uc, "after_fit_estimate_s", None))
     begun = start(use_case, overrides, fr_id)
     run_id = begun["run_id"]
     try:

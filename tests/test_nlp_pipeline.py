@@ -1,5 +1,5 @@
 """The text kind through the Prefect flow: a made-up three-class dataset as its own entry, one
-YAML file and no code (fast), and the SMS spam bake-off with every candidate (slow)."""
+YAML file and no code, and the SMS spam bake-off with every candidate (both slow)."""
 
 import mlflow
 import pandas as pd
@@ -14,6 +14,7 @@ from tests.entries import TOPICS_CONFIG, write_entry
 from tests.nlp_toy import write_toy_csv
 
 
+@pytest.mark.slow  # a full pipeline (~20 s quiet); tests/test_text_e2e.py covers `deepflow new` for text
 def test_any_text_label_csv_is_one_entry_file(store, datasets, tmp_path) -> None:
     out = tmp_path / "toy"
     prepare(write_toy_csv(tmp_path / "toy.csv"), out,

@@ -210,7 +210,8 @@ def test_embedding_width_and_auto_batch_size() -> None:
 # --- the ladder ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+@pytest.mark.parametrize("task", ["binary", pytest.param("multiclass", marks=pytest.mark.slow),
+                                  pytest.param("regression", marks=pytest.mark.slow)])
 def test_every_member_trains_and_predicts_the_task_shape(task: str) -> None:
     uc, splits = make(task)
     uc.cfg.train.epochs, uc.cfg.train.patience = FAST["epochs"], FAST["patience"]
@@ -231,6 +232,7 @@ def test_every_member_trains_and_predicts_the_task_shape(task: str) -> None:
         assert info["fit_seconds"] > 0
 
 
+@pytest.mark.slow  # ~15 s quiet; CI runs it
 def test_a_regression_network_beats_the_mean() -> None:
     uc, splits = make("regression")
     uc.cfg.train.epochs = 30

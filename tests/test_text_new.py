@@ -225,7 +225,7 @@ def _bad(places: dict[str, Path], kind: str) -> tuple[Path, list[str]]:
     ("all empty", "every text in column 'text' is empty"),
     ("huge text", "the text in row 8 (line 9) has 5,242,880 characters; the limit is 100,000"),
     ("free-text label", "--target 'comment' looks like free text, not a label"),
-    ("rare class", "class 'mixed' (2 rows after duplicates are removed) is too small to appear in train, validation "
+    ("rare class", "class 'mixed' (2 distinct texts of 2 rows) is too small to appear in train, validation "
                    "and test"),
 ])
 def test_bad_input_is_one_line_and_nothing_written(places, kind, message) -> None:
@@ -293,3 +293,71 @@ def test_new_tracks_the_source_and_prepares_with_dvc(tmp_path) -> None:
     assert lock["outs"][0]["path"] == "data/prepared/reviews" and lock["outs"][0]["md5"].endswith(".dir")
     prepared = project / "data/prepared/reviews"
     assert sum(len(pd.read_parquet(prepared / f"{s}.parquet")) for s in ("train", "val", "test")) == 90
+
+
+def test_quoted_commas_mixed_with_stray_quotes_are_read_line_by_line(places, tmp_path) -> None:
+    """A sentiment file as found: most texts quoted around their commas, a few with a quote never
+    closed or an inch mark inside a quoted text, CRLF. Neither quoting on nor off reads it; one row
+    per line with the extra commas in the text does, and prepare reads it the same way."""
+    frame = reviews({"pos": 60, "neg": 60}, seed=5)
+    lines = []
+    for i, (t, lab) in enumerate(zip(frame["text"], frame["label"], strict=True)):
+        t = t.replace(" ", ", ", 1)
+        if i % 20 == 0:
+            lines.append(f'"{t},{lab}')  # an opening quote never closed
+        elif i % 20 == 7:
+            lines.append(f'"{t} on a 5" screen, sadly",{lab}')  # a quote inside a quoted text
+        else:
+            lines.append(f'"{t}",{lab}')
+    (places["in"] / "mixed.csv").write_bytes(("Sentence,Sentiment\r\n" + "\r\n".join(lines) + "\r\n").encode())
+    out = new("mixed", places["in"] / "mixed.csv")
+    assert "kind text:" in out and "loose rows" in out and "text Sentence" in out and "label Sentiment" in out, out
+    cfg = usecase.resolve_config(usecase.entry("mixed"))
+    assert cfg.loose_rows is True and set(cfg.labels) == {"pos", "neg"}
+    parts = splits_of("mixed")
+    every = pd.concat(parts.values())
+    assert len(every) == 120 and set(every["label"]) == {"pos", "neg"}
+    assert every["text"].str.contains('5" screen, sadly', regex=False).sum() == 6
+    assert not every["text"].str.endswith(("pos", "neg")).any()  # no label glued to a text
+    prepare_entry(cfg, tmp_path / "again")
+    for s, part in parts.items():
+        assert pd.read_parquet(tmp_path / "again" / f"{s}.parquet").equals(part)
+
+
+def test_loose_rows_refuse_lines_with_too_few_fields(tmp_path) -> None:
+    from deepflow.kinds.table.read import TableError
+    from deepflow.kinds.text.loose import read_text_file
+
+    body = "text,label,source\n" + "".join(f'"a long, rambling text number {i}",pos,web\n' for i in range(20))
+    (tmp_path / "short.csv").write_text(body + '"broken, text\n' + "plain text with, a comma,neg,web,x\n")
+    with pytest.raises(TableError):
+        read_text_file(tmp_path / "short.csv")
+
+
+def test_a_templated_class_says_its_rows_are_near_duplicates(places) -> None:
+    frame = reviews({"pos": 60}, seed=6)
+    rows = [*zip(frame["text"], frame["label"], strict=True)]
+    rows += [(f"Your account {1000 + i} is suspended, call {5550000 + 7 * i} now", "alert") for i in range(40)]
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(places["in"] / "tpl.csv", index=False)
+    out = new("tpl", places["in"] / "tpl.csv", code=2)
+    assert "'alert' (1 distinct texts of 40 rows)" in out and "near duplicates" in out, out
+    assert not (places["datasets"] / "tpl.yaml").exists()
+
+
+def test_a_small_file_is_an_entry_with_a_noise_note(places) -> None:
+    reviews({"pos": 30, "neg": 20}, seed=7).to_csv(places["in"] / "tiny.csv", index=False)
+    out = new("tiny", places["in"] / "tiny.csv")
+    assert "small data: the test split has 7 texts" in out and "noisy" in out, out
+
+
+def test_rows_longer_than_the_header_are_refused_not_cut(tmp_path) -> None:
+    """pandas cuts a row's extra fields with only a warning (``index_col=False``): the reader says so."""
+    from deepflow.kinds.table.read import TableError
+
+    rows = "".join(f"{i},{i % 3},x{i}\n" for i in range(30))
+    (tmp_path / "long.csv").write_text("a,b,c\n7,1,x,lost\n" + rows)  # the first row: pandas only warns
+    with pytest.raises(TableError, match="more fields than the header"):
+        read_table(tmp_path / "long.csv")
+    (tmp_path / "later.csv").write_text("a,b,c\n" + rows + "7,1,x,lost\n")
+    with pytest.raises(TableError, match="not a well-formed table"):
+        read_table(tmp_path / "later.csv")

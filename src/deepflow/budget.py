@@ -8,7 +8,9 @@ from the flow's start. The flow asks :meth:`Budget.plan` before each member, che
   ``max(10 % of the budget, 10 s, 2 x the largest after-fit cost measured so far)``;
 * a member's **after-fit cost** (loading the splits, evaluating, plots, logging the model) is
   measured on every member that ran (:meth:`Budget.record`); before any ran it is taken as
-  :data:`FIRST_AFTER_FIT_S`;
+  :data:`FIRST_AFTER_FIT_S`, or as the entry's own estimate when its use case gives one
+  (``estimate(member)``: e.g. images' latency probes whose cost grows with their size); an
+  estimate above what was measured (a slower member next) is used instead;
 * the member may **fit** for what is left minus the reserve and its after-fit cost; below
   :data:`MIN_FIT_S` it is skipped (said why) and the ones after it are still asked: a later,
   cheaper member may fit where an expensive one did not.
@@ -74,13 +76,19 @@ class Budget:
     measured: list[float] = field(default_factory=list)  # after-fit seconds of each member that ran
     skipped: list[dict[str, str]] = field(default_factory=list)
     members: list[dict[str, float | str | None]] = field(default_factory=list)  # how the time went
+    # the use case's after-fit estimate for a member (seconds), asked before it starts; None: none
+    estimate: Callable[[str], float] | None = None
 
     def elapsed(self) -> float:
         return self.clock() - self.started
 
     def plan(self, member: str) -> Plan:
         """Decide for ``member`` now; a skip is remembered (:attr:`skipped`)."""
-        decided = plan(member, budget_s=self.budget_s, elapsed_s=self.elapsed(), after_fit_s=self.after_fit_s)
+        after = self.after_fit_s
+        if self.budget_s is not None and self.estimate is not None:
+            guess = float(self.estimate(member))
+            after = max(after, guess) if self.measured else guess
+        decided = plan(member, budget_s=self.budget_s, elapsed_s=self.elapsed(), after_fit_s=after)
         if decided.skipped:
             self.skipped.append({"member": member, "reason": str(decided.reason)})
         return decided

@@ -25,20 +25,21 @@ def guess_kind(path: Path) -> tuple[str, Path, str]:
         return "detection", path.parent, f"{path.name}: a YOLO dataset's description; its folder is read"
     if path.suffix.lower() in _ARCHIVES:
         raise EntryError(f"{path}: an archive; unpack it first and pass the file or folder inside")
-    from deepflow.kinds.table.read import read_table
     from deepflow.kinds.text.infer import looks_like_text
+    from deepflow.kinds.text.loose import read_text_file
 
     head = path
     if path.suffix.lower() != ".parquet" and path.stat().st_size > GUESS_BYTES:
         import tempfile
 
-        data = path.read_bytes()[:GUESS_BYTES]
+        with path.open("rb") as f:
+            data = f.read(GUESS_BYTES)
         cut = data.rfind(b"\n")
         tmp = Path(tempfile.mkdtemp(prefix="deepflow-guess-")) / path.name
         tmp.write_bytes(data[: cut + 1] if cut > 0 else data)
         head = tmp
     try:
-        frame, _, _ = read_table(head, max_rows=5000)
+        frame = read_text_file(head, max_rows=5000)[0]
     except EntryError:
         frame = None  # the file's kind reads it again and says what is wrong
     finally:

@@ -17,6 +17,11 @@ from deepflow.kinds.detection import figures, metrics
 from deepflow.kinds.detection.config import DetectionConfig
 
 SPLITS = ("train", "val", "test")
+# After a member's fit (steps.train_member): 205 single-image latency probes, val and test predicted,
+# the batch-32 throughput (twice 32 test images), then figures, the model logged and the splits read.
+LATENCY_PROBES = 205
+AFTER_FIT_FIXED_S = 8.0
+AFTER_FIT_MARGIN = 1.15
 CANDIDATES = ("shallow", "deep")
 DUPLICATES = ("drop", "fail")
 
@@ -99,10 +104,13 @@ class DetectionUseCase(usecase.UseCase):
         net = build_net(name, len(cfg.classes), m)
         x_train, y_train = to_tensors(splits["train"], m.img_size)
         x_val, y_val = to_tensors(splits["val"], m.img_size)
-        system = DetectorSystem(
+        steps_per_epoch = math.ceil(len(x_train) / t.batch_size)
+        limit = None if time_limit_s is None else time_limit_s - (time.perf_counter() - started)
+        system = DetectorSystem(  # with a time limit the LR schedule follows the clock (system.py)
             net, splits["val"], m.img_size, cfg.classes, lr=t.lr, weight_decay=t.weight_decay,
-            total_steps=t.epochs * math.ceil(len(x_train) / t.batch_size), augment_cfg=cfg.augment,
-            box_weight=t.box_weight, iou_kind=t.iou_loss, seed=t.seed,
+            total_steps=t.epochs * steps_per_epoch, augment_cfg=cfg.augment,
+            box_weight=t.box_weight, iou_kind=t.iou_loss, seed=t.seed, steps_per_epoch=steps_per_epoch,
+            time_limit_s=limit,
         )
         result = training.fit(
             system,
@@ -113,7 +121,7 @@ class DetectionUseCase(usecase.UseCase):
             patience=t.patience,
             log=log,
             fast_dev_run=fast_dev_run,
-            time_limit_s=None if time_limit_s is None else time_limit_s - (time.perf_counter() - started),
+            time_limit_s=limit,
         )
         info = {
             "best_epoch": result.best_epoch,
@@ -123,8 +131,47 @@ class DetectionUseCase(usecase.UseCase):
             "train_images_per_s": result.steps * t.batch_size / max(result.seconds, 1e-9),
             "parameters": sum(p.numel() for p in net.parameters()),
         }
+        if system.resized:  # the schedule was re-sized to the epochs the time limit allowed
+            info["schedule_epochs"] = system.resized[-1] / steps_per_epoch
         scorer = DetectorScorer(net, m.img_size, cfg.classes, min_score=m.min_score, iou=m.nms_iou, max_det=m.max_det)
         return scorer, info
+
+    def after_fit_estimate_s(self, member: str) -> float:
+        """Seconds a member's evaluation will take (a run's budget keeps them, and twice that for the
+        promotion): the images it predicts one by one or in batches, at the single-image pace of the
+        member's network measured here and now on an image of the test split's median size."""
+        import pyarrow.parquet as pq
+
+        sizes = {s: pq.read_table(self.prepared_dir / f"{s}.parquet", columns=["width", "height"]).to_pandas()
+                 for s in ("val", "test")}
+        test = sizes["test"]
+        width, height = (int(test[c].median()) if len(test) else 640 for c in ("width", "height"))
+        images = LATENCY_PROBES + len(sizes["val"]) + len(test) + 2 * min(32, len(test))
+        return AFTER_FIT_FIXED_S + AFTER_FIT_MARGIN * images * self.single_image_s(member, width, height)
+
+    def single_image_s(self, member: str, width: int, height: int, repeats: int = 4) -> float:
+        """Mean seconds of one prediction (decode, letterbox, network, NMS) by an untrained ``member``."""
+        import io
+        import time
+
+        import numpy as np
+        from PIL import Image
+
+        from deepflow.kinds.detection.models import build_net
+        from deepflow.kinds.detection.scorer import DetectorScorer
+
+        m = self.cfg.model
+        buf = io.BytesIO()
+        noise = np.random.default_rng(0).integers(0, 256, (max(height, 1), max(width, 1), 3), dtype=np.uint8)
+        Image.fromarray(noise).save(buf, format="JPEG", quality=90)
+        one = pd.DataFrame({"image": [buf.getvalue()]})
+        scorer = DetectorScorer(build_net(member, len(self.cfg.classes), m), m.img_size, self.cfg.classes,
+                                min_score=m.min_score, iou=m.nms_iou, max_det=m.max_det)
+        scorer.predict(one)  # warm-up
+        start = time.perf_counter()
+        for _ in range(repeats):
+            scorer.predict(one)
+        return (time.perf_counter() - start) / repeats
 
     # --- evaluation ---------------------------------------------------------------------------
 

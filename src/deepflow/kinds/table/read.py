@@ -25,6 +25,7 @@ import csv
 import io
 import re
 import sys
+import warnings
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -342,7 +343,12 @@ def _read_csv(path: Path, cfg: ReadConfig, seed: int, notes: list[str]) -> tuple
                                  names=names, dtype=str, keep_default_na=False, na_values=cfg.na_values,
                                  skipinitialspace=cfg.strip, index_col=False, chunksize=CHUNK_ROWS,
                                  encoding_errors="strict", quoting=mode)
-            frame, total = _sample(chunks, cfg.max_rows, seed)
+            with warnings.catch_warnings():  # pandas drops a long row's extra fields with only a warning
+                warnings.filterwarnings("error", message="Length of header or names", category=pd.errors.ParserWarning)
+                frame, total = _sample(chunks, cfg.max_rows, seed)
+        except pd.errors.ParserWarning:
+            raise TableError(f"{path}: not a well-formed table (delimiter {_show(cfg.delimiter)}): some rows have more "
+                             "fields than the header (a stray delimiter or an unclosed quote?)") from None
         except UnicodeDecodeError as exc:
             if i + 1 == len(encodings):
                 raise TableError(f"{path}: cannot be decoded as {encoding}: {exc.reason}") from None

@@ -74,6 +74,7 @@ class TextConfig:
 
     source: str = ""  # entries from `deepflow new`: the tracked source file (data/sources/<name>/...)
     read: ReadConfig = field(default_factory=ReadConfig)  # how the source is read (detected by `deepflow new`)
+    loose_rows: bool = False  # source lines with unquoted delimiters: the extras belong to the text (text/loose.py)
     text_column: str = ""  # the source's text column
     label_column: str = ""  # the source's label column
     fold_labels: bool = False  # labels that differ only in case or surrounding spaces are one class

@@ -32,14 +32,16 @@ import pandas as pd
 
 from deepflow import newentry, settings
 from deepflow.kinds.table.config import ReadConfig
-from deepflow.kinds.table.read import read_table
 from deepflow.kinds.text import infer
+from deepflow.kinds.text.loose import read_text_file
 from deepflow.kinds.text.prepare import SPLITS, PrepareParams, deduplicate, label_key, normalise, split, text_label
 from deepflow.newentry import EntryError, parse_budget, project_relative
 
 MAX_TEXT_CHARS = 100_000  # a longer text is refused at `new` (a document, not a message: split it)
 LENGTH_TOLERANCE = 1.5  # contract: max_chars is the longest text seen times this (at most MAX_TEXT_CHARS)
 MINORITY = 0.35  # a binary class rarer than this is the positive class (its F1 is the metric)
+SMALL_TEST = 100  # fewer test texts (or SMALL_TEST_CLASS of a class): `new` says the metrics will be noisy
+SMALL_TEST_CLASS = 10
 POSITIVE_NAMES = ("1", "true", "yes", "y", "t", "positive", "pos")
 STAGE_CODE = ("src/deepflow/kinds/text/prepare.py", "src/deepflow/kinds/table/read.py")
 
@@ -161,15 +163,26 @@ def settle(name: str, data: Path, frame: pd.DataFrame, read: ReadConfig, text_co
     parts = split(deduped, params)
     per_class = deduped["label"].value_counts()
     if short := [c for c in labels if any(not (parts[s]["label"] == c).any() for s in SPLITS)]:
-        raise EntryError("class " + ", ".join(f"{c!r} ({per_class.get(c, 0)} rows after duplicates are removed)"
-                                              for c in short)
-                         + " is too small to appear in train, validation and test (each needs a row; 5 or more rows "
-                           "per class): add texts of it, merge it into another class, or remove its rows")
+        raw = pairs["label"].value_counts()
+        dup = any(raw.get(c, 0) > 2 * per_class.get(c, 0) for c in short)
+        raise EntryError("class " + ", ".join(f"{c!r} ({per_class.get(c, 0):,} distinct texts of {raw.get(c, 0):,} "
+                                              "rows)" for c in short)
+                         + " is too small to appear in train, validation and test (each needs a text; 5 or more "
+                           "distinct texts per class)"
+                         + (": most of its rows are exact or near duplicates (texts equal up to case, digits, "
+                            "punctuation and spacing are one text, so a template cannot be in two splits); add "
+                            "other texts of it" if dup else ": add texts of it")
+                         + ", merge it into another class, or remove its rows")
     empty = counts["empty_dropped"]
     removed = len(pairs) - empty - len(deduped)
     lines.append(f"texts     {len(pairs):,} labelled; {empty:,} empty dropped, {removed:,} exact or near duplicates "
                  f"dropped ({counts['conflicting_groups_dropped']:,} groups with conflicting labels), "
                  f"{len(deduped):,} kept")
+    test_counts = parts["test"]["label"].value_counts()
+    if len(parts["test"]) < SMALL_TEST or test_counts.min() < SMALL_TEST_CLASS:
+        lines.append(f"note      small data: the test split has {len(parts['test']):,} texts, the rarest class "
+                     f"{test_counts.idxmin()!r} {test_counts.min():,} of them: test metrics and the promotion gate "
+                     "are noisy (a few texts more or less right move them a lot); more labelled texts steady them")
     shares = (per_class / per_class.sum()).to_dict()
     labels = order_labels(labels)
     positive, metric_why = choose_positive(shares)
@@ -215,16 +228,18 @@ def create(name: str, data: str | Path, *, text_column: str | None = None, label
     entry_path = newentry.check_name(name, force)
     budget_s = parse_budget(budget)
     data = Path(data)
-    frame, read, notes = read_table(data, header=header, na_values=[], strip=False)
+    frame, read, notes, loose = read_text_file(data, header=header)
     if header is None and read.format == "csv" and read.header and (why := _header_is_data(frame)):
-        frame, read, notes = read_table(data, header=False, na_values=[], strip=False)
+        frame, read, notes, loose = read_text_file(data, header=False)
         notes.append(f"no header row: {why} (--header reads the first line as names)")
     lines = [f"read      {data.name}: {read.format}"
              + (f", {read.encoding}, delimiter {read.delimiter!r}, {'a header row' if read.header else 'no header'}"
-                f", quoting {'on' if read.quoting else 'off'}" if read.format == "csv" else "")
+                f", quoting {'on' if read.quoting else 'off'}" + (", loose rows" if loose else "")
+                if read.format == "csv" else "")
              + f"; {len(frame):,} rows, columns {', '.join(map(str, frame.columns[:8]))}"]
     lines += [f"note      {n}" for n in notes]
     config, _, floor_why = settle(name, data, frame, read, text_column, label_column, fold_labels, lines)
+    config["loose_rows"] = loose
     del frame
     for line in lines:
         echo(line)

@@ -162,10 +162,10 @@ def prepare_entry(cfg, out: Path, notes: list[str] | None = None) -> dict[str, i
     """An entry written by ``deepflow new``: read ``cfg.source`` as recorded in ``cfg.read``, take
     the text and label columns (folding labels when ``cfg.fold_labels``), then deduplicate and
     split as :func:`prepare` does."""
-    from deepflow.kinds.table.read import read_table
+    from deepflow.kinds.text.loose import read_text_file
     from deepflow.usecase import project_path
 
-    table, _, read_notes = read_table(project_path(cfg.source), cfg.read)
+    table, _, read_notes, _ = read_text_file(project_path(cfg.source), cfg.read, loose=cfg.loose_rows)
     if notes is not None:
         notes += read_notes
     pairs, unlabelled = text_label(table, cfg.text_column, cfg.label_column,
