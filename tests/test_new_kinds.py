@@ -85,3 +85,13 @@ def test_options_of_another_kind_are_one_line_and_write_nothing(project: Path, a
     assert message in " ".join(result.output.split())
     assert len(result.output.strip().splitlines()) == 1
     assert not (project / "datasets").exists() and not (project / "data").exists()
+
+
+def test_a_large_file_is_guessed_from_its_head_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the first MiB is read (a multi-GB file must not be loaded to guess its kind)."""
+    body = "text,label\n" + "".join(f"{t},{'ab'[i % 2]}\n" for i, t in enumerate(texts(40_000, seed=3)))
+    path = tmp_path / "big.csv"
+    path.write_text(body)
+    assert path.stat().st_size > guess.GUESS_BYTES
+    monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail("the whole file was read"))
+    assert guess.guess_kind(path)[0] == "text"

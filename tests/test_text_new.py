@@ -361,3 +361,24 @@ def test_rows_longer_than_the_header_are_refused_not_cut(tmp_path) -> None:
     (tmp_path / "later.csv").write_text("a,b,c\n" + rows + "7,1,x,lost\n")
     with pytest.raises(TableError, match="not a well-formed table"):
         read_table(tmp_path / "later.csv")
+
+
+def test_serving_refuses_empty_and_blank_texts() -> None:
+    """Batch scoring rejects an empty text; the API must not answer it with a confident label."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from deepflow.kinds.text import serving
+    from deepflow.serving import ServeConfig
+
+    scorer = SimpleNamespace(labels=["neg", "pos"], predict=lambda frame: np.tile([0.3, 0.7], (len(frame), 1)))
+    store = SimpleNamespace(serving=lambda name: SimpleNamespace(scorer=scorer, ref={"name": name, "version": "1"}))
+    api = FastAPI()
+    serving.add_routes(api, store, ServeConfig(), "opinions")
+    with TestClient(api) as client:
+        assert client.post("/v1/opinions/predict", json={"texts": ["fine words"]}).status_code == 200
+        for blank in ("", "  \n "):
+            assert client.post("/v1/opinions/predict", json={"texts": ["fine", blank]}).status_code == 422

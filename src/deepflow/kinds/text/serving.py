@@ -39,7 +39,8 @@ def body_limit(cfg: ServeConfig) -> int:
 
 def add_routes(app: FastAPI, store: ModelStore, cfg: ServeConfig, name: str) -> None:
     """``POST /v1/<name>/predict``: classify texts with the served version."""
-    text = Annotated[str, StringConstraints(max_length=cfg.max_text_chars)]
+    # an empty or blank text is refused (422), as batch scoring rejects it: it has nothing to classify
+    text = Annotated[str, StringConstraints(max_length=cfg.max_text_chars, pattern=r"\S")]
     body_model = create_model(model_title(name, "Request"), texts=(
         list[text], Field(min_length=1, max_length=cfg.max_rows, description="the texts to classify")))
 
