@@ -181,6 +181,11 @@ def open_input(model: Model, path: Path, chunk_size: int) -> tuple[list[str], in
     part = batch_part(model.kind)
     if hasattr(part, "read_input"):
         return part.read_input(model, path, chunk_size)
+    return default_input(path, chunk_size)
+
+
+def default_input(path: Path, chunk_size: int) -> tuple[list[str], int | None, Iterator[pd.DataFrame]]:
+    """What :func:`open_input` gives without a kind's reader: Parquet, CSV or a folder of images."""
     fmt = file_format(path)
     if fmt == "parquet":
         file = pq.ParquetFile(path)

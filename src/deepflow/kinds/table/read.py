@@ -58,13 +58,15 @@ class TableError(EntryError):
 
 def read_table(path: str | Path, read_cfg: ReadConfig | None = None, seed: int = 0, max_rows: int | None = None,
                header: bool | None = None, na_values: list[str] | None = None,
-               strip: bool | None = None) -> tuple[pd.DataFrame, ReadConfig, list[str]]:
+               strip: bool | None = None, min_rows: int = MIN_ROWS,
+               min_columns: int = 2) -> tuple[pd.DataFrame, ReadConfig, list[str]]:
     """The table in ``path`` as typed columns, how it was read, and notes worth printing.
 
     ``read_cfg`` None: detect everything (``deepflow new``); given: read exactly that way (prepare).
     ``max_rows`` overrides the config's sample size; ``seed`` salts the sample's hash; ``header``
     (text files) overrides the detected header row; ``na_values`` (text files) the text read as
-    missing; ``strip`` whether text values lose their surrounding spaces.
+    missing; ``strip`` whether text values lose their surrounding spaces. ``min_rows`` and
+    ``min_columns``: what a file must hold (less for a batch of new rows to score).
     """
     path = Path(path)
     if not path.is_file():
@@ -90,13 +92,13 @@ def read_table(path: str | Path, read_cfg: ReadConfig | None = None, seed: int =
     frame.columns = [str(c).strip().lstrip("\ufeff") for c in frame.columns]  # as batch files are read
     if total > len(frame):
         notes.append(f"sampled {len(frame):,} of {total:,} rows (uniform, seeded; read.max_rows = {cfg.max_rows:,})")
-    if frame.shape[1] == 1 and cfg.format == "csv":
+    if frame.shape[1] < min_columns and cfg.format == "csv":
         first = _first_line(path, cfg.encoding)
         raise TableError(f"{path}: found a single column (first line: {first[:80]!r}); is the delimiter one of "
                          f"{' '.join(_show(d) for d in DELIMITERS)}? A table needs feature columns and a target")
     if len(frame) == 0:
         raise TableError(f"{path}: no rows (only a header?)")
-    if len(frame) < MIN_ROWS:
+    if len(frame) < min_rows:
         raise TableError(f"{path}: only {len(frame)} row{'s' if len(frame) > 1 else ''}; at least {MIN_ROWS} are "
                          "needed to train, validate and test a model")
     return frame, cfg, notes

@@ -9,12 +9,14 @@ empty/blank is rejected; the output adds ``label`` (from the scorer's ``labels``
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from deepflow.batch import Model, rejects_frame
+from deepflow.batch import BatchError, Model, default_input, rejects_frame
 
 TEXT = "text"
 NEEDS_THRESHOLD = False  # the answer is the arg-max class
@@ -25,16 +27,66 @@ def inputs(model: Model) -> list[str]:
     return [text_column(model.name)]
 
 
-def text_column(name: str) -> str:
-    """The entry's text column in batch files: ``config.text_column`` when its source had a header."""
+def entry_config(name: str):
+    """The entry's config, or None when it no longer loads (its models still score ``text``)."""
     from deepflow import usecase
 
     try:
-        cfg = usecase.get(name).cfg
-    except Exception:  # an entry that no longer loads: its models still score ``text``
-        return TEXT
-    column = getattr(cfg, "text_column", "")
+        return usecase.get(name).cfg
+    except Exception:
+        return None
+
+
+def text_column(name: str) -> str:
+    """The entry's text column in batch files: ``config.text_column`` when its source had a header."""
+    cfg = entry_config(name)
+    column = getattr(cfg, "text_column", "") if cfg is not None else ""
     return column if column and cfg.read.header else TEXT
+
+
+def _as_source(cfg, path: Path) -> bool:
+    """Whether ``path`` is read as the entry's source was: an entry made by ``deepflow new`` and a
+    text file (Parquet and image folders go to the core's reader)."""
+    if cfg is None or not getattr(cfg, "source", "") or path.is_dir():
+        return False
+    return path.suffix.lower() != ".parquet"
+
+
+def read_input(model: Model, path: Path, chunk_size: int) -> tuple[list[str], int | None, Iterator[pd.DataFrame]]:
+    """The core's reader hook. For an entry made by ``deepflow new``, a text file is read as the
+    source was (``config.read``: delimiter, encoding, header, quoting, loose rows; a TSV, a file
+    without a header, Latin-1, JSON lines, ...), the source's label column left out; Parquet, and
+    every file of a hand-written entry, as the core reads them."""
+    cfg = entry_config(model.name)
+    if not _as_source(cfg, path):
+        return default_input(path, chunk_size)
+    from deepflow.kinds.table.read import TableError
+    from deepflow.kinds.text.loose import read_text_file
+
+    try:
+        frame, _, _, _ = read_text_file(path, cfg.read, loose=cfg.loose_rows, max_rows=2**62, min_rows=1,
+                                        min_columns=1)
+    except (TableError, OSError) as exc:
+        raise BatchError(f"{path}: cannot be read as the entry {model.name}'s source was "
+                         f"({cfg.read.format}, delimiter {cfg.read.delimiter!r}, {cfg.read.encoding}): {exc}") from None
+    column = cfg.text_column if cfg.read.header else TEXT
+    if not cfg.read.header:  # positional columns: the source's text column is scored as ``text``
+        frame = frame.rename(columns={cfg.text_column: TEXT})
+    if column not in frame.columns:
+        raise BatchError(f"{path}: no column {column!r} (the entry's text column); columns: "
+                         f"{', '.join(map(str, frame.columns[:20]))}")
+    # The label column is the truth, not an input (and would clash with the output ``label``).
+    frame = frame.drop(columns=[cfg.label_column, *(c for c in ("label", "probability") if c != column)],
+                       errors="ignore")
+    # Typed as the source was: a text of digits is still a text here.
+    frame[column] = frame[column].astype(object).map(lambda v: v if isinstance(v, str) or pd.isna(v) else str(v))
+    frame.index = pd.RangeIndex(len(frame))
+
+    def chunks() -> Iterator[pd.DataFrame]:
+        for start in range(0, len(frame), max(chunk_size, 1)):
+            yield frame.iloc[start:start + chunk_size]
+
+    return [str(c) for c in frame.columns], len(frame), chunks()
 
 
 def validate_text(frame: pd.DataFrame, column: str = TEXT) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -32,17 +32,17 @@ MIN_WELL_FORMED = 0.5  # share of lines standard quoting must read as rows of th
 
 
 def read_text_file(path: Path, read_cfg: ReadConfig | None = None, *, loose: bool = False, header: bool | None = None,
-                   max_rows: int | None = None) -> tuple[pd.DataFrame, ReadConfig, list[str], bool]:
+                   max_rows: int | None = None, **limits: int) -> tuple[pd.DataFrame, ReadConfig, list[str], bool]:
     """The file as text-kind columns (labels and texts kept as written), how it was read, notes, and
     whether it was read with loose rows. ``read_cfg`` None: detect (``deepflow new``); ``loose``:
-    read loosely as recorded (prepare)."""
+    read loosely as recorded (prepare). ``limits``: ``read_table``'s ``min_rows``/``min_columns``."""
     if read_cfg is not None and loose:
         frame, notes = read_loose(path, read_cfg)
         return frame, read_cfg, notes, True
     try:
         frame, cfg, notes = read_table(path, read_cfg, header=header, max_rows=max_rows,
                                        na_values=None if read_cfg is not None else [],
-                                       strip=None if read_cfg is not None else False)
+                                       strip=None if read_cfg is not None else False, **limits)
         return frame, cfg, notes, False
     except TableError as exc:
         if read_cfg is not None:

@@ -19,12 +19,18 @@ from deepflow.kinds.text.config import TextConfig
 from deepflow.kinds.text.encoder import SentenceEncoder
 from deepflow.kinds.text.metrics import bootstrap_f1, paired_bootstrap_f1, text_metrics
 from deepflow.kinds.text.models import BiGRUNet, EmbeddingHead, FastTextNet, TextSystem, softmax
-from deepflow.kinds.text.prepare import SPLITS
+from deepflow.kinds.text.prepare import SPLITS, normalise
 from deepflow.kinds.text.text import HashedBag, TokenIds, Vocabulary
 
 CANDIDATES = ("shallow", "deep", "transfer")
 BASELINES = ("tfidf_lr",)
 SHARE = {"shallow": 1.0, "deep": 2.0, "transfer": 2.0, "tfidf_lr": 1.0}  # of a run's fit time, between members
+
+
+def _normalised(frame: pd.DataFrame) -> list[str]:
+    """The ``text`` column as the training texts were cleaned (``prepare.normalise``: HTML entities,
+    Unicode NFC, whitespace), so a served or batch-scored text meets the model as training texts did."""
+    return [normalise(t) for t in frame["text"].astype(str)]
 
 
 class TextScorer:
@@ -46,7 +52,7 @@ class TextScorer:
         return getattr(self.featurizer, "requirements", ())
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        x = self.featurizer.encode(frame["text"].astype(str).tolist())
+        x = self.featurizer.encode(_normalised(frame))
         with torch.inference_mode():
             return softmax(self.net(x))
 
@@ -58,7 +64,7 @@ class TfidfScorer:
         self.pipeline, self.labels = pipeline, list(labels)
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        return self.pipeline.predict_proba(frame["text"].astype(str).tolist()).astype(np.float64)
+        return self.pipeline.predict_proba(_normalised(frame)).astype(np.float64)
 
 
 class TextUseCase(usecase.UseCase):
