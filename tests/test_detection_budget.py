@@ -107,7 +107,7 @@ def test_the_budget_asks_the_use_case_for_its_after_fit_cost() -> None:
 def test_the_after_fit_estimate_grows_with_the_probes_and_the_images(shapes) -> None:  # noqa: F811
     from deepflow.kinds.detection import usecase as detection
 
-    per_image = shapes.single_image_s("shallow", 64, 64)
+    per_image = shapes.single_image_s("shallow", shapes.load_splits()["test"]["image"].iloc[0])
     estimate = shapes.after_fit_estimate_s("shallow")
     assert per_image > 0
     assert estimate >= detection.AFTER_FIT_FIXED_S + (detection.LATENCY_PROBES + 4 + 4 + 8) * per_image * 0.5

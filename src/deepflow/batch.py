@@ -19,11 +19,11 @@ the entry's kind (``Model.kind``): ``deepflow.kinds.<kind>.batch`` (``kinds.part
 * ``score(model, frame) -> (scores, rejects)``: ``validate`` then the scorer; ``scores`` is
   indexed by the scored rows' index in ``frame`` and holds exactly the output columns. Every
   row of ``frame`` is in ``scores`` or ``rejects``, never both (:func:`score_chunk` checks it).
-* optionally ``read_input(model, path, chunk_size)``: how the kind reads input files (table: as
-  its entry's source was read), in :func:`open_input`'s shape; else :func:`read_chunks` does.
+* optionally ``read_input(model, path, chunk_size)``: how the kind reads input files (table,
+  text: as the entry's source was read), in :func:`open_input`'s shape (else :func:`default_input`).
 
 The core adds to each scored row its position in the input (``row``), the pass-through columns,
-and the registered ``model`` name and ``version``; each kind's batch module says what it scores.
+and ``model`` and ``version``; each kind's batch module says what it scores.
 """
 
 from __future__ import annotations
@@ -85,17 +85,10 @@ class BatchResult:
     def markdown(self) -> str:
         via = f"`@{self.alias}` = v{self.version}" if self.alias else f"v{self.version}"
         return "\n".join([
-            f"# Batch scoring: {self.use_case}",
-            "",
-            f"Model **{self.model}** {via}",
-            "",
-            "| rows | scored | rejected | chunks | seconds |",
-            "|---:|---:|---:|---:|---:|",
-            f"| {self.rows:,} | {self.scored:,} | {self.rejected:,} | {self.chunks} | {self.seconds:.1f} |",
-            "",
-            f"- input: `{self.input}`",
-            f"- output: `{self.output}`",
-            f"- rejects: `{self.rejects}`",
+            f"# Batch scoring: {self.use_case}", "", f"Model **{self.model}** {via}", "",
+            "| rows | scored | rejected | chunks | seconds |", "|---:|---:|---:|---:|---:|",
+            f"| {self.rows:,} | {self.scored:,} | {self.rejected:,} | {self.chunks} | {self.seconds:.1f} |", "",
+            f"- input: `{self.input}`", f"- output: `{self.output}`", f"- rejects: `{self.rejects}`",
         ])
 
 
@@ -185,7 +178,7 @@ def open_input(model: Model, path: Path, chunk_size: int) -> tuple[list[str], in
 
 
 def default_input(path: Path, chunk_size: int) -> tuple[list[str], int | None, Iterator[pd.DataFrame]]:
-    """What :func:`open_input` gives without a kind's reader: Parquet, CSV or a folder of images."""
+    """:func:`open_input` without a kind's reader: Parquet, CSV or a folder of images."""
     fmt = file_format(path)
     if fmt == "parquet":
         file = pq.ParquetFile(path)

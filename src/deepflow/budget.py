@@ -86,7 +86,10 @@ class Budget:
         """Decide for ``member`` now; a skip is remembered (:attr:`skipped`)."""
         after = self.after_fit_s
         if self.budget_s is not None and self.estimate is not None:
-            guess = float(self.estimate(member))
+            try:
+                guess = float(self.estimate(member))
+            except Exception:  # an estimate is advice: without it, the measured cost or the first guess
+                guess = after
             after = max(after, guess) if self.measured else guess
         decided = plan(member, budget_s=self.budget_s, elapsed_s=self.elapsed(), after_fit_s=after)
         if decided.skipped:

@@ -28,11 +28,15 @@ from deepflow.newentry import EntryError, parse_budget, project_relative
 STAGE_CODE = ("src/deepflow/kinds/detection/prepare.py", "src/deepflow/kinds/detection/yolo.py")
 SPLIT = {"val": 0.15, "test": 0.15, "seed": 0}
 RARE_BOXES = 10  # a class with fewer training boxes than this is reported as too rare to learn
-MAX_IMG_SIZE, MIN_IMG_SIZE = 320, 64  # the network's input: CPU-sized
+# The network's input: CPU-sized. The cap is set by training speed (it grows with the pixels);
+# serving latency hardly tells 256 from 320 px (docstring of latency_ceiling).
+MAX_IMG_SIZE, MIN_IMG_SIZE = 320, 64
+# The promotion's latency ceiling (p95 ms, batch 1) up to CEILING_AT px: see latency_ceiling.
+LATENCY_CEILING_MS, CEILING_AT = 800.0, 320
 DEEP_IMAGES_PER_S_AT_160 = 60.0  # the slower candidate's training speed on a laptop CPU (docs: 64 img/s)
 MAX_EPOCHS, MIN_EPOCHS = 100, 3
 SHOWN = 12  # classes named in a printed line (the profile has them all)
-SMALL_TRAIN = 100  # fewer training images: the promotion floor is 0
+SMALL_TRAIN = 100  # fewer training images: the promotion floor only asks that the model finds something
 
 
 @dataclass
@@ -101,12 +105,14 @@ def choose_img_size(scan: yolo.Scan) -> tuple[int, str]:
 
 def choose_training(n_train: int, n_val: int, img_size: int, budget_s: float, n_candidates: int) -> dict:
     """Epochs the budget allows the slower candidate (the budget still cuts a run that is slower),
-    a batch that gives a small set several steps per epoch, and a patience to match."""
+    a batch that gives a small set several steps per epoch, and a patience of half the epochs: the
+    one-cycle rate peaks at 15 % of the run and a small set's mAP often stays 0 until it anneals, so
+    a shorter patience stopped runs at mAP 0 just past the peak (best weights are kept either way)."""
     rate = DEEP_IMAGES_PER_S_AT_160 * (160 / img_size) ** 2
     fit_s = max(budget_s * 0.85 - 30.0, 10.0) / n_candidates
     epochs = int(min(MAX_EPOCHS, max(MIN_EPOCHS, fit_s * rate / (n_train + n_val / 3))))
     batch = 16 if n_train < 400 else 32
-    return {"epochs": epochs, "batch_size": batch, "patience": max(4, epochs // 5)}
+    return {"epochs": epochs, "batch_size": batch, "patience": max(4, math.ceil(epochs / 2))}
 
 
 def _per_class(parts: dict[str, list[yolo.Item]], ids: dict[int, int], names: list[str],
@@ -122,9 +128,16 @@ def _per_class(parts: dict[str, list[yolo.Item]], ids: dict[int, int], names: li
 
 
 def latency_ceiling(img_size: int) -> float:
-    """p95 ms at batch 1: 100 ms at a 160-px input (10 images/s, decode + network + NMS), scaled with
-    the input's pixels above that (the network's cost grows with them)."""
-    return round(100.0 * max(1.0, (img_size / 160) ** 2), 1)
+    """p95 ms at batch 1 (decode + network + NMS, worst case 100 detections): 800 ms up to a 320-px
+    input, scaled with the pixels above it.
+
+    Measured on a 2-core CPU (torch's 2 threads, a 640x480 JPEG, both candidates): quiet, p95 was
+    18-41 ms at 160 px and 27-56 ms at 320 px (shallow-deep): decode, Python and NMS dominate, not
+    the pixels. On the same machine kept busy by other processes (load ~3 on 2 cores, as a shared
+    or CI machine is) p95 rose to 170-400 ms at 256-320 px. The ceiling keeps 2x over that busy
+    p95, so the gate stops a model that is truly slow (a wider network, a larger input) rather than
+    flipping with the machine's load."""
+    return round(LATENCY_CEILING_MS * max(1.0, (img_size / CEILING_AT) ** 2), 1)
 
 
 def _classes(n: int) -> str:
@@ -248,7 +261,7 @@ class Inference:
         if most > 40:  # the contract's default bound and the network's default max detections
             cfg["max_boxes_per_image"] = int(math.ceil(most * 1.5))
             cfg["model"]["max_det"] = max(100, cfg["max_boxes_per_image"])
-        cfg["promotion"] = {"floor": 0.0 if n_train < SMALL_TRAIN else 0.05, "margin": 0.0,
+        cfg["promotion"] = {"floor": 0.01 if n_train < SMALL_TRAIN else 0.05, "margin": 0.0,
                             "max_latency_p95_ms": latency_ceiling(self.img_size), "max_size_mb": 20.0}
         return {"kind": "detection",
                 "description": f"object detection: {', '.join(self.classes.names[:8])}"
@@ -286,11 +299,12 @@ def infer(data: Path, img_size: int | None, duplicates: str, budget_s: float) ->
 
 def _with_comments(text: str) -> str:
     """The entry's YAML with a comment on the promotion floor and the training length."""
-    notes = {"  floor: ": "  # test mAP@0.5 to reach; modest: a small dataset cannot be held to more (raise it as "
-                          "data grows)",
+    notes = {"  floor: ": "  # test mAP@0.5 to reach; modest (a small dataset cannot be held to more; raise it as "
+                          "data grows), but a model that finds nothing is never champion",
              "  epochs: ": "  # sized to the budget (budget_s); the budget stops a slower run anyway",
              "  img_size: ": "  # a multiple of 32; larger sees small objects better, trains slower",
-             "  max_latency_p95_ms: ": "  # batch 1, decode + network + NMS: 100 ms at 160 px, scaled with the pixels"}
+             "  max_latency_p95_ms: ": "  # batch 1 with decode + NMS; measured on 2 CPU cores: ~55 ms quiet, ~400 ms "
+                                     "busy at 320 px: 2x that, scaled with the pixels above 320"}
     out = []
     for line in text.splitlines():
         hit = next((c for k, c in notes.items() if line.lstrip(" ").startswith(k.strip() + " ")

@@ -139,32 +139,24 @@ class DetectionUseCase(usecase.UseCase):
     def after_fit_estimate_s(self, member: str) -> float:
         """Seconds a member's evaluation will take (a run's budget keeps them, and twice that for the
         promotion): the images it predicts one by one or in batches, at the single-image pace of the
-        member's network measured here and now on an image of the test split's median size."""
+        member's network measured here and now on the test split's first image."""
         import pyarrow.parquet as pq
 
-        sizes = {s: pq.read_table(self.prepared_dir / f"{s}.parquet", columns=["width", "height"]).to_pandas()
-                 for s in ("val", "test")}
-        test = sizes["test"]
-        width, height = (int(test[c].median()) if len(test) else 640 for c in ("width", "height"))
-        images = LATENCY_PROBES + len(sizes["val"]) + len(test) + 2 * min(32, len(test))
-        return AFTER_FIT_FIXED_S + AFTER_FIT_MARGIN * images * self.single_image_s(member, width, height)
+        rows = {s: pq.ParquetFile(self.prepared_dir / f"{s}.parquet").metadata.num_rows for s in ("val", "test")}
+        first = next(pq.ParquetFile(self.prepared_dir / "test.parquet").iter_batches(batch_size=1, columns=["image"]))
+        images = LATENCY_PROBES + rows["val"] + rows["test"] + 2 * min(32, rows["test"])
+        return AFTER_FIT_FIXED_S + AFTER_FIT_MARGIN * images * self.single_image_s(member, first.column(0)[0].as_py())
 
-    def single_image_s(self, member: str, width: int, height: int, repeats: int = 4) -> float:
-        """Mean seconds of one prediction (decode, letterbox, network, NMS) by an untrained ``member``."""
-        import io
+    def single_image_s(self, member: str, image: bytes, repeats: int = 4) -> float:
+        """Mean seconds of one prediction (decode, letterbox, network, NMS) of ``image`` by an untrained
+        ``member``."""
         import time
-
-        import numpy as np
-        from PIL import Image
 
         from deepflow.kinds.detection.models import build_net
         from deepflow.kinds.detection.scorer import DetectorScorer
 
         m = self.cfg.model
-        buf = io.BytesIO()
-        noise = np.random.default_rng(0).integers(0, 256, (max(height, 1), max(width, 1), 3), dtype=np.uint8)
-        Image.fromarray(noise).save(buf, format="JPEG", quality=90)
-        one = pd.DataFrame({"image": [buf.getvalue()]})
+        one = pd.DataFrame({"image": [image]})
         scorer = DetectorScorer(build_net(member, len(self.cfg.classes), m), m.img_size, self.cfg.classes,
                                 min_score=m.min_score, iou=m.nms_iou, max_det=m.max_det)
         scorer.predict(one)  # warm-up

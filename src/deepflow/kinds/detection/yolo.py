@@ -247,7 +247,10 @@ def read_labels(path: Path, n_names: int | None, width: int, height: int,
                 counts: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
     """One label file -> (source class ids (N,), boxes (N, 4) cx cy w h); EntryError naming file and line.
     Polygons become their bounding box and slight overhangs are clipped (both counted in ``counts``)."""
-    text = path.read_bytes().decode("utf-8-sig", errors="replace")
+    data = path.read_bytes()
+    # some Windows tools save text as UTF-16 (with a byte-order mark): read it as such
+    utf16 = data[:2] in (b"\xff\xfe", b"\xfe\xff")
+    text = data.decode("utf-16", errors="replace") if utf16 else data.decode("utf-8-sig", errors="replace")
     classes, boxes = [], []
     for number, line in enumerate(text.splitlines(), 1):
         tokens = line.split()
