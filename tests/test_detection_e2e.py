@@ -114,7 +114,7 @@ def test_yolo_folder_to_served_prediction(project: Path) -> None:
 
 @pytest.mark.slow
 def test_shipped_sample_as_an_entry_through_dvc(tmp_path: Path) -> None:
-    """The 20-image COCO sample (no data.yaml: classes named by their COCO ids) in a throw-away DVC
+    """The 20-image COCO sample (its data.yaml names COCO's 80 classes; 32 have boxes) in a throw-away DVC
     project: the folder copy is tracked and the splits come from the ``<name>_prepare`` stage."""
     project = tmp_path / "project"
     project.mkdir()
@@ -128,13 +128,13 @@ def test_shipped_sample_as_an_entry_through_dvc(tmp_path: Path) -> None:
     done = subprocess.run([str(bin_dir / "deepflow"), "new", "coco", "--data", str(sample)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "named by their ids" in done.stdout and "img size  320" in done.stdout
+    assert "classes   32 from data.yaml: person, car, motorcycle" in done.stdout and "img size  320" in done.stdout
     assert "stage     coco_prepare in dvc.yaml" in done.stdout
     stage = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]["coco_prepare"]
     assert stage["cmd"] == "python -m deepflow.kinds.detection.prepare coco"
     assert stage["deps"][:2] == ["data/sources/coco/coco_traffic_sample", "datasets/coco.yaml"]
     config = yaml.safe_load((project / "datasets/coco.yaml").read_text())["config"]
-    assert config["classes"][:3] == ["class_0", "class_2", "class_3"] and config["class_ids"][2] == 1
+    assert config["classes"][:3] == ["person", "car", "motorcycle"] and config["class_ids"][2] == 1
     record = json.loads((project / "data/prepared/coco/prepare.json").read_text())
     assert sum(record["counts"].values()) == 20
     train = pd.read_parquet(project / "data/prepared/coco/train.parquet")
