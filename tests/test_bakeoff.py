@@ -38,3 +38,13 @@ def test_report_files(tmp_path) -> None:
     assert "| deep | deep | 0.7000 [0.6600, 0.7500]" in md and "## Verdict" in md
     assert "<table>" in (tmp_path / "report.html").read_text()
     assert (tmp_path / "quality_vs_latency.png").stat().st_size > 1000 and set(paths) == {"md", "html", "png"}
+
+
+def test_a_point_outside_its_interval_still_plots(tmp_path) -> None:
+    """Detection's test mAP (COCO evaluator) can sit outside the interval of the numpy twin the
+    bootstrap resamples (one test image): the report is still written."""
+    s = summary()
+    s["members"][0]["interval"] = [0.0, 0.0]  # point 0.60 above both ends
+    s["members"][1]["interval"] = [0.8, 0.9]  # point 0.70 below both ends
+    paths = bakeoff.write(s, FAMILIES, tmp_path)
+    assert (tmp_path / "quality_vs_latency.png").stat().st_size > 1000 and "png" in paths

@@ -115,7 +115,9 @@ def plot(summary: dict, families: dict[str, str]) -> Figure:
         f = family(m, families)
         y, (lo, hi) = m["test"][p], m["interval"]
         x = m["latency_ms"]["p50"]
-        ax.errorbar(x, y, yerr=[[y - lo], [hi - y]], fmt="o", color=FAMILY_COLOURS[f], capsize=3)
+        # The point can sit just outside its bootstrap interval (detection: COCO mAP vs the numpy
+        # twin the bootstrap resamples; one test image): a bar never goes below zero length.
+        ax.errorbar(x, y, yerr=[[max(y - lo, 0.0)], [max(hi - y, 0.0)]], fmt="o", color=FAMILY_COLOURS[f], capsize=3)
         ax.annotate(m["member"], (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
     for f, colour in FAMILY_COLOURS.items():
         ax.plot([], [], "o", color=colour, label=f)
