@@ -73,3 +73,13 @@ def test_a_file_without_the_text_column_is_one_line(entry, tmp_path: Path) -> No
     pd.DataFrame({"body": ["superb film"]}).to_parquet(other)
     with pytest.raises(batch.BatchError, match="missing column"):
         batch.score_file("opinions", other, tmp_path / "out.parquet", progress=False)
+
+
+def test_the_monitor_reads_incoming_files_like_the_source(entry, tmp_path: Path) -> None:
+    from deepflow.drift import batches
+
+    incoming = tmp_path / "week.tsv"
+    incoming.write_bytes("pos\tsuperb film café\nneg\t\nneg\tawful plot\n".encode("latin-1"))
+    frame = batches.load_batch("text", incoming, entry="opinions")
+    assert list(frame["text"]) == ["superb film café", "awful plot"] and frame.attrs["dropped"] == 1
+    assert "column_1" not in frame.columns

@@ -52,14 +52,14 @@ def _as_source(cfg, path: Path) -> bool:
     return path.suffix.lower() != ".parquet"
 
 
-def read_input(model: Model, path: Path, chunk_size: int) -> tuple[list[str], int | None, Iterator[pd.DataFrame]]:
-    """The core's reader hook. For an entry made by ``deepflow new``, a text file is read as the
-    source was (``config.read``: delimiter, encoding, header, quoting, loose rows; a TSV, a file
-    without a header, Latin-1, JSON lines, ...), the source's label column left out; Parquet, and
-    every file of a hand-written entry, as the core reads them."""
-    cfg = entry_config(model.name)
+def read_like_source(name: str, path: Path) -> tuple[pd.DataFrame, str] | None:
+    """``path`` read as entry ``name``'s source was, and its text column; None where the core's
+    reader applies (see :func:`_as_source`). The source's label column is left out (the truth,
+    not an input, and it would clash with the output ``label``); without a header the source's
+    text column is called ``text``. Raises ``BatchError`` naming the file."""
+    cfg = entry_config(name)
     if not _as_source(cfg, path):
-        return default_input(path, chunk_size)
+        return None
     from deepflow.kinds.table.read import TableError
     from deepflow.kinds.text.loose import read_text_file
 
@@ -67,20 +67,31 @@ def read_input(model: Model, path: Path, chunk_size: int) -> tuple[list[str], in
         frame, _, _, _ = read_text_file(path, cfg.read, loose=cfg.loose_rows, max_rows=2**62, min_rows=1,
                                         min_columns=1)
     except (TableError, OSError) as exc:
-        raise BatchError(f"{path}: cannot be read as the entry {model.name}'s source was "
+        raise BatchError(f"{path}: cannot be read as the entry {name}'s source was "
                          f"({cfg.read.format}, delimiter {cfg.read.delimiter!r}, {cfg.read.encoding}): {exc}") from None
     column = cfg.text_column if cfg.read.header else TEXT
-    if not cfg.read.header:  # positional columns: the source's text column is scored as ``text``
+    if not cfg.read.header:
         frame = frame.rename(columns={cfg.text_column: TEXT})
     if column not in frame.columns:
         raise BatchError(f"{path}: no column {column!r} (the entry's text column); columns: "
                          f"{', '.join(map(str, frame.columns[:20]))}")
-    # The label column is the truth, not an input (and would clash with the output ``label``).
     frame = frame.drop(columns=[cfg.label_column, *(c for c in ("label", "probability") if c != column)],
                        errors="ignore")
     # Typed as the source was: a text of digits is still a text here.
     frame[column] = frame[column].astype(object).map(lambda v: v if isinstance(v, str) or pd.isna(v) else str(v))
     frame.index = pd.RangeIndex(len(frame))
+    return frame, column
+
+
+def read_input(model: Model, path: Path, chunk_size: int) -> tuple[list[str], int | None, Iterator[pd.DataFrame]]:
+    """The core's reader hook. For an entry made by ``deepflow new``, a text file is read as the
+    source was (``config.read``: delimiter, encoding, header, quoting, loose rows; a TSV, a file
+    without a header, Latin-1, JSON lines, ...): :func:`read_like_source`; Parquet, and every file
+    of a hand-written entry, as the core reads them."""
+    read = read_like_source(model.name, path)
+    if read is None:
+        return default_input(path, chunk_size)
+    frame, _ = read
 
     def chunks() -> Iterator[pd.DataFrame]:
         for start in range(0, len(frame), max(chunk_size, 1)):

@@ -226,6 +226,27 @@ def load_batch(path: Path, features: list[str] | None = None) -> pd.DataFrame:
     return clean
 
 
+def read_batch(entry: str, path: Path, features: list[str] | None = None) -> pd.DataFrame:
+    """An incoming batch of an entry made by ``deepflow new``: a file like its source is read as the
+    source was (``batch.read_like_source``); anything else as :func:`load_batch` reads it."""
+    from deepflow.batch import BatchError
+    from deepflow.kinds.text.batch import read_like_source, validate_text
+
+    try:
+        read = read_like_source(entry, path)
+    except BatchError as exc:
+        raise DriftInputError(str(exc)) from None
+    if read is None:
+        return load_batch(path, features)
+    frame, column = read
+    clean, rejects = validate_text(frame.rename(columns={column: TEXT}))
+    if clean.empty:
+        raise DriftInputError(f"{path}: column {column} holds no non-empty strings")
+    clean = clean.reset_index(drop=True)
+    clean.attrs.update(source=str(path), dropped=len(rejects))
+    return clean
+
+
 _ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "zh", "kv", "thr")
 _NUCLEI = ("a", "e", "i", "o", "u", "ae", "oi", "uu")
 _CODAS = ("", "", "x", "q", "rk", "nd", "sh")
