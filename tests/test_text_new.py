@@ -92,7 +92,9 @@ def test_csv_with_header_becomes_an_entry_and_prepare_reproduces_it(places, tmp_
     assert again["train"] == len(parts["train"])
     for s, part in parts.items():
         assert pd.read_parquet(tmp_path / "again" / f"{s}.parquet").equals(part)
-    assert (places["reports"] / "reviews" / "profile.md").read_text().startswith("# reviews: profile")
+    profile = (places["reports"] / "reviews" / "profile.md").read_text()
+    assert profile.startswith("# reviews: profile") and "## Texts per split and class" in profile
+    assert "| test |" in profile and "## Examples (training split)" in profile
     monkeypatch.setattr(sys, "argv", ["prepare", "reviews", "--out", str(tmp_path / "stage")])  # the stage's command
     prepare.main()
     assert "reviews: read 160, unlabelled_dropped 0" in capsys.readouterr().out

@@ -238,7 +238,7 @@ def create(name: str, data: str | Path, *, text_column: str | None = None, label
                 if read.format == "csv" else "")
              + f"; {len(frame):,} rows, columns {', '.join(map(str, frame.columns[:8]))}"]
     lines += [f"note      {n}" for n in notes]
-    config, _, floor_why = settle(name, data, frame, read, text_column, label_column, fold_labels, lines)
+    config, parts, floor_why = settle(name, data, frame, read, text_column, label_column, fold_labels, lines)
     config["loose_rows"] = loose
     del frame
     for line in lines:
@@ -261,7 +261,7 @@ def create(name: str, data: str | Path, *, text_column: str | None = None, label
              f"The profile: {project_relative(profile_path)}. Then: deepflow run {name}"]
     cfg = newentry.write_entry(entry_path, mapping, command or f"deepflow new {name} --data {data}", about)
     profile_path.parent.mkdir(parents=True, exist_ok=True)
-    profile_path.write_text(_profile(name, data, lines))
+    profile_path.write_text(_profile(name, data, lines, parts))
     echo(f"wrote     {project_relative(entry_path)} (the entry: review it) and {project_relative(profile_path)}")
 
     def prepare_here() -> None:
@@ -278,9 +278,22 @@ def create(name: str, data: str | Path, *, text_column: str | None = None, label
                      counts=counts, dvc=used_dvc)
 
 
-def _profile(name: str, data: Path, lines: list[str]) -> str:
+def _profile(name: str, data: Path, lines: list[str], parts: dict[str, pd.DataFrame]) -> str:
+    """The profile report: what was inferred, then per split and class the texts, their lengths in
+    characters (median, 95th percentile, longest) and two examples of each class."""
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    out = [f"# {name}: profile of {data.name}", "", f"Written by `deepflow new` on {when}.", "", "```", *lines, "```",
-           "", "Splits: see `dedup.json` in the prepared folder (counts of empty texts, exact and near duplicates).",
-           ""]
+    out = [f"# {name}: profile of {data.name}", "", f"Written by `deepflow new` on {when}.", "", "```", *lines, "```"]
+    out += ["", "## Texts per split and class", "", "| split | class | texts | share | median chars | p95 chars | "
+            "longest |", "|---|---|---:|---:|---:|---:|---:|"]
+    for name_of_split, part in parts.items():
+        for label, group in part.groupby("label", sort=True):
+            n = group["text"].str.len()
+            out.append(f"| {name_of_split} | {label} | {len(group):,} | {len(group) / max(len(part), 1):.1%} | "
+                       f"{n.median():.0f} | {n.quantile(0.95):.0f} | {n.max():,} |")
+    out += ["", "## Examples (training split)", ""]
+    for label, group in parts["train"].groupby("label", sort=True):
+        for text in group["text"].head(2):
+            shown = text.replace("|", "\\|").replace("\n", " ")
+            out.append(f"- **{label}**: {shown[:200]}{'...' if len(shown) > 200 else ''}")
+    out += ["", "Duplicates removed before the split: `dedup.json` in the prepared folder.", ""]
     return "\n".join(out)
