@@ -26,7 +26,7 @@ def guess_kind(path: Path) -> tuple[str, Path, str]:
     if path.suffix.lower() in _ARCHIVES:
         raise EntryError(f"{path}: an archive; unpack it first and pass the file or folder inside")
     from deepflow.kinds.text.infer import looks_like_text
-    from deepflow.kinds.text.loose import read_text_file
+    from deepflow.kinds.text.new import read_source
 
     head = path
     if path.suffix.lower() != ".parquet" and path.stat().st_size > GUESS_BYTES:
@@ -39,7 +39,7 @@ def guess_kind(path: Path) -> tuple[str, Path, str]:
         tmp.write_bytes(data[: cut + 1] if cut > 0 else data)
         head = tmp
     try:
-        frame = read_text_file(head, max_rows=5000)[0]
+        frame = read_source(head, max_rows=5000)[0]
     except EntryError:
         frame = None  # the file's kind reads it again and says what is wrong
     finally:

@@ -220,6 +220,16 @@ def settle(name: str, data: Path, frame: pd.DataFrame, read: ReadConfig, text_co
     return config, parts, floor_why
 
 
+def read_source(data: Path, header: bool | None = None, max_rows: int | None = None):
+    """(frame, how it was read, notes, loose rows?) of a text file: a detected header row that is
+    really data (a column name among its own column's values, or a sentence) is read as data."""
+    frame, read, notes, loose = read_text_file(data, header=header, max_rows=max_rows)
+    if header is None and read.format == "csv" and read.header and (why := _header_is_data(frame)):
+        frame, read, notes, loose = read_text_file(data, header=False, max_rows=max_rows)
+        notes.append(f"no header row: {why} (--header reads the first line as names)")
+    return frame, read, notes, loose
+
+
 def create(name: str, data: str | Path, *, text_column: str | None = None, label_column: str | None = None,
            header: bool | None = None, fold_labels: bool = False, budget: str | float = "5m", dvc: bool = True,
            force: bool = False, command: str | None = None, echo: Callable[[str], None] = print) -> NewResult:
@@ -228,10 +238,7 @@ def create(name: str, data: str | Path, *, text_column: str | None = None, label
     entry_path = newentry.check_name(name, force)
     budget_s = parse_budget(budget)
     data = Path(data)
-    frame, read, notes, loose = read_text_file(data, header=header)
-    if header is None and read.format == "csv" and read.header and (why := _header_is_data(frame)):
-        frame, read, notes, loose = read_text_file(data, header=False)
-        notes.append(f"no header row: {why} (--header reads the first line as names)")
+    frame, read, notes, loose = read_source(data, header)
     lines = [f"read      {data.name}: {read.format}"
              + (f", {read.encoding}, delimiter {read.delimiter!r}, {'a header row' if read.header else 'no header'}"
                 f", quoting {'on' if read.quoting else 'off'}" + (", loose rows" if loose else "")
