@@ -116,6 +116,23 @@ def copy_source(data: Path, name: str) -> Path:
     return dest
 
 
+def stage_config(name: str, kind: str, hand_written: str = ""):
+    """The config of entry ``name`` for a kind's prepare stage (``python -m deepflow.kinds.<kind>.prepare
+    NAME``); ``ConfigError`` naming the file when the entry is of another kind or has no ``source``
+    (not made by ``deepflow new``; ``hand_written`` says how such an entry is prepared instead),
+    ``UnknownUseCase`` when there is no such entry."""
+    from deepflow import config
+
+    e = usecase.entry(name)
+    if e.kind != kind:
+        raise config.ConfigError(f"{e.path}: kind is {e.kind!r}, not {kind!r}")
+    cfg = usecase.resolve_config(e)
+    if hasattr(cfg, "source") and not cfg.source:
+        raise config.ConfigError(f"{e.path}: config.source is not set (an entry not made by `deepflow new`"
+                                 + (f": {hand_written})" if hand_written else ")"))
+    return cfg
+
+
 def split_counts(prepared: Path) -> dict[str, int]:
     """Rows per prepared split (``<split>.parquet``), read from the parquet footers."""
     import pyarrow.parquet as pq

@@ -25,7 +25,8 @@ from deepflow.kinds.detection import prepare as prep
 from deepflow.kinds.detection import yolo
 from deepflow.newentry import EntryError, parse_budget, project_relative
 
-STAGE_CODE = ("src/deepflow/kinds/detection/prepare.py", "src/deepflow/kinds/detection/yolo.py")
+STAGE_CODE = ("src/deepflow/kinds/detection/prepare.py", "src/deepflow/kinds/detection/yolo.py",
+              "src/deepflow/kinds/detection/labels.py")  # what the prepare stage runs: a change re-runs it
 SPLIT = {"val": 0.15, "test": 0.15, "seed": 0}
 RARE_BOXES = 10  # a class with fewer training boxes than this is reported as too rare to learn
 # The network's input: CPU-sized. The cap is set by training speed (it grows with the pixels);

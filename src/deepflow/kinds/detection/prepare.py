@@ -195,19 +195,14 @@ def prepare(cfg, out_dir: Path, scan: yolo.Scan | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from deepflow import config, usecase
+    from deepflow import config, newentry, usecase
 
     parser = argparse.ArgumentParser(description="read, check and split a detection entry's YOLO folder")
     parser.add_argument("name", help="the entry: datasets/<name>.yaml of kind detection")
     parser.add_argument("--out", type=Path, default=None, help="the splits' folder (default: config.prepared_dir)")
     args = parser.parse_args(argv)
     try:
-        e = usecase.entry(args.name)
-        if e.kind != "detection":
-            raise config.ConfigError(f"{e.path}: kind is {e.kind!r}, not 'detection'")
-        cfg = usecase.resolve_config(e)
-        if not cfg.source:
-            raise config.ConfigError(f"{e.path}: config.source is not set (the entry's data is not a YOLO folder)")
+        cfg = newentry.stage_config(args.name, "detection")
         out = args.out or usecase.project_path(cfg.prepared_dir)
         record = prepare(cfg, out)
     except (usecase.UnknownUseCase, config.ConfigError, EntryError) as exc:

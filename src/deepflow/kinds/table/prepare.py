@@ -166,17 +166,14 @@ def prepare(cfg: TableConfig, out_dir: Path, notes: list[str] | None = None) -> 
 
 
 def main(argv: list[str] | None = None) -> None:
-    from deepflow import config, usecase
+    from deepflow import config, newentry, usecase
 
     parser = argparse.ArgumentParser(description="read, type, hash and split a table entry's source file")
     parser.add_argument("name", help="the entry: datasets/<name>.yaml of kind table")
     parser.add_argument("--out", type=Path, default=None, help="the splits' folder (default: config.prepared_dir)")
     args = parser.parse_args(argv)
     try:
-        e = usecase.entry(args.name)
-        if e.kind != "table":
-            raise config.ConfigError(f"{e.path}: kind is {e.kind!r}, not 'table'")
-        cfg = usecase.resolve_config(e)
+        cfg = newentry.stage_config(args.name, "table")
         out = args.out or usecase.project_path(cfg.prepared_dir)
         notes: list[str] = []
         counts = prepare(cfg, out, notes)

@@ -185,17 +185,11 @@ def prepare_entry(cfg, out: Path, notes: list[str] | None = None) -> dict[str, i
 
 
 def _entry_main(name: str, out: Path | None) -> None:
-    from deepflow import config, usecase
+    from deepflow import config, newentry, usecase
     from deepflow.newentry import EntryError
 
     try:
-        e = usecase.entry(name)
-        if e.kind != "text":
-            raise config.ConfigError(f"{e.path}: kind is {e.kind!r}, not 'text'")
-        cfg = usecase.resolve_config(e)
-        if not cfg.source:
-            raise config.ConfigError(f"{e.path}: config.source is not set (a hand-written entry: prepare it with "
-                                     "--src FILE --out DIR)")
+        cfg = newentry.stage_config(name, "text", hand_written="prepare it with --src FILE --out DIR")
         out = out or usecase.project_path(cfg.prepared_dir)
         notes: list[str] = []
         counts = prepare_entry(cfg, out, notes)
