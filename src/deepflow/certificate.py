@@ -18,7 +18,7 @@ from typing import Any
 
 from deepflow import config, settings, tracking
 
-PACKAGES = ("torch", "lightning", "mlflow", "prefect", "great_expectations", "dvc", "scikit-learn",
+PACKAGES = ("deepflow", "torch", "lightning", "mlflow", "prefect", "great_expectations", "dvc", "scikit-learn",
             "xgboost", "pandas", "numpy")
 
 
@@ -35,6 +35,9 @@ def hardware() -> dict[str, Any]:
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        # the vector instructions torch's CPU kernels use (AVX512, AVX2, ...): another set rounds
+        # differently, so a model trained on another CPU differs in its last bits (docs/reproduce.md)
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
 
@@ -49,11 +52,12 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def build(*, use_case: str, version: str, member: dict, cfg: Any, validation: dict,
+def build(*, use_case: str, kind: str, version: str, member: dict, cfg: Any, validation: dict,
           orchestration: dict, pipeline_run_id: str) -> dict[str, Any]:
     commit = tracking.git_commit()
     return {
         "use_case": use_case,
+        "kind": kind,
         "version": str(version),
         "member": member["member"],
         "run_id": member["run_id"],
@@ -75,9 +79,15 @@ def build(*, use_case: str, version: str, member: dict, cfg: Any, validation: di
         "lock_hash": lock_hash(),
         "seed": cfg.train.seed,
         "versions": {"python": platform.python_version(),
-                     **{p: _version(p) for p in PACKAGES}},
+                     **{p: package_version(p) for p in PACKAGES}},
         "hardware": hardware(),
         "training_seconds": round(member["timings"].get("training", 0.0), 3),
+        # what `deepflow reproduce` needs to train it again the same way (a time limit lets the
+        # clock shape a model: such a version is compared within tolerance, not bit for bit)
+        "training": {"time_limit_s": member.get("time_limit_s"), "stopped_by": member.get("stopped_by"),
+                     "accelerator": os.environ.get("DEEPFLOW_ACCELERATOR", "auto"),
+                     "precision": os.environ.get("DEEPFLOW_PRECISION", "32-true"),
+                     **{k: member.get("fit_info", {}).get(k) for k in ("epochs_run", "best_epoch", "steps")}},
         "metrics": {"val": member["val"], "test": member["test"]},
         "latency_ms": member["latency_ms"],
         "size_mb": member["size_mb"],
@@ -145,7 +155,7 @@ torch {cert['versions']['torch']}, Lightning {cert['versions']['lightning']}, ML
 """
 
 
-def _version(package: str) -> str:
+def package_version(package: str) -> str:
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:

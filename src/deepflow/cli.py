@@ -1,4 +1,5 @@
-"""``deepflow`` command line: new | run | validate | train | promote | entries | status | show | history |
+"""``deepflow`` command line: new | run | validate | train | promote | entries | status | show | reproduce |
+history |
 rollback | ui | serve | score | schedule | deploy | monitor | incoming.
 
 Long because: one Typer app of seventeen thin commands, each a few lines that parse options and call
@@ -331,6 +332,37 @@ def _resolve(ref: str) -> tuple[str, str]:
             _fail(f"{use_case} has no @{alias}", 1)
         version = str(mv.version)
     return use_case, version
+
+
+@app.command()
+def reproduce(ref: Annotated[str, typer.Argument(help="USE_CASE, USE_CASE@ALIAS or USE_CASE:VERSION")],
+              quick: Annotated[bool, typer.Option("--quick", help="a nightly self-check: re-score the registered "
+                                                  "model, train twice on a sample and compare")] = False,
+              code: Annotated[str | None, typer.Option("--code", help="rebuild with this git ref's code instead of "
+                                                       "the recorded commit (does my change alter the model?)")] = None,
+              record: Annotated[bool, typer.Option(help="write the verdict to the version (tag + artifact)")] = True,
+              ) -> None:
+    """Rebuild a registered version from its birth certificate (code, data, config, seed) and compare
+    its test metrics and predictions; exit 1 on a mismatch. Never moves an alias (docs/reproduce.md)."""
+    from deepflow import reproduce as rep
+
+    use_case, version = _resolve(ref)
+    try:
+        report = rep.reproduce(use_case, version, quick=quick, code_ref=code, record=record,
+                               echo=lambda line: out.print(escape(line), highlight=False, soft_wrap=True))
+    except (LookupError, rep.ReproduceError) as exc:
+        _fail(str(exc), 1)
+    for key, row in (report.get("metrics") or {}).items():
+        rebuilt = "-" if row["rebuilt"] is None else f"{row['rebuilt']:.6f}"
+        diff = "-" if row["diff"] is None else f"{row['diff']:.2g}"
+        out.print(f"  test/{key:<22} recorded {row['recorded']:.6f}  rebuilt {rebuilt}  |diff| {diff}", highlight=False)
+    if predictions := report.get("predictions"):
+        out.print(f"predicts  {predictions.get('detail')}", highlight=False)
+    where = "" if not record else f" (recorded on {use_case} v{version}: tag reproduced{'_quick' if quick else ''})"
+    if report["verdict"] in ("exact", "within tolerance"):
+        out.print(f"[bold green]{report['verdict']}[/]: {escape(report['reason'])}{escape(where)}", soft_wrap=True)
+    else:
+        _fail(f"{use_case} v{version} {report['verdict']}: {report['reason']}{where}", 1)
 
 
 @app.command()

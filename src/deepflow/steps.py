@@ -154,6 +154,7 @@ def train_member(use_case: str, overrides: Sequence[str], member: str, kind: str
         "parameters": info.get("parameters"),
         "time_limit_s": time_limit_s,
         "stopped_by": info.get("stopped_by"),
+        "fit_info": {k: v for k, v in info.items() if isinstance(v, int | float | str)},
         "card": "".join(t for p, t in texts.items() if p.startswith("card/") and isinstance(t, str)),
         "primary": primary,
         "timings": dict(sw.seconds),
@@ -207,7 +208,7 @@ def register_best(use_case: str, overrides: Sequence[str], results: list[dict], 
             **{f"test/{k}": round(v, 6) for k, v in best["test"].items()},
         }
         version = str(tracking.register(use_case, best["model_uri"], best["run_id"], tags))
-        cert = certificate.build(use_case=use_case, version=version, member=best, cfg=uc.cfg,
+        cert = certificate.build(use_case=use_case, kind=uc.kind, version=version, member=best, cfg=uc.cfg,
                                  validation=validation_info, orchestration=orchestration,
                                  pipeline_run_id=pipeline_run_id)
         tracking.set_version_tags(use_case, version, certificate.tags(cert))

@@ -300,6 +300,21 @@ class UseCase(abc.ABC):
     def input_example(self, frame: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
         """A few raw input rows, in the columns ``columns`` (a scorer's own) when given."""
 
+    # --- reproduction (deepflow reproduce) ----------------------------------------------------
+
+    # How far a rebuild may land from the recorded test metrics (absolute) when it cannot be bit for
+    # bit: other hardware, thread count or packages, or a time limit that let the clock shape the
+    # model. On the recorded machine and environment a rebuild must be exact. Kinds override it.
+    reproduce_tolerance: ClassVar[float] = 0.01
+
+    @staticmethod
+    def compare_predictions(registered: Any, rebuilt: Any) -> dict[str, Any]:
+        """How a rebuilt model's test predictions differ from the registered model's: a dict with at
+        least ``identical`` (bool) and ``detail`` (one line). The default compares score arrays."""
+        from deepflow.reproduce.compare import scores
+
+        return scores(registered, rebuilt)
+
     # --- optional hooks -----------------------------------------------------------------------
 
     def extra_metrics(self, scorer: Scorer) -> dict[str, float]:

@@ -88,3 +88,37 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor
         return torch.empty(0, dtype=torch.long)
     offset = classes.to(boxes.dtype)[:, None] * (boxes.max() - boxes.min() + 1)
     return nms(boxes + offset, scores, iou_threshold)
+
+
+XYXY = ["x1", "y1", "x2", "y2"]
+
+
+def agreement(registered, rebuilt, iou: float = 0.5) -> dict:
+    """How two detectors' outputs on the same images agree (``deepflow reproduce``): per image and
+    class, boxes matched greedily by score at IoU >= ``iou``; ``matched_share`` of the larger box
+    count, the smallest IoU and largest score difference among matches, and ``identical``."""
+    import numpy as np
+
+    a, b = registered.reset_index(drop=True), rebuilt.reset_index(drop=True)
+    identical = a.equals(b)
+    ious, score_diffs = [], []
+    groups = {key: frame for key, frame in b.groupby(["image", "class"])}
+    for key, mine in a.groupby(["image", "class"]):
+        theirs = groups.get(key)
+        if theirs is None:
+            continue
+        m = box_iou(torch.tensor(mine[XYXY].to_numpy(dtype=np.float64)),
+                    torch.tensor(theirs[XYXY].to_numpy(dtype=np.float64))).numpy()
+        free = np.ones(len(theirs), dtype=bool)
+        for i in np.argsort(-mine["score"].to_numpy(), kind="stable"):
+            j = int(np.argmax(np.where(free, m[i], -1.0)))
+            if free[j] and m[i, j] >= iou:
+                free[j] = False
+                ious.append(float(m[i, j]))
+                score_diffs.append(abs(float(mine["score"].iloc[i]) - float(theirs["score"].iloc[j])))
+    most = max(len(a), len(b))
+    share = len(ious) / most if most else 1.0
+    return {"identical": identical, "boxes_registered": len(a), "boxes_rebuilt": len(b), "matched_share": share,
+            "min_iou": min(ious, default=1.0), "max_score_diff": max(score_diffs, default=0.0),
+            "detail": f"{len(ious)} of {most} boxes matched at IoU >= {iou} ({share:.1%}), smallest IoU "
+                      f"{min(ious, default=1.0):.3f}, largest score difference {max(score_diffs, default=0.0):.3g}"}

@@ -30,6 +30,13 @@ class DetectionUseCase(usecase.UseCase):
     kind = "detection"
     primary_metric = "map50"  # logged as val/map50 and test/map50
     families = {"shallow": "shallow", "deep": "deep"}
+    reproduce_tolerance = 0.02  # mAP@0.5 on another CPU/thread count (measured 0.0104 apart, docs/reproduce.md)
+
+    @staticmethod
+    def compare_predictions(registered: pd.DataFrame, rebuilt: pd.DataFrame) -> dict:
+        from deepflow.kinds.detection.boxes import agreement
+
+        return agreement(registered, rebuilt)
 
     def __init__(self, entry: usecase.Entry, cfg: DetectionConfig) -> None:
         super().__init__(entry, cfg)

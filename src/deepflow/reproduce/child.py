@@ -1,0 +1,125 @@
+"""The rebuild itself, run by ``deepflow reproduce`` as a script in a fresh process.
+
+It imports the ``deepflow`` of the code being reproduced (the recorded commit's ``src/`` comes
+first on ``PYTHONPATH``), never the checkout that started it, so it uses only the parts of the use
+case contract every version has: ``kinds.usecase_class``/``config_class``, ``config.load_mapping``,
+the use case's ``load_splits``/``fit``/``evaluate``/``extra_metrics``, and ``tracking.load_scorer``.
+
+    python child.py SPEC.json OUT_DIR
+
+SPEC (JSON): name, kind, member, config (the recorded resolved config), config_hash,
+version, prepared_dir (where the restored data is), time_limit_s, sample (None, or the rows of a
+seeded training sample for ``--quick``), epochs_cap (None or an epoch cap for ``--quick``),
+score_original (whether to score the registered model too).
+
+OUT_DIR receives ``result.json`` (metrics, config hash, hardware, timings) and pickles of the
+predictions on the test split: ``reproduced.pkl`` and, when asked, ``original.pkl``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+
+
+def main(spec_path: str, out_dir: str) -> int:
+    spec = json.loads(Path(spec_path).read_text())
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    result: dict = {"ok": False}
+    try:
+        result.update(rebuild(spec, out))
+        result["ok"] = True
+    except Exception as exc:  # the parent reports it in one line; the traceback goes to the file
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        result["traceback"] = traceback.format_exc()
+    (out / "result.json").write_text(json.dumps(result, indent=2, default=str))
+    return 0 if result["ok"] else 1
+
+
+def rebuild(spec: dict, out: Path) -> dict:
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    import deepflow
+    from deepflow import config, kinds, tracking, usecase
+
+    cls = kinds.config_class(spec["kind"])
+    cfg = config.load_mapping(cls, spec["config"], (), source="the recorded config")
+    rebuilt_hash = config.config_hash(cfg)
+    overrides = {"prepared_dir": spec["prepared_dir"]}
+    if spec.get("epochs_cap") and hasattr(cfg, "train") and hasattr(cfg.train, "epochs"):
+        overrides["train"] = dataclasses.replace(cfg.train, epochs=min(cfg.train.epochs, spec["epochs_cap"]))
+    cfg = dataclasses.replace(cfg, **overrides)
+    entry = usecase.Entry(name=spec["name"], kind=spec["kind"],
+                          path=usecase.settings.datasets_dir() / f"{spec['name']}.yaml", config=spec["config"])
+    uc = kinds.usecase_class(spec["kind"])(entry, cfg)
+    splits = uc.load_splits()
+    if spec.get("sample"):
+        train = splits["train"]
+        splits["train"] = train.sample(n=min(spec["sample"], len(train)), random_state=0).sort_index()
+    test = splits["test"]
+
+    started = time.perf_counter()
+    member_kind = dict(uc.members()).get(spec["member"])
+    if member_kind is None:
+        raise LookupError(f"{spec['name']} has no member {spec['member']!r} at this code "
+                          f"(members: {', '.join(m for m, _ in uc.members())})")
+    scorer, info = uc.fit(spec["member"], member_kind, splits, time_limit_s=spec.get("time_limit_s"))
+    fit_s = time.perf_counter() - started
+    predicted = scorer.predict(test)
+    metrics = uc.evaluate(predicted, test)
+    metrics |= {k.removeprefix("test/"): v for k, v in uc.extra_metrics(scorer).items() if k.startswith("test/")}
+    _dump(out / "reproduced.pkl", predicted)
+
+    original_metrics = None
+    if spec.get("score_original"):
+        original = tracking.load_scorer(f"models:/{spec['name']}/{spec['version']}")
+        scores = original.predict(test)
+        original_metrics = uc.evaluate(scores, test)
+        original_metrics |= {k.removeprefix("test/"): v for k, v in uc.extra_metrics(original).items()
+                             if k.startswith("test/")}
+        _dump(out / "original.pkl", scores)
+    return {
+        "config_hash": rebuilt_hash,
+        "metrics": {k: float(v) for k, v in metrics.items()},
+        "original_metrics": None if original_metrics is None else {k: float(v) for k, v in original_metrics.items()},
+        "info": {k: v for k, v in info.items() if isinstance(v, int | float | str)},
+        "fit_seconds": round(fit_s, 3),
+        "test_rows": len(test),
+        "train_rows": len(splits["train"]),
+        "deepflow": str(Path(deepflow.__file__).parent),
+        "hardware": {"machine": platform.machine(), "cpu": _cpu_model(), "cores": os.cpu_count(),
+                     "torch_threads": torch.get_num_threads(),
+                     "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                     "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "numpy": np.__version__, "pandas": pd.__version__},
+    }
+
+
+def _dump(path: Path, predictions) -> None:
+    with path.open("wb") as f:
+        pickle.dump(predictions, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))

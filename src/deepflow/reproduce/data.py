@@ -1,0 +1,139 @@
+"""The data of a reproduction: the exact prepared files a version was trained on, or a clear no.
+
+A birth certificate records the DVC md5 of the prepared folder and a fingerprint (sha256) of its
+``*.parquet`` files. Restoring tries, in order, and the fingerprint decides each time:
+
+1. the project's own prepared folder, when it still holds that data (copied, never used in place);
+2. the DVC cache, object by object from the folder's ``.dir`` manifest, each file's md5 checked
+   (a corrupted cache object is named, not used);
+3. re-running the DVC stage in the reproduction's worktree (the recorded commit's ``dvc.yaml``,
+   the project's cache for its inputs, ``--no-run-cache`` so the command really runs, nothing
+   committed to the cache).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from deepflow import tracking
+from deepflow.reproduce.errors import ReproduceError
+
+
+def fingerprint(folder: Path) -> str | None:
+    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    return tracking.files_fingerprint(files) if files else None
+
+
+def restore(data: dict, *, live: Path, dest: Path, project: Path, worktree: Path, env: dict[str, str]) -> dict:
+    """Put the data of ``data`` (the certificate's ``data`` section) into ``dest``; returns how
+    (``source``, ``attempts``); a ReproduceError lists every attempt when none gave that data."""
+    want, md5, stage = data["fingerprint"], data.get("md5") or "", data.get("dvc_stage") or "none"
+    attempts: list[str] = []
+    found = fingerprint(live)
+    if found == want:
+        shutil.copytree(live, dest, dirs_exist_ok=True)
+        return {"source": f"the project's {_rel(live, project)} (same fingerprint)", "attempts": attempts}
+    attempts.append(f"the project's {_rel(live, project)} " + ("is missing" if found is None else
+                                                               f"holds other data now (fingerprint {found})"))
+    if md5.endswith(".dir"):
+        try:
+            from_cache(md5, cache_dir(project, env), dest)
+            if (got := fingerprint(dest)) == want:
+                return {"source": f"the DVC cache (md5 {md5})", "attempts": attempts}
+            attempts.append(f"the DVC cache's {md5} has other parquet files (fingerprint {got})")
+        except ReproduceError as exc:
+            attempts.append(str(exc))
+        shutil.rmtree(dest, ignore_errors=True)
+    if stage != "none" and (worktree / "dvc.yaml").is_file():
+        try:
+            rerun(stage, worktree, project, env)
+            if (got := fingerprint(dest)) == want:
+                return {"source": f"re-running DVC stage {stage} at the recorded commit", "attempts": attempts}
+            attempts.append(f"re-running stage {stage} gave other data (fingerprint {got})")
+        except ReproduceError as exc:
+            attempts.append(str(exc))
+    raise ReproduceError(f"data: cannot restore the prepared data of fingerprint {want} (md5 {md5 or '?'}): "
+                         + "; ".join(attempts))
+
+
+def cache_dir(project: Path, env: dict[str, str]) -> Path:
+    """The project's DVC cache folder (``dvc cache dir``; ``.dvc/cache`` if DVC cannot say)."""
+    done = subprocess.run([sys.executable, "-m", "dvc", "cache", "dir"], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=120)
+    path = done.stdout.strip().splitlines()[-1:] if done.returncode == 0 else []
+    return Path(path[0]) if path else project / ".dvc" / "cache"
+
+
+def _object(cache: Path, md5: str) -> Path:
+    """Where DVC 3 keeps an object (``files/md5/ab/cdef...``), else DVC 2's layout (``ab/cdef...``)."""
+    new = cache / "files" / "md5" / md5[:2] / md5[2:]
+    return new if new.exists() else cache / md5[:2] / md5[2:]
+
+
+def from_cache(md5: str, cache: Path, dest: Path) -> None:
+    """Copy the folder ``md5`` (a ``.dir`` object) out of the cache, checking each file's md5."""
+    manifest = _object(cache, md5)
+    if not manifest.is_file():
+        raise ReproduceError(f"the DVC cache {cache} lacks {md5}")
+    try:
+        entries = json.loads(manifest.read_text())
+    except ValueError as exc:
+        raise ReproduceError(f"the DVC cache's manifest {md5} is not JSON ({exc})") from None
+    for item in entries:
+        rel, want = item["relpath"], item["md5"]
+        source = _object(cache, want)
+        if not source.is_file():
+            raise ReproduceError(f"the DVC cache lacks {rel} (md5 {want})")
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        if (got := _md5(target)) != want:
+            raise ReproduceError(f"the DVC cache object of {rel} does not match its md5 (recorded {want}, "
+                                 f"its bytes hash to {got}): the cache is corrupted")
+
+
+def rerun(stage: str, worktree: Path, project: Path, env: dict[str, str]) -> None:
+    """``dvc repro`` the stage in the worktree: inputs from the project's cache, the command really run."""
+    local = worktree / ".dvc" / "config.local"
+    local.parent.mkdir(exist_ok=True)
+    local.write_text(f"[cache]\n    dir = {cache_dir(project, env)}\n")
+    dvc = [sys.executable, "-m", "dvc"]
+    subprocess.run([*dvc, "checkout", "--quiet"], cwd=worktree, env=env, capture_output=True, text=True, timeout=1800)
+    done = subprocess.run([*dvc, "repro", "--no-run-cache", "--no-commit", "--force", stage], cwd=worktree,
+                          env=env, capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:
+        lines = [x.strip() for x in (done.stderr + done.stdout).splitlines() if x.strip()]
+        errors = [x for x in lines if x.lower().startswith("error")] or lines[-1:]
+        raise ReproduceError(f"re-running stage {stage} failed: {' '.join(errors)[:300]}")
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def dvc_env(worktree: Path) -> dict[str, str]:
+    """The environment of DVC and of the rebuild in the worktree: this Python first on PATH, the
+    worktree's ``src/`` first on PYTHONPATH, the worktree as the project root."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DEEPFLOW_DATA_DIR", "DEEPFLOW_DATASETS_DIR")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["DEEPFLOW_ROOT"] = str(worktree)
+    if (worktree / "src" / "deepflow").is_dir():
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(worktree / "src"), env.get("PYTHONPATH")]))
+    return env
