@@ -9,7 +9,8 @@ Two ways to run them:
 - ``deploy_to_pool`` (``deepflow deploy --pool P``): registers the same deployments with a work
   pool; ``prefect worker start --pool P`` on any machine that has this checkout runs them.
 
-Deployments are addressed as ``train-pipeline/<entry>`` and ``monitor/incoming``; each allows one
+Deployments are addressed as ``train-pipeline/<entry>``, ``monitor/incoming`` and
+``self-check/reproduce`` (the nightly ``deepflow reproduce --quick``); each allows one
 run in flight (a second is cancelled by the server: no pile-up of retrainings).
 """
 
@@ -73,6 +74,13 @@ def _specs(ops: OpsConfig) -> list[dict]:
                   "tags": ["deepflow", "monitor"],
                   "description": "Drift report for each new batch in data/incoming/<entry>/; "
                                  "retrains on drift (one in flight, cooldown, min rows)."})
+    c = ops.self_check.schedule
+    specs.append({"entrypoint": "flows/self_check.py:self_check", "name": operations.SELF_CHECK_DEPLOYMENT,
+                  "schedules": _schedules(c, ops.timezone), "active": c.enabled,
+                  "parameters": {"use_cases": list(ops.self_check.use_cases or [])},
+                  "tags": ["deepflow", "self-check"],
+                  "description": "deepflow reproduce <entry>@champion --quick for each entry: the registered "
+                                 "model re-scored, training twice on a sample; fails when one does not reproduce."})
     return specs
 
 

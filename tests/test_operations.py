@@ -142,9 +142,12 @@ def test_deployment_specs_follow_the_config() -> None:
 
     ops = operations.load(overrides=["pipelines.nlp.enabled=false", "pipelines.fraud.overrides=[train.epochs=1]"])
     specs = {s["name"]: s for s in deployments._specs(ops)}
-    assert set(specs) == {"fraud", "nlp", "traffic", operations.MONITOR_DEPLOYMENT}
+    assert set(specs) == {"fraud", "nlp", "traffic", operations.MONITOR_DEPLOYMENT, operations.SELF_CHECK_DEPLOYMENT}
     assert specs["fraud"]["parameters"] == {"use_case": "fraud", "overrides": ["train.epochs=1"],
                                             "promote_challenger": True}
     assert specs["fraud"]["schedules"][0].cron == "0 2 * * *" and specs["fraud"]["active"]
     assert not specs["nlp"]["active"]
     assert specs[operations.MONITOR_DEPLOYMENT]["entrypoint"] == "flows/monitor.py:monitor"
+    check = specs[operations.SELF_CHECK_DEPLOYMENT]
+    assert check["entrypoint"] == "flows/self_check.py:self_check" and check["schedules"][0].cron == "30 4 * * *"
+    assert check["parameters"] == {"use_cases": ["fraud", "nlp", "paysim", "traffic"]} and check["active"]

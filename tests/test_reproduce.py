@@ -207,9 +207,17 @@ def test_reproduce_exact_then_changed_code_then_lost_data(tmp_path: Path) -> Non
     assert len(report["why_not_exact"]) == 1 and report["why_not_exact"][0].startswith("trained under a time limit")
     assert report["predictions"]["identical"] and "/deepflow-reproduce-churn-v1-" in report["rebuild"]["deepflow"]
 
-    quick = _deepflow(env, project, "reproduce", "churn@champion", "--quick")
-    assert "trained twice on a seeded sample of 400 training rows" in quick and "exact:" in quick, quick
+    # the nightly self-check flow (deployment self-check/reproduce): `reproduce --quick` of each champion
+    script = "import json; from flows.self_check import self_check; print('RESULT', json.dumps(self_check()))"
+    done = subprocess.run([sys.executable, "-c", script], cwd=project, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    results = json.loads(done.stdout.split("RESULT", 1)[1])
+    assert results["churn"]["verdict"] == "exact" and results["churn"]["version"] == "1", results
     assert client.get_model_version("churn", "1").tags["reproduced_quick"].startswith("exact ")
+    quick = json.loads(Path(client.download_artifacts(champion.run_id, "registry/v1/reproduction_quick.json"))
+                       .read_text())
+    assert quick["rebuild"]["train_rows"] == 400 and quick["predictions"]["identical"]
 
     # changed code: the C grid of the linear model (the winner here) and the seed of the networks
     for path, old, new in (("kinds/table/classical.py", "LogisticRegression(C=c,", "LogisticRegression(C=c * 0.5,"),

@@ -18,6 +18,9 @@ from typing import Any
 
 from deepflow import config, settings, tracking
 
+# Variables that change a CPU's float results (threads; the vector ISA of torch's own kernels,
+# oneDNN and MKL): recorded when set, and set again by `deepflow reproduce`.
+NUMERICS_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR")
 PACKAGES = ("deepflow", "torch", "lightning", "mlflow", "prefect", "great_expectations", "dvc", "scikit-learn",
             "xgboost", "pandas", "numpy")
 
@@ -87,6 +90,7 @@ def build(*, use_case: str, kind: str, version: str, member: dict, cfg: Any, val
         "training": {"time_limit_s": member.get("time_limit_s"), "stopped_by": member.get("stopped_by"),
                      "accelerator": os.environ.get("DEEPFLOW_ACCELERATOR", "auto"),
                      "precision": os.environ.get("DEEPFLOW_PRECISION", "32-true"),
+                     "numerics_env": {k: os.environ[k] for k in NUMERICS_ENV if k in os.environ},
                      **{k: member.get("fit_info", {}).get(k) for k in ("epochs_run", "best_epoch", "steps")}},
         "metrics": {"val": member["val"], "test": member["test"]},
         "latency_ms": member["latency_ms"],

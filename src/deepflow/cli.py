@@ -536,8 +536,8 @@ def deploy(pool: Annotated[str, typer.Option("--pool", help="Prefect work pool (
     from flows import deployments
 
     ids = deployments.deploy_to_pool(ops, pool)
-    out.print(f"{len(ids)} deployments on work pool {pool!r}: "
-              + ", ".join([f"train-pipeline/{u}" for u in ops.pipelines] + ["monitor/incoming"]), highlight=False)
+    names = [f"train-pipeline/{u}" for u in ops.pipelines] + ["monitor/incoming", "self-check/reproduce"]
+    out.print(f"{len(ids)} deployments on work pool {pool!r}: " + ", ".join(names), highlight=False)
 
 
 @app.command()

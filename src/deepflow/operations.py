@@ -31,6 +31,8 @@ DEFAULT_PATH = Path(__file__).with_name("operations.yaml")
 PIPELINE_FLOW = "train-pipeline"  # flow names: deployments are addressed as "<flow>/<deployment>"
 MONITOR_FLOW = "monitor"
 MONITOR_DEPLOYMENT = "incoming"
+SELF_CHECK_FLOW = "self-check"  # nightly `deepflow reproduce --quick` of every champion
+SELF_CHECK_DEPLOYMENT = "reproduce"
 DRIFT_TAG = "trigger:drift"  # on every retraining run a monitor started
 STATE_FILE = ".processed.json"  # per inbox: which batches the monitor has dealt with
 
@@ -54,6 +56,15 @@ class MonitorConfig:
 
 
 @dataclass
+class SelfCheckConfig:
+    """The nightly self-check: ``deepflow reproduce NAME@champion --quick`` for each entry
+    (flows/self_check.py); a champion that does not reproduce fails the flow run."""
+
+    schedule: Schedule = field(default_factory=lambda: Schedule(cron="30 4 * * *"))
+    use_cases: list[str] | None = None  # None: every entry (those without a champion are skipped)
+
+
+@dataclass
 class OpsConfig:
     """As loaded: ``pipelines`` holds every entry that gets a pipeline deployment with its resolved
     schedule, ``monitor.use_cases`` the monitored entries and ``monitor.min_rows`` every entry's
@@ -65,6 +76,7 @@ class OpsConfig:
     catch_up: Literal["latest", "all"] = "latest"
     pipelines: dict[str, Schedule] = field(default_factory=dict)  # per entry, over its own schedule
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    self_check: SelfCheckConfig = field(default_factory=SelfCheckConfig)
 
 
 def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> OpsConfig:
@@ -101,13 +113,15 @@ def resolve(ops: OpsConfig, entries: dict[str, Entry]) -> OpsConfig:
     * ``monitor.min_rows``: per entry, the ops value, else the entry's ``monitor.min_rows``.
     """
     named = {"pipelines": list(ops.pipelines), "monitor.use_cases": list(ops.monitor.use_cases or []),
-             "monitor.min_rows": list(ops.monitor.min_rows), "monitor.drift": list(ops.monitor.drift)}
+             "monitor.min_rows": list(ops.monitor.min_rows), "monitor.drift": list(ops.monitor.drift),
+             "self_check.use_cases": list(ops.self_check.use_cases or [])}
     for key, names in named.items():
         for name in names:
             if name not in entries:
                 raise config.ConfigError(f"operations config {key}: unknown dataset entry {name!r} "
                                          f"(known: {', '.join(entries)})")
-    for name, sched in [*ops.pipelines.items(), ("monitor", ops.monitor.schedule)]:
+    for name, sched in [*ops.pipelines.items(), ("monitor", ops.monitor.schedule),
+                        ("self_check", ops.self_check.schedule)]:
         if sched.cron and sched.interval_seconds:
             raise config.ConfigError(f"schedule of {name}: set cron or interval_seconds, not both")
     pipelines: dict[str, Schedule] = {}
@@ -123,6 +137,7 @@ def resolve(ops: OpsConfig, entries: dict[str, Entry]) -> OpsConfig:
         pipelines[name] = sched
     ops.pipelines = pipelines
     ops.monitor.use_cases = list(entries) if ops.monitor.use_cases is None else ops.monitor.use_cases
+    ops.self_check.use_cases = list(entries) if ops.self_check.use_cases is None else ops.self_check.use_cases
     ops.monitor.min_rows = {name: ops.monitor.min_rows.get(name, entry_min_rows(e)) for name, e in entries.items()}
     return ops
 

@@ -109,13 +109,10 @@ def _rebuild(cert: dict, name: str, version: str, kind: str, uc_class: type, qui
                     "version": version, "prepared_dir": str(dest), "time_limit_s": training.get("time_limit_s"),
                     "score_original": True}
             child_env = _child_env(env, cert)
-            if quick:
-                _quick(spec, cert, child_env, Path(tmp), report, echo)
-            else:
-                _full(spec, cert, child_env, Path(tmp), report, echo)
-            env_check = environment.check(cert, wt / "requirements" / "lock.txt", report["rebuild"]["hardware"],
-                                          {k: certificate.package_version(k) for k in (cert.get("versions") or {})}
-                                          | {"python": sys.version.split()[0]})
+            here = certificate.hardware() | {"torch_threads": int(child_env.get("OMP_NUM_THREADS") or 0) or None}
+            versions = {k: certificate.package_version(k) for k in (cert.get("versions") or {})}
+            env_check = environment.check(cert, wt / "requirements" / "lock.txt", here,
+                                          versions | {"python": sys.version.split()[0]})
             report["environment"] = env_check
             if not env_check["same"]:
                 why_not_exact.append("the environment differs: " + "; ".join(
@@ -123,23 +120,31 @@ def _rebuild(cert: dict, name: str, version: str, kind: str, uc_class: type, qui
                     or [env_check["lock"]]))
             echo("env       " + ("the recorded machine, packages and lock" if env_check["same"]
                                  else why_not_exact[-1]))
-    echo("expect    " + ("exact (bit for bit)" if not why_not_exact else
-                         f"within {uc_class.reproduce_tolerance} on the test metrics: {'; '.join(why_not_exact)}"))
-    report["notes"] = notes
+            echo("expect    " + ("exact (bit for bit)" if not why_not_exact else
+                                 f"within {uc_class.reproduce_tolerance} on the test metrics: "
+                                 f"{'; '.join(why_not_exact)}"))
+            report["notes"] = notes
+            if quick:
+                _quick(spec, cert, child_env, Path(tmp), report, echo)
+            else:
+                _full(spec, cert, child_env, Path(tmp), report, echo)
+            threads = report["rebuild"]["hardware"].get("torch_threads")
+            if env_check["same"] and threads != (cert.get("hardware") or {}).get("torch_threads"):
+                why_not_exact.append(f"the rebuild ran {threads} torch threads, not the recorded number")
     _judge(cert, uc_class, quick, why_not_exact, report)
 
 
 def _child_env(env: dict[str, str], cert: dict) -> dict[str, str]:
     """The rebuild's environment: the recorded thread count, the recorded device (CPU when the
     version was trained without a GPU), nothing from this shell's DEEPFLOW_* overrides."""
-    env = dict(env)
+    env = {k: v for k, v in env.items() if k not in certificate.NUMERICS_ENV}
     hardware = cert.get("hardware") or {}
     if threads := hardware.get("torch_threads"):
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    env.update((cert.get("training") or {}).get("numerics_env") or {})
     if hardware.get("gpu") is None:
         env["DEEPFLOW_ACCELERATOR"] = "cpu"
     env["MLFLOW_TRACKING_URI"] = settings.tracking_uri()
-    env.setdefault("PYTHONHASHSEED", "0")
     return env
 
 
