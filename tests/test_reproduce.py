@@ -71,6 +71,20 @@ def test_box_agreement_matches_by_class_and_iou() -> None:
     assert found["min_iou"] == pytest.approx(90 / 110) and found["max_score_diff"] == pytest.approx(0.05)
 
 
+@pytest.mark.parametrize("name", ["fraud", "nlp", "paysim", "traffic"])
+def test_a_recorded_config_rebuilds_to_its_hash(name: str) -> None:
+    """The certificate holds the config as JSON (integer keys become strings: traffic's class map);
+    the rebuild turns it back into the same config, hash for hash."""
+    from deepflow import config, kinds, usecase
+    from deepflow.reproduce.child import typed_keys
+
+    uc = usecase.get(name)
+    recorded = json.loads(json.dumps(config.to_dict(uc.cfg), default=str))
+    cls = kinds.config_class(uc.kind)
+    rebuilt = config.load_mapping(cls, typed_keys(cls, recorded), (), source="test")
+    assert config.config_hash(rebuilt) == config.config_hash(uc.cfg)
+
+
 # --- data: the DVC cache ------------------------------------------------------------------------
 
 

@@ -26,6 +26,8 @@ import platform
 import sys
 import time
 import traceback
+import types
+import typing
 from pathlib import Path
 
 
@@ -53,7 +55,7 @@ def rebuild(spec: dict, out: Path) -> dict:
     from deepflow import config, kinds, tracking, usecase
 
     cls = kinds.config_class(spec["kind"])
-    cfg = config.load_mapping(cls, spec["config"], (), source="the recorded config")
+    cfg = config.load_mapping(cls, typed_keys(cls, spec["config"]), (), source="the recorded config")
     rebuilt_hash = config.config_hash(cfg)
     overrides = {"prepared_dir": spec["prepared_dir"]}
     if spec.get("epochs_cap") and hasattr(cfg, "train") and hasattr(cfg.train, "epochs"):
@@ -104,6 +106,31 @@ def rebuild(spec: dict, out: Path) -> dict:
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "numpy": np.__version__, "pandas": pd.__version__},
     }
+
+
+def typed_keys(cls, data):
+    """The recorded config as its dataclass wants it: JSON made every mapping key a string, so a
+    ``dict[int, ...]`` field (e.g. a class map) gets its integer keys back, at any depth."""
+    if not dataclasses.is_dataclass(cls) or not isinstance(data, dict):
+        return data
+    hints = typing.get_type_hints(cls)
+    return {k: _by_type(hints[k], v) if k in hints else v for k, v in data.items()}
+
+
+def _by_type(tp, value):
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return typed_keys(tp, value)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return _by_type(inner[0], value) if len(inner) == 1 else value
+    if origin is dict and isinstance(value, dict) and len(args) == 2:
+        key_type, value_type = args
+        return {(int(k) if key_type is int and isinstance(k, str) and k.lstrip("-").isdigit() else k):
+                _by_type(value_type, v) for k, v in value.items()}
+    if origin is list and isinstance(value, list) and args:
+        return [_by_type(args[0], v) for v in value]
+    return value
 
 
 def _dump(path: Path, predictions) -> None:
