@@ -352,12 +352,15 @@ def reproduce(ref: Annotated[str, typer.Argument(help="USE_CASE, USE_CASE@ALIAS 
                                echo=lambda line: out.print(escape(line), highlight=False, soft_wrap=True))
     except (LookupError, rep.ReproduceError) as exc:
         _fail(str(exc), 1)
-    for key, row in (report.get("metrics") or {}).items():
-        rebuilt = "-" if row["rebuilt"] is None else f"{row['rebuilt']:.6f}"
+    # full: the recorded metrics beside the rebuilt model's; quick: beside the registered model re-scored
+    rows, label = ((report.get("registered_model"), "re-scored") if quick else (report.get("metrics"), "rebuilt"))
+    for key, row in (rows or {}).items():
+        got = "-" if row["rebuilt"] is None else f"{row['rebuilt']:.6f}"
         diff = "-" if row["diff"] is None else f"{row['diff']:.2g}"
-        out.print(f"  test/{key:<22} recorded {row['recorded']:.6f}  rebuilt {rebuilt}  |diff| {diff}", highlight=False)
+        out.print(f"  test/{key:<22} recorded {row['recorded']:.6f}  {label} {got}  |diff| {diff}", highlight=False)
     if predictions := report.get("predictions"):
-        out.print(f"predicts  {predictions.get('detail')}", highlight=False)
+        what = "two sample trainings" if quick else "rebuilt vs registered"
+        out.print(f"predicts  {what}: {predictions.get('detail')}", highlight=False)
     where = "" if not record else f" (recorded on {use_case} v{version}: tag reproduced{'_quick' if quick else ''})"
     if report["verdict"] in ("exact", "within tolerance"):
         out.print(f"[bold green]{report['verdict']}[/]: {escape(report['reason'])}{escape(where)}", soft_wrap=True)
