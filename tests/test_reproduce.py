@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from deepflow.kinds.detection.boxes import agreement
 from deepflow.reproduce import code, compare, data, environment
@@ -206,7 +207,7 @@ def test_reproduce_exact_then_changed_code_then_lost_data(tmp_path: Path) -> Non
     csv = write_csv(customers(700).drop(columns=["plan_next", "spend_next"]), tmp_path / "upload" / "churn.csv")
     _deepflow(env, tmp_path, "new", "churn", "--data", str(csv), "--target", "churned", "--budget", "20m")
     _commit(project, env, "churn entry")
-    _deepflow(env, project, "run", "churn", "--set", "train.epochs=4", "--set", "model.hgb_max_iter=40")
+    _deepflow(env, project, "run", "churn", "--set", "members=[linear,shallow]", "--set", "train.epochs=4")
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     champion = client.get_model_version_by_alias("churn", "champion")
     assert str(champion.version) == "1"
@@ -243,10 +244,21 @@ def test_reproduce_exact_then_changed_code_then_lost_data(tmp_path: Path) -> Non
     assert "differs from the recorded" in changed and "src/deepflow/kinds/table/classical.py" in changed
     assert "mismatch" in changed and "src/deepflow/training.py" in changed.split("error:")[1]
 
-    # the prepared data edited in place, its cache objects and the source's gone: nothing to rebuild from
+    # the prepared data edited in place and its cache objects gone: the DVC stage is re-run at the commit
     prepared = project / "data/prepared/churn"
     frame = pd.read_parquet(prepared / "train.parquet")
     frame.iloc[:-1].to_parquet(prepared / "train.parquet")
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]["churn_prepare"]["outs"][0]["md5"]
+    cache = project / ".dvc" / "cache" / "files" / "md5"
+    manifest = cache / lock[:2] / lock[2:]
+    for item in json.loads(manifest.read_text()):
+        (cache / item["md5"][:2] / item["md5"][2:]).unlink()
+    manifest.unlink()
+    rerun = _deepflow(env, project, "reproduce", "churn@champion", "--no-record")
+    assert "restored from re-running DVC stage churn_prepare at the recorded commit" in rerun, rerun
+    assert "exact:" in rerun
+
+    # ... and the source's cache object gone too: nothing to rebuild from
     shutil.rmtree(project / ".dvc" / "cache")
     lost = _deepflow(env, project, "reproduce", "churn@champion", code=1)
     assert "unrecoverable" in lost and "holds other data now" in lost and "lacks" in lost
