@@ -1,9 +1,11 @@
 """``deepflow reproduce``: a registered version rebuilt from its birth certificate.
 
 Fast: the comparisons and verdicts, the DVC-cache restore (a corrupted object is named), the lock
-check and the git worktree. Slow: a real project (git + DVC + a table entry) whose version is
-reproduced exactly, then rebuilt with changed code (mismatch, the changed file named) and with its
-data gone from everywhere (unrecoverable, every attempt named); no alias moves."""
+check, the git worktree, recorded configs that round-trip. Slow: a real project (git + DVC + a
+table entry) whose version is reproduced exactly (also by the nightly self-check flow), then rebuilt
+with changed code (mismatch, the changed files named), with its prepared data gone from the cache
+(from the DVC remote, then from the stage re-run: exact) and gone from everywhere (unrecoverable,
+every attempt named); no alias moves."""
 
 from __future__ import annotations
 
@@ -244,16 +246,30 @@ def test_reproduce_exact_then_changed_code_then_lost_data(tmp_path: Path) -> Non
     assert "differs from the recorded" in changed and "src/deepflow/kinds/table/classical.py" in changed
     assert "mismatch" in changed and "src/deepflow/training.py" in changed.split("error:")[1]
 
-    # the prepared data edited in place and its cache objects gone: the DVC stage is re-run at the commit
+    # the prepared data edited in place and its cache objects gone: fetched from the DVC remote
+    remote = tmp_path / "remote"
+    dvc = [str(Path(sys.executable).parent / "dvc")]
+    for args in (["remote", "add", "--local", "-d", "store", str(remote)], ["push", "-q"]):
+        subprocess.run(dvc + args, cwd=project, env=env, check=True, capture_output=True)
     prepared = project / "data/prepared/churn"
     frame = pd.read_parquet(prepared / "train.parquet")
     frame.iloc[:-1].to_parquet(prepared / "train.parquet")
     lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]["churn_prepare"]["outs"][0]["md5"]
     cache = project / ".dvc" / "cache" / "files" / "md5"
-    manifest = cache / lock[:2] / lock[2:]
-    for item in json.loads(manifest.read_text()):
-        (cache / item["md5"][:2] / item["md5"][2:]).unlink()
-    manifest.unlink()
+
+    def drop_prepared_from_cache() -> None:
+        manifest = cache / lock[:2] / lock[2:]
+        for item in json.loads(manifest.read_text()):
+            (cache / item["md5"][:2] / item["md5"][2:]).unlink()
+        manifest.unlink()
+
+    drop_prepared_from_cache()
+    fetched = _deepflow(env, project, "reproduce", "churn@champion", "--no-record")
+    assert f"restored from the DVC remote store {remote}" in fetched and "exact:" in fetched, fetched
+
+    # ... and gone from the remote too: the DVC stage is re-run at the commit
+    drop_prepared_from_cache()
+    shutil.rmtree(remote)
     rerun = _deepflow(env, project, "reproduce", "churn@champion", "--no-record")
     assert "restored from re-running DVC stage churn_prepare at the recorded commit" in rerun, rerun
     assert "exact:" in rerun
@@ -262,5 +278,6 @@ def test_reproduce_exact_then_changed_code_then_lost_data(tmp_path: Path) -> Non
     shutil.rmtree(project / ".dvc" / "cache")
     lost = _deepflow(env, project, "reproduce", "churn@champion", code=1)
     assert "unrecoverable" in lost and "holds other data now" in lost and "lacks" in lost
+    assert "the DVC remote store" in lost and "re-running stage churn_prepare failed" in lost
     assert client.get_model_version("churn", "1").tags["reproduced"].startswith("unrecoverable")
     assert str(client.get_model_version_by_alias("churn", "champion").version) == "1"  # no alias moved

@@ -4,7 +4,7 @@ certificate and say whether it came out the same.
 1. **Code**: a clean temporary git worktree at the recorded commit (``--code REF``: other code,
    to see whether a change alters the model; the files that differ are named).
 2. **Data**: the exact prepared files, checked by the recorded fingerprint (``data.py``: the
-   project's folder, else the DVC cache, else the DVC stage re-run).
+   project's folder, else the DVC cache, else the DVC remote, else the DVC stage re-run).
 3. **Environment**: the recorded lock file, packages and machine against this one
    (``environment.py``). Only the same environment promises a bit-for-bit rebuild.
 4. **Rebuild** (``child.py``, a fresh process running the worktree's code with the recorded config,

@@ -6,7 +6,9 @@ A birth certificate records the DVC md5 of the prepared folder and a fingerprint
 1. the project's own prepared folder, when it still holds that data (copied, never used in place);
 2. the DVC cache, object by object from the folder's ``.dir`` manifest, each file's md5 checked
    (a corrupted cache object is named, not used);
-3. re-running the DVC stage in the reproduction's worktree (the recorded commit's ``dvc.yaml``,
+3. the project's DVC remote: ``dvc fetch`` of the stage's outputs at the recorded commit into the
+   project's cache (what ``dvc pull`` would add), then as in 2;
+4. re-running the DVC stage in the reproduction's worktree (the recorded commit's ``dvc.yaml``,
    the project's cache for its inputs, ``--no-run-cache`` so the command really runs, nothing
    committed to the cache).
 """
@@ -50,7 +52,18 @@ def restore(data: dict, *, live: Path, dest: Path, project: Path, worktree: Path
         except ReproduceError as exc:
             attempts.append(str(exc))
         shutil.rmtree(dest, ignore_errors=True)
-    if stage != "none" and (worktree / "dvc.yaml").is_file():
+    staged = stage != "none" and (worktree / "dvc.yaml").is_file()
+    if md5.endswith(".dir") and staged and (remote := default_remote(project, env)):
+        try:
+            fetch(stage, worktree, project, env)
+            from_cache(md5, cache_dir(project, env), dest)
+            if (got := fingerprint(dest)) == want:
+                return {"source": f"the DVC remote {remote} (md5 {md5})", "attempts": attempts}
+            attempts.append(f"the DVC remote's {md5} has other parquet files (fingerprint {got})")
+        except ReproduceError as exc:
+            attempts.append(f"the DVC remote {remote}: {exc}")
+        shutil.rmtree(dest, ignore_errors=True)
+    if staged:
         try:
             rerun(stage, worktree, project, env)
             if (got := fingerprint(dest)) == want:
@@ -98,19 +111,55 @@ def from_cache(md5: str, cache: Path, dest: Path) -> None:
                                  f"its bytes hash to {got}): the cache is corrupted")
 
 
-def rerun(stage: str, worktree: Path, project: Path, env: dict[str, str]) -> None:
-    """``dvc repro`` the stage in the worktree: inputs from the project's cache, the command really run."""
+def _dvc(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 1800) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _error(done: subprocess.CompletedProcess) -> str:
+    lines = [x.strip() for x in (done.stderr + done.stdout).splitlines() if x.strip()]
+    errors = [x for x in lines if x.lower().startswith("error")] or lines[-1:]
+    return " ".join(errors)[:300]
+
+
+def default_remote(project: Path, env: dict[str, str]) -> str | None:
+    """``name url`` of the project's default DVC remote as configured now (any config level), or None."""
+    name = _dvc(["remote", "default"], project, env, 120).stdout.strip()
+    if not name:
+        return None
+    for line in _dvc(["remote", "list"], project, env, 120).stdout.splitlines():
+        parts = line.split()
+        if parts and parts[0] == name:
+            return " ".join(parts[:2])
+    return None
+
+
+def _share(worktree: Path, project: Path, env: dict[str, str]) -> None:
+    """Point the worktree's DVC at the project's cache and default remote (local config only)."""
     local = worktree / ".dvc" / "config.local"
     local.parent.mkdir(exist_ok=True)
     local.write_text(f"[cache]\n    dir = {cache_dir(project, env)}\n")
-    dvc = [sys.executable, "-m", "dvc"]
-    subprocess.run([*dvc, "checkout", "--quiet"], cwd=worktree, env=env, capture_output=True, text=True, timeout=1800)
-    done = subprocess.run([*dvc, "repro", "--no-run-cache", "--no-commit", "--force", stage], cwd=worktree,
-                          env=env, capture_output=True, text=True, timeout=3600)
+    if remote := default_remote(project, env):
+        name, url = (remote.split(" ", 1) + [""])[:2]
+        _dvc(["remote", "add", "--local", "--force", "--default", name, url], worktree, env, 120)
+
+
+def fetch(stage: str, worktree: Path, project: Path, env: dict[str, str]) -> None:
+    """``dvc fetch`` the stage's outputs (as the recorded commit's ``dvc.lock`` names them) from the
+    project's default remote into the project's cache."""
+    _share(worktree, project, env)
+    done = _dvc(["fetch", stage], worktree, env)
     if done.returncode != 0:
-        lines = [x.strip() for x in (done.stderr + done.stdout).splitlines() if x.strip()]
-        errors = [x for x in lines if x.lower().startswith("error")] or lines[-1:]
-        raise ReproduceError(f"re-running stage {stage} failed: {' '.join(errors)[:300]}")
+        raise ReproduceError(f"`dvc fetch {stage}` failed: {_error(done)}")
+
+
+def rerun(stage: str, worktree: Path, project: Path, env: dict[str, str]) -> None:
+    """``dvc repro`` the stage in the worktree: inputs from the project's cache, the command really run."""
+    _share(worktree, project, env)
+    _dvc(["checkout", "--quiet"], worktree, env)  # inputs present in the cache; the others fail the repro
+    done = _dvc(["repro", "--no-run-cache", "--no-commit", "--force", stage], worktree, env, 3600)
+    if done.returncode != 0:
+        raise ReproduceError(f"re-running stage {stage} failed: {_error(done)}")
 
 
 def _md5(path: Path) -> str:
