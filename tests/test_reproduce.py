@@ -57,7 +57,7 @@ def test_equal_metrics_but_different_predictions_fail_when_exact_is_expected() -
     assert compare.verdict(rows, scores, True, 0.0)[0] == compare.MISMATCH
     assert compare.verdict(rows, scores, False, 0.01)[0] == compare.WITHIN
     missing = compare.metric_rows({"f1": 0.9}, {}, 0.0)
-    assert compare.verdict(missing, None, True, 0.0) == (compare.MISMATCH, "the rebuild did not report f1")
+    assert compare.verdict(missing, None, True, 0.0) == (compare.MISMATCH, "the rebuild did not report test/f1")
     assert not compare.scores(np.zeros(3), np.zeros(4))["comparable"]
 
 

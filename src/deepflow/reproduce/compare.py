@@ -61,11 +61,11 @@ def verdict(rows: dict[str, dict], predictions: dict[str, Any] | None, exact_exp
     """(verdict, one-line reason). Exact expected: every metric equal and identical predictions."""
     missing = [k for k, r in rows.items() if r["rebuilt"] is None]
     if missing:
-        return MISMATCH, f"the rebuild did not report {', '.join(missing)}"
+        return MISMATCH, f"the rebuild did not report {', '.join(f'test/{k}' for k in missing)}"
     off = [(k, r) for k, r in rows.items() if not r["ok"]]
     if off:
         key, r = max(off, key=lambda kr: kr[1]["diff"])
-        return MISMATCH, (f"{key}: rebuilt {r['rebuilt']:.4f} vs recorded {r['recorded']:.4f} (|diff| "
+        return MISMATCH, (f"test/{key}: rebuilt {r['rebuilt']:.4f} vs recorded {r['recorded']:.4f} (|diff| "
                           f"{r['diff']:.4g} > {'0, exact expected' if exact_expected else f'tolerance {tolerance}'})")
     if predictions is not None and exact_expected and not predictions.get("identical"):
         return MISMATCH, f"the test metrics match but the predictions differ: {predictions.get('detail')}"
