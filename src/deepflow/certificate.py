@@ -14,6 +14,7 @@ import os
 import platform
 from datetime import UTC, datetime
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from deepflow import config, settings, tracking
@@ -25,8 +26,9 @@ PACKAGES = ("deepflow", "torch", "lightning", "mlflow", "prefect", "great_expect
             "xgboost", "pandas", "numpy")
 
 
-def lock_hash() -> str:
-    lock = settings.PROJECT_ROOT / "requirements" / "lock.txt"
+def lock_hash(lock: Path | None = None) -> str:
+    """sha256 (16 hex digits) of the lock file: the project's, or ``lock`` (another checkout's)."""
+    lock = lock or settings.PROJECT_ROOT / "requirements" / "lock.txt"
     return hashlib.sha256(lock.read_bytes()).hexdigest()[:16] if lock.exists() else "missing"
 
 

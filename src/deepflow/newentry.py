@@ -160,9 +160,14 @@ def dvc(*args: str) -> None:
     done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=settings.PROJECT_ROOT, env=env,
                           capture_output=True, text=True)
     if done.returncode != 0:
-        lines = [line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
-        errors = [line for line in lines if line.lower().startswith("error")] or lines[-1:]
-        raise DvcError(f"`dvc {args[0]}` failed: {' '.join(errors)[:500]}")
+        raise DvcError(f"`dvc {args[0]}` failed: {dvc_error(done, 500)}")
+
+
+def dvc_error(done: subprocess.CompletedProcess, limit: int) -> str:
+    """What a failed DVC command said: its ``ERROR`` lines, else its last line (at most ``limit`` chars)."""
+    lines = [line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+    errors = [line for line in lines if line.lower().startswith("error")] or lines[-1:]
+    return " ".join(errors)[:limit]
 
 
 def dvc_prepare(name: str, entry_path: Path, source: Path, prepared: Path, module: str,

@@ -3,7 +3,8 @@
 It imports the ``deepflow`` of the code being reproduced (the recorded commit's ``src/`` comes
 first on ``PYTHONPATH``), never the checkout that started it, so it uses only the parts of the use
 case contract every version has: ``kinds.usecase_class``/``config_class``, ``config.load_mapping``,
-the use case's ``load_splits``/``fit``/``evaluate``/``extra_metrics``, and ``tracking.load_scorer``.
+the use case's ``load_splits``/``fit``/``evaluate``/``extra_metrics``, ``tracking.load_scorer`` and
+``certificate.hardware``.
 
     python child.py SPEC.json OUT_DIR
 
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pickle
 import platform
 import sys
@@ -52,7 +52,7 @@ def rebuild(spec: dict, out: Path) -> dict:
     import torch
 
     import deepflow
-    from deepflow import config, kinds, tracking, usecase
+    from deepflow import certificate, config, kinds, tracking, usecase
 
     cls = kinds.config_class(spec["kind"])
     cfg = config.load_mapping(cls, typed_keys(cls, spec["config"]), (), source="the recorded config")
@@ -77,32 +77,30 @@ def rebuild(spec: dict, out: Path) -> dict:
                           f"(members: {', '.join(m for m, _ in uc.members())})")
     scorer, info = uc.fit(spec["member"], member_kind, splits, time_limit_s=spec.get("time_limit_s"))
     fit_s = time.perf_counter() - started
-    predicted = scorer.predict(test)
-    metrics = uc.evaluate(predicted, test)
-    metrics |= {k.removeprefix("test/"): v for k, v in uc.extra_metrics(scorer).items() if k.startswith("test/")}
-    _dump(out / "reproduced.pkl", predicted)
 
+    def test_metrics(model, name: str) -> dict[str, float]:
+        """The test metrics as the pipeline records them (with the ``test/`` extras); predictions to OUT_DIR."""
+        scores = model.predict(test)
+        _dump(out / f"{name}.pkl", scores)
+        found = uc.evaluate(scores, test) | {k.removeprefix("test/"): v for k, v in uc.extra_metrics(model).items()
+                                             if k.startswith("test/")}
+        return {k: float(v) for k, v in found.items()}
+
+    metrics = test_metrics(scorer, "reproduced")
     original_metrics = None
     if spec.get("score_original"):
-        original = tracking.load_scorer(f"models:/{spec['name']}/{spec['version']}")
-        scores = original.predict(test)
-        original_metrics = uc.evaluate(scores, test)
-        original_metrics |= {k.removeprefix("test/"): v for k, v in uc.extra_metrics(original).items()
-                             if k.startswith("test/")}
-        _dump(out / "original.pkl", scores)
+        original_metrics = test_metrics(tracking.load_scorer(f"models:/{spec['name']}/{spec['version']}"), "original")
     return {
         "config_hash": rebuilt_hash,
-        "metrics": {k: float(v) for k, v in metrics.items()},
-        "original_metrics": None if original_metrics is None else {k: float(v) for k, v in original_metrics.items()},
+        "metrics": metrics,
+        "original_metrics": original_metrics,
         "info": {k: v for k, v in info.items() if isinstance(v, int | float | str)},
         "fit_seconds": round(fit_s, 3),
         "test_rows": len(test),
         "train_rows": len(splits["train"]),
         "deepflow": str(Path(deepflow.__file__).parent),
-        "hardware": {"machine": platform.machine(), "cpu": _cpu_model(), "cores": os.cpu_count(),
-                     "torch_threads": torch.get_num_threads(),
-                     "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                     "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        # the recorded commit's own hardware record; older ones lack the vector ISA
+        "hardware": {"cpu_capability": torch.backends.cpu.get_cpu_capability(), **certificate.hardware()},
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "numpy": np.__version__, "pandas": pd.__version__},
     }
@@ -136,16 +134,6 @@ def _by_type(tp, value):
 def _dump(path: Path, predictions) -> None:
     with path.open("wb") as f:
         pickle.dump(predictions, f, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def _cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from deepflow import tracking
+from deepflow.newentry import dvc_error
 from deepflow.reproduce.errors import ReproduceError
 
 
@@ -43,29 +44,33 @@ def restore(data: dict, *, live: Path, dest: Path, project: Path, worktree: Path
         return {"source": f"the project's {_rel(live, project)} (same fingerprint)", "attempts": attempts}
     attempts.append(f"the project's {_rel(live, project)} " + ("is missing" if found is None else
                                                                f"holds other data now (fingerprint {found})"))
-    if md5.endswith(".dir"):
+    dvc_output = md5.endswith(".dir")
+    cache = cache_dir(project, env) if dvc_output else None
+
+    def cached(source: str, failed: str = "", before=lambda: None) -> bool:
+        """Copy ``md5`` out of the cache (after ``before``: a fetch); True when it is the recorded data."""
         try:
-            from_cache(md5, cache_dir(project, env), dest)
+            before()
+            from_cache(md5, cache, dest)
             if (got := fingerprint(dest)) == want:
-                return {"source": f"the DVC cache (md5 {md5})", "attempts": attempts}
-            attempts.append(f"the DVC cache's {md5} has other parquet files (fingerprint {got})")
+                return True
+            attempts.append(f"{source}'s {md5} has other parquet files (fingerprint {got})")
         except ReproduceError as exc:
-            attempts.append(str(exc))
+            attempts.append(f"{failed}{exc}")
         shutil.rmtree(dest, ignore_errors=True)
+        return False
+
+    if dvc_output and cached("the DVC cache"):
+        return {"source": f"the DVC cache (md5 {md5})", "attempts": attempts}
     staged = stage != "none" and (worktree / "dvc.yaml").is_file()
-    if md5.endswith(".dir") and staged and (remote := default_remote(project, env)):
-        try:
-            fetch(stage, worktree, project, env)
-            from_cache(md5, cache_dir(project, env), dest)
-            if (got := fingerprint(dest)) == want:
-                return {"source": f"the DVC remote {remote} (md5 {md5})", "attempts": attempts}
-            attempts.append(f"the DVC remote's {md5} has other parquet files (fingerprint {got})")
-        except ReproduceError as exc:
-            attempts.append(f"the DVC remote {remote}: {exc}")
-        shutil.rmtree(dest, ignore_errors=True)
+    remote = default_remote(project, env) if staged and dvc_output else None
+    if staged:  # the worktree's DVC works on the project's cache and remote
+        share(worktree, cache or cache_dir(project, env), remote, env)
+    if remote and cached("the DVC remote", f"the DVC remote {remote}: ", lambda: fetch(stage, worktree, env)):
+        return {"source": f"the DVC remote {remote} (md5 {md5})", "attempts": attempts}
     if staged:
         try:
-            rerun(stage, worktree, project, env)
+            rerun(stage, worktree, env)
             if (got := fingerprint(dest)) == want:
                 return {"source": f"re-running DVC stage {stage} at the recorded commit", "attempts": attempts}
             attempts.append(f"re-running stage {stage} gave other data (fingerprint {got})")
@@ -77,8 +82,7 @@ def restore(data: dict, *, live: Path, dest: Path, project: Path, worktree: Path
 
 def cache_dir(project: Path, env: dict[str, str]) -> Path:
     """The project's DVC cache folder (``dvc cache dir``; ``.dvc/cache`` if DVC cannot say)."""
-    done = subprocess.run([sys.executable, "-m", "dvc", "cache", "dir"], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = _dvc(["cache", "dir"], project, env, 120)
     path = done.stdout.strip().splitlines()[-1:] if done.returncode == 0 else []
     return Path(path[0]) if path else project / ".dvc" / "cache"
 
@@ -116,12 +120,6 @@ def _dvc(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 1800)
                           timeout=timeout)
 
 
-def _error(done: subprocess.CompletedProcess) -> str:
-    lines = [x.strip() for x in (done.stderr + done.stdout).splitlines() if x.strip()]
-    errors = [x for x in lines if x.lower().startswith("error")] or lines[-1:]
-    return " ".join(errors)[:300]
-
-
 def default_remote(project: Path, env: dict[str, str]) -> str | None:
     """``name url`` of the project's default DVC remote as configured now (any config level), or None."""
     name = _dvc(["remote", "default"], project, env, 120).stdout.strip()
@@ -134,32 +132,31 @@ def default_remote(project: Path, env: dict[str, str]) -> str | None:
     return None
 
 
-def _share(worktree: Path, project: Path, env: dict[str, str]) -> None:
-    """Point the worktree's DVC at the project's cache and default remote (local config only)."""
+def share(worktree: Path, cache: Path, remote: str | None, env: dict[str, str]) -> None:
+    """Point the worktree's DVC at the project's cache and default remote (``name url``; local config only)."""
     local = worktree / ".dvc" / "config.local"
     local.parent.mkdir(exist_ok=True)
-    local.write_text(f"[cache]\n    dir = {cache_dir(project, env)}\n")
-    if remote := default_remote(project, env):
+    local.write_text(f"[cache]\n    dir = {cache}\n")
+    if remote:
         name, url = (remote.split(" ", 1) + [""])[:2]
         _dvc(["remote", "add", "--local", "--force", "--default", name, url], worktree, env, 120)
 
 
-def fetch(stage: str, worktree: Path, project: Path, env: dict[str, str]) -> None:
+def fetch(stage: str, worktree: Path, env: dict[str, str]) -> None:
     """``dvc fetch`` the stage's outputs (as the recorded commit's ``dvc.lock`` names them) from the
-    project's default remote into the project's cache."""
-    _share(worktree, project, env)
+    remote into the cache (both shared with the project: :func:`share`)."""
     done = _dvc(["fetch", stage], worktree, env)
     if done.returncode != 0:
-        raise ReproduceError(f"`dvc fetch {stage}` failed: {_error(done)}")
+        raise ReproduceError(f"`dvc fetch {stage}` failed: {dvc_error(done, 300)}")
 
 
-def rerun(stage: str, worktree: Path, project: Path, env: dict[str, str]) -> None:
-    """``dvc repro`` the stage in the worktree: inputs from the project's cache, the command really run."""
-    _share(worktree, project, env)
+def rerun(stage: str, worktree: Path, env: dict[str, str]) -> None:
+    """``dvc repro`` the stage in the worktree: inputs from the project's cache (:func:`share`), the
+    command really run."""
     _dvc(["checkout", "--quiet"], worktree, env)  # inputs present in the cache; the others fail the repro
     done = _dvc(["repro", "--no-run-cache", "--no-commit", "--force", stage], worktree, env, 3600)
     if done.returncode != 0:
-        raise ReproduceError(f"re-running stage {stage} failed: {_error(done)}")
+        raise ReproduceError(f"re-running stage {stage} failed: {dvc_error(done, 300)}")
 
 
 def _md5(path: Path) -> str:

@@ -3,11 +3,12 @@ trained in? Only then is a bit-for-bit rebuild expected; otherwise the use case'
 
 from __future__ import annotations
 
-import hashlib
 import re
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from deepflow.certificate import lock_hash
 
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)")
 
@@ -34,11 +35,6 @@ def lock_differences(lock: Path, limit: int = 8) -> list[str]:
     return diffs[:limit] + ([f"... {len(diffs) - limit} more"] if len(diffs) > limit else [])
 
 
-def lock_hash(lock: Path) -> str:
-    """The same hash as ``certificate.lock_hash`` (sha256 of the file, 16 hex digits)."""
-    return hashlib.sha256(lock.read_bytes()).hexdigest()[:16] if lock.is_file() else "missing"
-
-
 def check(cert: dict[str, Any], lock: Path, here: dict[str, Any], versions: dict[str, str]) -> dict[str, Any]:
     """Compare the recorded environment with this one. ``here``: this machine's hardware as the
     rebuild saw it; ``versions``: the packages the certificate lists, as installed here."""
@@ -49,10 +45,11 @@ def check(cert: dict[str, Any], lock: Path, here: dict[str, Any], versions: dict
     recorded_versions = cert.get("versions") or {}
     packages = [f"{k}: recorded {v}, here {versions.get(k, 'absent')}" for k, v in recorded_versions.items()
                 if k in versions and versions[k] != v]
-    lock_matches = lock_hash(lock) == cert.get("lock_hash")
+    commit_lock = lock_hash(lock)  # the commit's lock file, hashed as the certificate's was
+    lock_matches = commit_lock == cert.get("lock_hash")
     installed = lock_differences(lock)
     same = not hardware and not packages and lock_matches and not installed
     return {"same": same, "hardware": hardware, "packages": packages,
             "lock": "same lock file as recorded" if lock_matches else
-            f"the commit's lock hash {lock_hash(lock)} differs from the recorded {cert.get('lock_hash')}",
+            f"the commit's lock hash {commit_lock} differs from the recorded {cert.get('lock_hash')}",
             "installed_vs_lock": installed}
