@@ -189,7 +189,7 @@ def test_models_readyz_and_docs(served) -> None:
     # the row model comes from the served scorer's features; the decision is named after the entry's
     # positive class (fraud.yaml: class_names [genuine, fraud])
     assert list(schemas["FraudRow"]["properties"]) == FEATURES and schemas["FraudRow"]["required"] == FEATURES
-    assert set(schemas["FraudPrediction"]["properties"]) == {"probability", "fraud"}
+    assert set(schemas["FraudPrediction"]["properties"]) == {"probability", "fraud", "explanation"}
     assert client.get("/docs").status_code == 200
 
 
@@ -233,7 +233,7 @@ def test_an_entry_with_default_class_names_answers_positive(store, datasets, tmp
         schemas = client.get("/openapi.json").json()["components"]["schemas"]
         assert list(schemas["ChurnRiskRow"]["properties"]) == features
         assert schemas["ChurnRiskRow"]["required"] == features
-        assert set(schemas["ChurnRiskPrediction"]["properties"]) == {"probability", "positive"}
+        assert set(schemas["ChurnRiskPrediction"]["properties"]) == {"probability", "positive", "explanation"}
         missing = client.post("/v1/churn-risk/predict", json={"rows": [{"tenure": 3.0}]})
         assert missing.status_code == 422 and missing.json()["detail"][0]["loc"][-1] == "monthly_spend"
 

@@ -142,9 +142,20 @@ and tested on the same frozen split. Intervals: seeded bootstrap of the test row
 ## Verdict
 {verdict(summary, families, paired_gain)}
 
+{relies_section(summary)}
 ## Promotion
 {('; '.join(promo.get('reasons', [])) or 'not run') if promo else 'not run'}
 {time_section(summary)}"""
+
+
+def relies_section(summary: dict) -> str:
+    """What each member relies on (its model card's first sentence), "" when no member says."""
+    lines = [f"- {m['relies_on'].strip()}" for m in summary["members"] if m.get("relies_on")]
+    if not lines:
+        return ""
+    return "\n".join(["## What each member relies on", "",
+                      "From the members' model cards (global importance on the test split; docs/explain.md).", "",
+                      *lines, ""])
 
 
 def time_section(summary: dict) -> str:

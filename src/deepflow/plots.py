@@ -39,3 +39,25 @@ def best_f1_threshold(y: np.ndarray, scores: np.ndarray) -> float:
     precision, recall, thresholds = precision_recall_curve(y, scores)
     f1 = 2 * precision[:-1] * recall[:-1] / np.clip(precision[:-1] + recall[:-1], 1e-12, None)
     return float(thresholds[int(np.argmax(f1))]) if len(thresholds) else 0.5
+
+
+def importance(ranking, permutation, metric: str, unit: str, title: str, top: int = 20) -> Figure:
+    """Global importance side by side: mean |contribution| (a pandas Series, largest first) and, when
+    given, the permutation drop of ``metric`` (a frame with feature, importance, std)."""
+    shown = list(ranking.head(top).index)[::-1]
+    panels = 2 if permutation is not None and len(permutation) else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 0.3 * len(shown) + 1.4), squeeze=False)
+    left = axes[0][0]
+    left.barh(shown, [float(ranking[f]) for f in shown], color="tab:blue")
+    left.set(xlabel=f"mean |contribution| to the {unit}", title="Shapley values (test rows)")
+    if panels == 2:
+        right = axes[0][1]
+        table = permutation.set_index("feature")
+        right.barh(shown, [float(table.loc[f, "importance"]) for f in shown],
+                   xerr=[float(table.loc[f, "std"]) for f in shown], color="tab:orange")
+        right.axvline(0, color="grey", lw=0.8)
+        right.set(xlabel=f"drop of {metric} when shuffled", title="permutation importance")
+        right.set_yticklabels([])
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -58,6 +58,8 @@ class ServeConfig:
     max_image_bytes: int = 10_000_000  # an uploaded image -> 413 above
     max_rows: int = 1000  # items (rows, texts) per JSON request -> 422 above
     max_text_chars: int = 10_000
+    max_explain_rows: int = 20  # rows (texts) per request with ?explain=true -> 422 above (see docs/explain.md)
+    warm_explain: bool = True  # import shap and compile its kernels in the background at start-up
     use_cases: tuple[str, ...] = field(default_factory=lambda: tuple(usecase.entries(usecase.warn_broken)))
 
 
@@ -237,7 +239,7 @@ class Problem(BaseModel):
     detail: Any
 
 
-ERRORS = {404: {"model": Problem}, 413: {"model": Problem}, 503: {"model": Problem}}
+ERRORS = {404: {"model": Problem}, 409: {"model": Problem}, 413: {"model": Problem}, 503: {"model": Problem}}
 
 
 # --- body size limit -------------------------------------------------------------------------
@@ -314,6 +316,10 @@ def create_app(cfg: ServeConfig | None = None, store: ModelStore | None = None) 
     torch.set_num_threads(max(1, cfg.torch_threads))
     store = store or ModelStore(cfg.use_cases)
     store.refresh()
+    if cfg.warm_explain:
+        from deepflow.explaining import warm
+
+        threading.Thread(target=warm, name="deepflow-explain-warm", daemon=True).start()
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):

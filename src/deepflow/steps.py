@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from deepflow import bakeoff, certificate, config, ledger, progress, promotion, settings, tracking, usecase, validation
+from deepflow.explain import RELIES_ON, attach_background
 
 
 class Stopwatch:
@@ -106,6 +107,7 @@ def train_member(use_case: str, overrides: Sequence[str], member: str, kind: str
 
         with sw("training"):
             scorer, info = uc.fit(member, kind, splits, log=log_epoch, time_limit_s=time_limit_s)
+            attach_background(scorer, uc.explanation_background(scorer, splits["train"]))
         progress.step(use_case, "evaluate", member)
         with sw("evaluation"):
             val_scores = scorer.predict(splits["val"])
@@ -156,6 +158,7 @@ def train_member(use_case: str, overrides: Sequence[str], member: str, kind: str
         "stopped_by": info.get("stopped_by"),
         "fit_info": {k: v for k, v in info.items() if isinstance(v, int | float | str)},
         "card": "".join(t for p, t in texts.items() if p.startswith("card/") and isinstance(t, str)),
+        "relies_on": texts.get(RELIES_ON) if isinstance(texts.get(RELIES_ON), str) else None,
         "primary": primary,
         "timings": dict(sw.seconds),
     }

@@ -317,6 +317,12 @@ class UseCase(abc.ABC):
 
     # --- optional hooks -----------------------------------------------------------------------
 
+    def explanation_background(self, scorer: Scorer, train: pd.DataFrame) -> pd.DataFrame | None:
+        """Training rows stored with the model (``deepflow.explain``): what "an input left out"
+        means when one prediction is explained per input field. None (the default): the kind
+        explains without one (a text against the empty text; a detector by its boxes)."""
+        return None
+
     def extra_metrics(self, scorer: Scorer) -> dict[str, float]:
         """Model-level checks beyond the test split (``test/x`` joins the gated metrics)."""
         return {}

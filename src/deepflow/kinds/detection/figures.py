@@ -92,3 +92,41 @@ def counts_per_frame(frame: pd.DataFrame, dets: pd.DataFrame, threshold: float, 
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig, mae
+
+
+def confidence_report(member: str, found: pd.DataFrame, tp50: np.ndarray, threshold: float,
+                      classes: list[str]) -> dict[str, str]:
+    """Per class, over the test detections at or above ``threshold``: how many, the share that matched
+    a true box (IoU >= 0.5), the median score of right and of wrong ones, the mean objectness, and how
+    often the runner-up class scored at least half the winner (the class was a close call)."""
+    keep = found["score"].to_numpy() >= threshold
+    rows, said = [], []
+    for c in classes:
+        mask = keep & (found["class"].to_numpy() == c)
+        n = int(mask.sum())
+        if not n:
+            rows.append(f"| {c} | 0 | – | – | – | – | – |")
+            continue
+        right = tp50[mask]
+        score = found["score"].to_numpy()[mask]
+        close = [sorted(d.values())[-2] >= 0.5 * max(d.values()) if len(d) > 1 else False
+                 for d in found["class_scores"][mask]]
+        med = lambda a: f"{np.median(a):.3f}" if len(a) else "–"  # noqa: E731
+        rows.append(f"| {c} | {n} | {right.mean():.0%} | {med(score[right])} | {med(score[~right])} | "
+                    f"{found['objectness'].to_numpy()[mask].mean():.3f} | {np.mean(close):.0%} |")
+        said.append((c, float(right.mean()), n))
+    best = sorted(said, key=lambda t: -t[1])
+    sentence = (f"`{member}`'s boxes are its explanation: of its test detections at score >= {threshold:g}, "
+                + ", ".join(f"{c} {share:.0%} right ({n})" for c, share, n in best) + " (IoU >= 0.5)."
+                if best else f"`{member}` made no test detection at score >= {threshold:g}.")
+    lines = ["## What the model relies on", "", sentence, "",
+             "A detector's answer is its boxes; `?explain=true` adds to each box its objectness and its score under "
+             "every class (docs/explain.md). Over the test detections at or above the threshold, per class: the "
+             "share that matched a true box, the median score of right and wrong ones (confidence that separates "
+             "them is useful), the mean objectness, and how often the runner-up class scored at least half the "
+             "winner's score.", "",
+             "| class | detections | right | median score, right | median score, wrong | mean objectness | "
+             "close call |", "|---|---|---|---|---|---|---|", *rows, ""]
+    from deepflow.explain import RELIES_ON
+
+    return {"card/importance.md": "\n".join(lines), RELIES_ON: sentence}

@@ -134,6 +134,7 @@ class Matched:
         for (i, k), rows in by_image.items():
             gt_cls, gt_boxes = truth[i]
             tp[rows] = match_image(boxes[rows], scores[rows], gt_boxes[gt_cls == k])
+        self.tp50 = tp[:, 0]  # per detection, in ``dets`` order: matched a true box at IoU 0.5
         self.per_class = []  # per class: (image of each detection, tp flags (D, T)) in COCO order
         for k in range(len(self.classes)):
             rows = np.flatnonzero(cls_idx == k)

@@ -155,17 +155,22 @@ def decode_boxes(raw: torch.Tensor, points: torch.Tensor, strides: torch.Tensor)
 
 
 def detect(net: nn.Module, x: torch.Tensor, *, min_score: float = 0.01, iou: float = 0.6,
-           max_det: int = 100, pre_nms: int = 500) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Images -> per image (boxes (D, 4) xyxy in input pixels, scores (D,), class ids (D,))."""
+           max_det: int = 100, pre_nms: int = 500, explain: bool = False) -> list[tuple[torch.Tensor, ...]]:
+    """Images -> per image (boxes (D, 4) xyxy in input pixels, scores (D,), class ids (D,)); with
+    ``explain`` a fourth (D, 1 + K): each box's objectness, then its score under every class
+    (objectness x class probability; a box's ``score`` is the largest of these)."""
     maps = net(x)
     points, strides = grid(maps, net.strides)
     out = flatten(maps)  # (B, A, 5+K)
     boxes = decode_boxes(out[..., :4], points, strides)
-    scores, classes = (out[..., 4:5].sigmoid() * out[..., 5:].sigmoid()).max(-1)  # (B, A)
+    objectness = out[..., 4:5].sigmoid()
+    per_class = objectness * out[..., 5:].sigmoid()  # (B, A, K)
+    scores, classes = per_class.max(-1)  # (B, A)
     results = []
-    for b, s, c in zip(boxes, scores, classes, strict=True):
+    for i, (b, s, c) in enumerate(zip(boxes, scores, classes, strict=True)):
         keep = torch.nonzero(s > min_score).squeeze(1)
         keep = keep[s[keep].argsort(descending=True)[:pre_nms]]
         kept = keep[batched_nms(b[keep], s[keep], c[keep], iou)[:max_det]]
-        results.append((b[kept], s[kept], c[kept]))
+        found = (b[kept], s[kept], c[kept])
+        results.append((*found, torch.cat([objectness[i, kept], per_class[i, kept]], 1)) if explain else found)
     return results

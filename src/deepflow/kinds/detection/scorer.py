@@ -60,21 +60,32 @@ class DetectorScorer:
         self.classes = [str(c) for c in classes]
         self.min_score, self.iou, self.max_det, self.batch_size = min_score, iou, max_det, batch_size
 
-    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+    def predict(self, frame: pd.DataFrame, explain: bool = False) -> pd.DataFrame:
+        """One row per detection (module docstring); ``explain`` adds ``objectness`` and
+        ``class_scores`` ({class: the box's score under that class}) to each."""
         from deepflow.kinds.detection.models import detect
 
-        parts = []
+        parts, extra = [], []
         images = list(frame["image"])
         for start in range(0, len(images), self.batch_size):
             chunk = [letterbox(bytes(d), self.size) for d in images[start : start + self.batch_size]]
             x = torch.from_numpy(np.stack([c[0] for c in chunk])).permute(0, 3, 1, 2).float() / 255
             with torch.inference_mode():
-                found = detect(self.net, x, min_score=self.min_score, iou=self.iou, max_det=self.max_det)
-            for i, ((boxes, scores, cls), (_, scale, (w, h))) in enumerate(zip(found, chunk, strict=True)):
+                found = detect(self.net, x, min_score=self.min_score, iou=self.iou, max_det=self.max_det,
+                               explain=explain)
+            for i, (result, (_, scale, (w, h))) in enumerate(zip(found, chunk, strict=True)):
+                boxes, scores, cls = result[:3]
                 # back to the input's pixels, clipped to its frame (the letterbox pads right/bottom)
                 xyxy = np.clip(boxes.numpy().astype(np.float64) / scale, 0, [w, h, w, h])
                 parts.append((start + i, xyxy, scores.numpy(), cls.numpy()))
-        return detections_frame(parts, self.classes)
+                if explain:
+                    extra.append(result[3].numpy().astype(np.float64))
+        out = detections_frame(parts, self.classes)
+        if explain:
+            why = np.concatenate(extra) if extra else np.zeros((0, 1 + len(self.classes)))
+            out["objectness"] = why[:, 0]
+            out["class_scores"] = [dict(zip(self.classes, map(float, row[1:]), strict=True)) for row in why]
+        return out
 
 
 def detections_frame(parts: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]],

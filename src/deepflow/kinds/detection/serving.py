@@ -8,11 +8,13 @@ client learns about its own errors even while no version is loaded.
 
 from __future__ import annotations
 
+import inspect
 from typing import Annotated, Any
 
 from fastapi import FastAPI, File, HTTPException, UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
+from deepflow.explaining import EXPLAIN
 from deepflow.serving import ERRORS, ModelRef, ModelStore, Problem, ServeConfig
 
 DEFAULT_THRESHOLD = 0.25
@@ -26,6 +28,10 @@ class Detection(BaseModel):
     y2: float
     class_: str = Field(alias="class")
     score: float
+    objectness: float | None = Field(None, description="with ?explain=true: how sure the model is that the box "
+                                                       "holds an object of any class")
+    class_scores: dict[str, float] | None = Field(None, description="with ?explain=true: the box's score under "
+                                                                   "every class (objectness x class probability)")
 
     model_config = ConfigDict(populate_by_name=True)
 
@@ -68,7 +74,8 @@ def image_size(data: bytes) -> tuple[int, int]:
 def add_routes(app: FastAPI, store: ModelStore, cfg: ServeConfig, name: str) -> None:
     """``POST /v1/<name>/predict``: detect objects in one uploaded image with the served version."""
 
-    def predict(image: Annotated[UploadFile, File(description="a JPEG or PNG image")]) -> DetectionResponse:
+    def predict(image: Annotated[UploadFile, File(description="a JPEG or PNG image")], explain: bool = EXPLAIN,
+                ) -> DetectionResponse:
         import pandas as pd
 
         data = image.file.read(cfg.max_image_bytes + 1)  # the client's errors first, then availability
@@ -76,11 +83,18 @@ def add_routes(app: FastAPI, store: ModelStore, cfg: ServeConfig, name: str) -> 
             raise HTTPException(413, f"image over the {cfg.max_image_bytes}-byte limit")
         width, height = image_size(data)
         served = store.serving(name)
-        found = served.scorer.predict(pd.DataFrame({"image": [data]}))
+        frame = pd.DataFrame({"image": [data]})
+        if explain and "explain" not in inspect.signature(served.scorer.predict).parameters:
+            raise HTTPException(409, f"{name} v{served.version}: its scorer ({type(served.scorer).__name__}) cannot "
+                                     "report per-class scores; serve a DetectorScorer version")
+        found = served.scorer.predict(frame, explain=True) if explain else served.scorer.predict(frame)
         found = found[found["score"] >= served.threshold]
         detections = [Detection(x1=x1, y1=y1, x2=x2, y2=y2, class_=str(c), score=s) for x1, y1, x2, y2, c, s in
                       zip(found["x1"], found["y1"], found["x2"], found["y2"], found["class"], found["score"],
                           strict=True)]
+        if explain:  # the boxes are the explanation: add how sure each is, and of which class
+            for d, objectness, scores in zip(detections, found["objectness"], found["class_scores"], strict=True):
+                d.objectness, d.class_scores = float(objectness), scores
         counts: dict[str, int] = {}
         for d in detections:
             counts[d.class_] = counts.get(d.class_, 0) + 1
@@ -88,4 +102,5 @@ def add_routes(app: FastAPI, store: ModelStore, cfg: ServeConfig, name: str) -> 
                                  height=height, detections=detections, counts=counts)
 
     app.post(f"/v1/{name}/predict", tags=["predict"], responses={**ERRORS, 400: {"model": Problem}},
+             response_model_exclude_unset=True,  # no explanation fields unless asked for
              summary=f"Detect objects in an image ({name})", response_model_by_alias=True)(predict)

@@ -151,7 +151,8 @@ class DetectionUseCase(usecase.UseCase):
 
         rows = {s: pq.ParquetFile(self.prepared_dir / f"{s}.parquet").metadata.num_rows for s in ("val", "test")}
         first = next(pq.ParquetFile(self.prepared_dir / "test.parquet").iter_batches(batch_size=1, columns=["image"]))
-        images = LATENCY_PROBES + rows["val"] + rows["test"] + 2 * min(32, rows["test"])
+        # val and test predicted once, test again for the model card (with class scores, reports())
+        images = LATENCY_PROBES + rows["val"] + 2 * rows["test"] + 2 * min(32, rows["test"])
         return AFTER_FIT_FIXED_S + AFTER_FIT_MARGIN * images * self.single_image_s(member, first.column(0)[0].as_py())
 
     def single_image_s(self, member: str, image: bytes, repeats: int = 4) -> float:
@@ -209,6 +210,15 @@ class DetectionUseCase(usecase.UseCase):
                                                      f"{title}: test PR (IoU 0.5)"),
             "plots/counts_per_frame.png": counts,
         }
+
+    def reports(self, member: str, scorer, scores: pd.DataFrame, frame: pd.DataFrame) -> dict:
+        """The model card's "what the model relies on": a detector's boxes are its explanation, so
+        per class how sure it is of them (``predict(explain=True)``: objectness and every class's
+        score) and how often that confidence was right on the test split."""
+        found = scorer.predict(frame, explain=True)
+        threshold = self.cfg.threshold if self.cfg.threshold is not None else 0.25
+        matched = metrics.Matched(frame, found, self.cfg.classes)
+        return figures.confidence_report(member, found, matched.tp50, threshold, self.cfg.classes)
 
     def input_example(self, frame: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
         """Encoded images (bytes: MLflow's ``binary``), the one column the model needs."""

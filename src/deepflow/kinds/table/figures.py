@@ -1,6 +1,7 @@
-"""Figures and the "what the model relies on" section of the ``table`` kind.
+"""Figures and the permutation importance of the ``table`` kind.
 
-Regression plots (predicted vs actual, residuals) and global feature importance: the drop of the
+Regression plots (predicted vs actual, residuals) and permutation importance (the model card's
+"what the model relies on" is built from it and from Shapley values by ``deepflow.explain``): the drop of the
 primary metric when one raw feature's values are shuffled across the rows of (a sample of) the
 test split, everything else unchanged (permutation importance, model-agnostic, so every rung of
 the ladder is explained the same way). Shuffling happens on the preprocessed arrays: a raw
@@ -57,27 +58,6 @@ def permutation_importance(scorer, frame: pd.DataFrame, y: np.ndarray, metric: s
                     "importance": float(np.nanmean(drops)), "std": float(np.nanstd(drops))})
     table = pd.DataFrame(out).sort_values("importance", ascending=False, kind="stable").reset_index(drop=True)
     return Importance(table, metric, base, len(take), repeats)
-
-
-def importance_markdown(imp: Importance, member: str) -> str:
-    """The model card's section: a table of features by importance, and how it was measured."""
-    lines = ["## What the model relies on", "",
-             f"Permutation importance of `{member}`: how much test {imp.metric} drops (from {imp.base:.4f}) when one "
-             f"feature's values are shuffled across {imp.rows:,} test rows, mean ± spread of {imp.repeats} shuffles. "
-             "Near zero: the model does not use the feature (or another feature carries the same information); "
-             "negative: noise.", "", "| feature | role | importance | ± |", "|---|---|---|---|"]
-    lines += [f"| {r.feature} | {r.role} | {r.importance:+.4f} | {r.std:.4f} |" for r in imp.table.itertuples()]
-    return "\n".join(lines) + "\n"
-
-
-def importance_plot(imp: Importance, title: str, top: int = 20) -> Figure:
-    shown = imp.table.head(top).iloc[::-1]
-    fig, ax = plt.subplots(figsize=(6, 0.3 * len(shown) + 1.2))
-    ax.barh(shown["feature"], shown["importance"], xerr=shown["std"], color="tab:blue")
-    ax.axvline(0, color="grey", lw=0.8)
-    ax.set(xlabel=f"drop of {imp.metric} when shuffled", title=title)
-    fig.tight_layout()
-    return fig
 
 
 def predicted_vs_actual(y: np.ndarray, predicted: np.ndarray, title: str) -> Figure:

@@ -53,7 +53,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from deepflow import explain as explanations
 from deepflow import usecase
+from deepflow.explaining import EXPLAIN, TOP, ColumnExplanation, explaining
 from deepflow.kinds.table.batch import DEFAULT_THRESHOLD, FALSE, FLOAT32_MAX, TRUE
 from deepflow.kinds.table.features import EARLIEST as _EARLIEST
 from deepflow.kinds.table.features import LATEST as _LATEST
@@ -266,6 +268,8 @@ def response_model(name: str, task: str, classes: list[str]) -> type[BaseModel]:
                   "probabilities": probabilities}
     else:
         fields = {"value": (float, Field(description="the predicted value, in the target's units"))}
+    fields["explanation"] = (ColumnExplanation | None, Field(None, description="with ?explain=true: why "
+                                                                              "(docs/explain.md)"))
     prediction = create_model(model_title(name, "Prediction"), **fields)
     top: dict[str, Any] = {"model": (ModelRef, ...)}
     if task == "binary":
@@ -313,7 +317,7 @@ def add_routes(app: FastAPI, store: ModelStore, cfg: ServeConfig, name: str) -> 
                              description="one object per row: the model's input columns, raw values")))
     response = response_model(name, task, classes if task != "regression" else [])
 
-    def predict(body) -> dict[str, Any]:
+    def predict(body, explain: bool = EXPLAIN, top: int = TOP) -> dict[str, Any]:
         served = store.serving(name)
         schema: Schema = served.prepared
         if schema.task != task:
@@ -322,13 +326,20 @@ def add_routes(app: FastAPI, store: ModelStore, cfg: ServeConfig, name: str) -> 
             rows = [r.model_dump(by_alias=True) for r in body.rows]
         else:
             rows = check_rows(schema, [r.model_dump(by_alias=True, exclude_unset=True) for r in body.rows])
-        scores = np.asarray(served.scorer.predict(schema.frame(rows)), dtype=np.float64)
+        frame = schema.frame(rows)
+        scores = np.asarray(served.scorer.predict(frame), dtype=np.float64)
         per_row = np.isfinite(scores).reshape(len(rows), -1).all(axis=1)
         if not per_row.all():  # absurd but finite inputs can overflow inside the model
             raise RequestValidationError([{"type": "value_error", "loc": ("body", "rows", int(i)),
                                            "msg": "the model gives no finite answer for these values",
                                            "input": None} for i in np.flatnonzero(~per_row)])
         out = {"model": served.ref, "predictions": answers(schema, scores, served.threshold)}
+        if explain:
+            why = explaining(cfg, len(frame), "rows", lambda: explanations.explain_rows(
+                served.scorer.predict, frame, explanations.background_of(served.scorer, f"v{served.version}"),
+                classes=schema.classes, target=schema.classes[1] if task == "binary" else None, top=top), served)
+            for prediction, explanation in zip(out["predictions"], why, strict=True):
+                prediction["explanation"] = explanation
         if task == "binary":
             out["threshold"] = served.threshold
         return out
@@ -337,4 +348,5 @@ def add_routes(app: FastAPI, store: ModelStore, cfg: ServeConfig, name: str) -> 
     what = {"binary": f"probability of {classes[-1]!r} and a decision" if classes else "a decision",
             "multiclass": "class probabilities", "regression": "a value"}[task]
     app.post(f"/v1/{name}/predict", tags=["predict"], responses=ERRORS, response_model=response,
+             response_model_exclude_unset=True,  # no "explanation": null unless asked for
              summary=f"Score raw rows ({name}): {what}")(predict)

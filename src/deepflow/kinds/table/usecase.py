@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from deepflow import plots, stats, training, usecase
+from deepflow import explain, plots, stats, training, usecase
 from deepflow.config import ConfigError
 from deepflow.kinds.table import figures, metrics
 from deepflow.kinds.table.config import MEMBERS, TableConfig
@@ -223,12 +223,26 @@ class TableUseCase(usecase.UseCase):
         return {"plots/confusion_matrix.png": plots.confusion(y, scores.argmax(1), list(self.cfg.classes),
                                                               f"{title}: test")}
 
+    def explanation_background(self, scorer, train: pd.DataFrame) -> pd.DataFrame:
+        return explain.background_sample(train, scorer.features, seed=self.cfg.promotion.seed)
+
     def reports(self, member: str, scorer, scores: np.ndarray, frame: pd.DataFrame) -> dict:
-        """The model card's "what the model relies on" (``card/importance.md``) and its plot."""
-        imp = figures.permutation_importance(scorer, frame, self.y(frame), self.primary_metric,
-                                             seed=self.cfg.promotion.seed)
-        return {"card/importance.md": figures.importance_markdown(imp, member),
-                "plots/importance.png": figures.importance_plot(imp, f"{self.name} {member}: permutation importance")}
+        """The model card's "what the model relies on" (``card/importance.md``): Shapley values and
+        permutation importance of the raw columns on the test split, its plot and the sentence the
+        bake-off report lists."""
+        seed = self.cfg.promotion.seed
+        perm = figures.permutation_importance(scorer, frame, self.y(frame), self.primary_metric, seed=seed)
+        task, classes = self.cfg.task, list(self.cfg.classes)
+        unit = {"binary": f"probability of {classes[-1]!r}" if classes else "probability",
+                "multiclass": "class probabilities (summed over the classes)",
+                "regression": "predicted value"}[task]
+        imp = explain.column_importance(
+            scorer.predict, frame, explain.background_or_sample(scorer, frame, scorer.features), self.primary_metric,
+            lambda s, rows: metrics.value(task, self.primary_metric, self.y(rows), s), unit,
+            permutation_rows=perm.rows, repeats=perm.repeats, seed=seed,
+            permutation=(perm.table[["feature", "importance", "std"]], perm.base))
+        roles = {f: scorer.preprocessor.role(f) for f in scorer.features}
+        return explain.column_reports(member, self.name, imp, roles)
 
     def input_example(self, frame: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
         """Five raw rows (the most complete ones) in the prepared dtypes, so MLflow infers a signature:

@@ -21,7 +21,9 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from deepflow import explain as explanations
 from deepflow import usecase
+from deepflow.explaining import EXPLAIN, TOP, ColumnExplanation, explaining
 from deepflow.serving import ERRORS, Loaded, ModelRef, ModelStore, ServeConfig, model_title
 
 DEFAULT_THRESHOLD = 0.5
@@ -64,7 +66,8 @@ def response_model(name: str, positive: str) -> type[BaseModel]:
     prediction = create_model(
         model_title(name, "Prediction"), __config__=ConfigDict(populate_by_name=True),
         probability=(float, Field(description="the model's score for the row")),
-        decision=(bool, Field(alias=positive, description=f"probability >= threshold: the row is {positive!r}")))
+        decision=(bool, Field(alias=positive, description=f"probability >= threshold: the row is {positive!r}")),
+        explanation=(ColumnExplanation | None, Field(None, description="with ?explain=true: why (docs/explain.md)")))
     return create_model(model_title(name, "Response"), model=(ModelRef, ...), threshold=(float, ...),
                         predictions=(list[prediction], ...))
 
@@ -94,7 +97,7 @@ def add_routes(app: FastAPI, store: ModelStore, cfg: ServeConfig, name: str) -> 
     positive = positive_class(name)
     response = response_model(name, positive)
 
-    def predict(body) -> dict[str, Any]:
+    def predict(body, explain: bool = EXPLAIN, top: int = TOP) -> dict[str, Any]:
         served = store.serving(name)
         frame = check_rows(served, [r.model_dump() for r in body.rows])
         probs = np.asarray(served.scorer.predict(frame), dtype=np.float64)
@@ -103,9 +106,16 @@ def add_routes(app: FastAPI, store: ModelStore, cfg: ServeConfig, name: str) -> 
             raise RequestValidationError([{"type": "value_error", "loc": ("body", "rows", i),
                                            "msg": "the model gives no finite score for these values",
                                            "input": None} for i in bad])
-        return {"model": served.ref, "threshold": served.threshold, "predictions": [
-            {PROBABILITY: float(p), positive: bool(p >= served.threshold)} for p in probs]}
+        predictions = [{PROBABILITY: float(p), positive: bool(p >= served.threshold)} for p in probs]
+        if explain:
+            why = explaining(cfg, len(frame), "rows", lambda: explanations.explain_rows(
+                served.scorer.predict, frame, explanations.background_of(served.scorer, f"v{served.version}"),
+                target=positive, top=top), served)
+            for prediction, explanation in zip(predictions, why, strict=True):
+                prediction["explanation"] = explanation
+        return {"model": served.ref, "threshold": served.threshold, "predictions": predictions}
 
     predict.__annotations__["body"] = body_model  # a class made here: resolve it here, not by name
     app.post(f"/v1/{name}/predict", tags=["predict"], responses=ERRORS, response_model=response,
+             response_model_exclude_unset=True,  # no "explanation": null unless asked for
              summary=f"Score rows ({name}): probability of {positive!r}")(predict)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.metrics import average_precision_score
 
-from deepflow import plots, stats, training, usecase
+from deepflow import explain, plots, stats, training, usecase
 from deepflow.config import ConfigError
 from deepflow.kinds.tabular import baselines, sequences
 from deepflow.kinds.tabular.config import TabularConfig
@@ -155,6 +156,27 @@ class TabularUseCase(usecase.UseCase):
                 f"{member} @ {threshold:.3g}",
             ),
         }
+
+    # --- explanations (deepflow.explain) ---------------------------------------------------------
+
+    def explanation_background(self, scorer, train: pd.DataFrame) -> pd.DataFrame:
+        return explain.background_sample(train, scorer.features, seed=self.cfg.promotion.seed)
+
+    def reports(self, member: str, scorer, scores: np.ndarray, frame: pd.DataFrame) -> dict:
+        """The model card's "what the model relies on": Shapley values and permutation importance of
+        the features on the test split, with a plot and the sentence the bake-off report lists."""
+        label = self.cfg.label
+        unit = ("anomaly score" if getattr(scorer, "output", "logit") == "score"
+                else f"probability of {self.cfg.class_names[1]!r}")
+
+        def auprc(s: np.ndarray, rows: pd.DataFrame) -> float:
+            y = rows[label].to_numpy()
+            return float(average_precision_score(y, s)) if 0 < y.sum() < len(y) else float("nan")
+
+        background = explain.background_or_sample(scorer, frame, scorer.features)
+        imp = explain.column_importance(scorer.predict, frame, background, self.primary_metric, auprc, unit,
+                                        permutation_rows=10_000, seed=self.cfg.promotion.seed)
+        return explain.column_reports(member, self.name, imp)
 
     def input_example(self, frame: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
         """Five rows of the columns a scorer reads (``columns``, default: the entry's features)."""

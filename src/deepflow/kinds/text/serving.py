@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import FastAPI
 from pydantic import BaseModel, Field, StringConstraints, create_model
 
+from deepflow.explaining import EXPLAIN, TOP, TokenExplanation, explaining
 from deepflow.serving import ERRORS, ModelRef, ModelStore, ServeConfig, model_title
 
 DEFAULT_THRESHOLD = 0.5  # reported in /v1/models; the answer is the arg-max class, not a cut
@@ -20,6 +21,8 @@ class TextPrediction(BaseModel):
     label: str
     probability: float
     probabilities: dict[str, float]
+    explanation: TokenExplanation | None = Field(None, description="with ?explain=true: the words that made the "
+                                                                   "label (docs/explain.md)")
 
 
 class TextResponse(BaseModel):
@@ -44,19 +47,29 @@ def add_routes(app: FastAPI, store: ModelStore, cfg: ServeConfig, name: str) -> 
     body_model = create_model(model_title(name, "Request"), texts=(
         list[text], Field(min_length=1, max_length=cfg.max_rows, description="the texts to classify")))
 
-    def predict(body) -> TextResponse:
+    def predict(body, explain: bool = EXPLAIN, top: int = TOP) -> TextResponse:
         import pandas as pd
 
         served = store.serving(name)
         probs = served.scorer.predict(pd.DataFrame({"text": body.texts}))
         labels = [str(x) for x in served.scorer.labels]
+        why: list[Any] = [None] * len(body.texts)
+        if explain:
+            from deepflow import explain as explanations
+
+            why = explaining(cfg, len(body.texts), "texts", lambda: explanations.tokens(
+                lambda texts: served.scorer.predict(pd.DataFrame({"text": texts})), body.texts, labels, top=top),
+                served)
         out = []
-        for row in probs:
+        for row, explanation in zip(probs, why, strict=True):
             best = int(row.argmax())
+            extra = {"explanation": explanation} if explanation is not None else {}
             out.append(TextPrediction(label=labels[best], probability=float(row[best]),
-                                      probabilities={lab: float(p) for lab, p in zip(labels, row, strict=True)}))
+                                      probabilities={lab: float(p) for lab, p in zip(labels, row, strict=True)},
+                                      **extra))
         return TextResponse(model=ModelRef(**served.ref), predictions=out)
 
     predict.__annotations__["body"] = body_model  # a class made here: resolve it here, not by name
     app.post(f"/v1/{name}/predict", tags=["predict"], responses=ERRORS, response_model=TextResponse,
+             response_model_exclude_unset=True,  # no "explanation": null unless asked for
              summary=f"Classify texts ({name})")(predict)
