@@ -256,3 +256,39 @@ def test_text_and_detection_explained_over_http(store, tmp_path, monkeypatch) ->
             assert max(d["class_scores"].values()) == pytest.approx(d["score"], abs=1e-6)
             assert d["class_scores"][d["class"]] == pytest.approx(d["score"], abs=1e-6)
             assert 0 <= d["objectness"] <= 1 and d["score"] <= d["objectness"] + 1e-6
+
+
+# --- batch scoring --------------------------------------------------------------------------------
+
+
+def test_batch_scoring_explains_rows_and_texts_and_refuses_what_it_cannot(explained_fraud, tmp_path) -> None:
+    import json
+
+    from deepflow import batch
+    from tests.test_serving import register_nlp
+
+    _, version, scorer = explained_fraud
+    rows = pd.DataFrame([row(amount=400.0), row(), row(hour="x")]).assign(id=["a", "b", "c"])
+    rows.to_csv(tmp_path / "in.csv", index=False)
+    result = batch.score_file("fraud", tmp_path / "in.csv", tmp_path / "out.parquet", explain_top=2)
+    assert (result.scored, result.rejected) == (2, 1)
+    out = pd.read_parquet(tmp_path / "out.parquet")
+    for (_, r), probability in zip(out.iterrows(), scorer.predict(rows.head(2)), strict=True):
+        why = json.loads(r["explanation"])
+        assert why["target"] == "fraud" and len(why["contributions"]) == 2
+        assert why["baseline"] + sum(c["contribution"] for c in why["contributions"]) + why["rest"] == pytest.approx(
+            probability, abs=1e-6)
+    plain = batch.score_file("fraud", tmp_path / "in.csv", tmp_path / "plain.parquet")
+    assert plain.scored == 2 and "explanation" not in pd.read_parquet(tmp_path / "plain.parquet")
+
+    register_nlp()
+    pd.DataFrame({"text": ["Storm and rain in the forecast", "league match goal"]}).to_csv(tmp_path / "t.csv", index=False)
+    batch.score_file("nlp", tmp_path / "t.csv", tmp_path / "t.parquet", explain_top=3)
+    texts = pd.read_parquet(tmp_path / "t.parquet")
+    assert [json.loads(e)["target"] for e in texts["explanation"]] == list(texts["label"])
+
+    old = TorchScorer(torch.nn.Sequential(torch.nn.Linear(3, 1), torch.nn.Flatten(0)), FEATURES)  # no background
+    register("fraud", old, rows[FEATURES].head(1).astype(float), 0.5)
+    with pytest.raises(batch.BatchError, match="train a new version"):
+        batch.score_file("fraud", tmp_path / "in.csv", tmp_path / "old.parquet", explain_top=2)
+    assert not (tmp_path / "old.parquet").exists()

@@ -21,6 +21,9 @@ the entry's kind (``Model.kind``): ``deepflow.kinds.<kind>.batch`` (``kinds.part
   row of ``frame`` is in ``scores`` or ``rejects``, never both (:func:`score_chunk` checks it).
 * optionally ``read_input(model, path, chunk_size)``: how the kind reads input files (table,
   text: as the entry's source was read), in :func:`open_input`'s shape (else :func:`default_input`).
+* optionally ``explain(model, clean, top) -> pd.Series``: per validated row (``validate``'s
+  ``clean``, same index), its explanation as one JSON string (``deepflow.explain``); without it
+  ``--explain`` is refused before anything is read.
 
 The core adds to each scored row its position in the input (``row``), the pass-through columns,
 and ``model`` and ``version``; each kind's batch module says what it scores.
@@ -234,12 +237,19 @@ def rejects_frame(problems: dict[Any, list[tuple[str, str]]]) -> pd.DataFrame:
 # --- scoring ---------------------------------------------------------------------------------
 
 
-def score_chunk(model: Model, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+EXPLANATION = "explanation"  # the output column of --explain: one JSON object per row
+
+
+def score_chunk(model: Model, frame: pd.DataFrame, explain_top: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(predictions, rejects) for one chunk. Predictions carry the row index, the input's other
-    columns (ids), the model name and version, then the kind's scores; a kind that drops or
-    doubles a row raises :class:`BatchError`."""
+    columns (ids), the model name and version, then the kind's scores (and, with ``explain_top``,
+    an ``explanation`` of the top contributions); a kind that drops or doubles a row raises
+    :class:`BatchError`."""
     part = batch_part(model.kind)
     scores, rejects = part.score(model, frame)
+    if explain_top is not None and len(scores):
+        clean, _ = part.validate(frame, model)
+        scores = scores.assign(**{EXPLANATION: part.explain(model, clean.loc[scores.index], explain_top)})
     covered = np.concatenate([scores.index.to_numpy(), rejects[ROW].to_numpy()])
     if len(covered) != len(frame) or not frame.index.isin(covered).all():
         raise BatchError(f"{model.name} v{model.version}: the {model.kind} kind scored {len(scores)} and rejected "
@@ -304,6 +314,22 @@ class AtomicTableWriter:
         self.tmp.unlink(missing_ok=True)
 
 
+def check_explainable(model: Model, top: int) -> None:
+    """--explain needs a kind that explains in batch and, for input fields, the version's background."""
+    from deepflow import explain
+
+    if top < 1:
+        raise BatchError(f"--top must be at least 1, got {top}")
+    if not hasattr(batch_part(model.kind), "explain"):
+        raise BatchError(f"{model.name}: the {model.kind} kind has no batch explanation (a detector's boxes are its "
+                         f"answer; `deepflow serve` adds per-class scores with ?explain=true)")
+    if model.kind in ("tabular", "table"):
+        try:
+            explain.background_of(model.scorer, f"{model.name} v{model.version}")
+        except explain.NotExplainable as exc:
+            raise BatchError(str(exc)) from exc
+
+
 def rejects_path(output: Path) -> Path:
     return output.with_name(f"{output.stem}.rejects{output.suffix}")
 
@@ -338,9 +364,11 @@ def _progress(total: int | None, enabled: bool | None) -> tuple[Callable[[int], 
 def score_file(use_case: str, input_path: str | Path, output_path: str | Path, *,
                chunk_size: int = DEFAULT_CHUNK_SIZE, alias: str | None = tracking.CHAMPION,
                version: str | None = None, threshold: float | None = None,
-               progress: bool | None = None, model: Model | None = None) -> BatchResult:
+               progress: bool | None = None, model: Model | None = None,
+               explain_top: int | None = None) -> BatchResult:
     """Score ``input_path`` with ``use_case``'s registered version (``@alias`` or ``version``);
     write predictions to ``output_path`` and failed rows to ``<stem>.rejects.<ext>`` beside it.
+    ``explain_top``: add each row's ``explanation`` (its top contributions, docs/explain.md).
 
     Fails before writing anything when the model or a needed column is missing; a failure later
     leaves no output (the temporary files are removed).
@@ -354,6 +382,8 @@ def score_file(use_case: str, input_path: str | Path, output_path: str | Path, *
     if source.resolve() == target.resolve():
         raise BatchError("the output must not overwrite the input")
     model = model or load_model(use_case, alias, version, threshold)
+    if explain_top is not None:
+        check_explainable(model, explain_top)
     columns, total, frames = open_input(model, source, chunk_size)
     check_schema(model, columns, source)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -362,7 +392,7 @@ def score_file(use_case: str, input_path: str | Path, output_path: str | Path, *
     advance, close = _progress(total, progress)
     try:
         for frame in frames:
-            predictions, rejects = score_chunk(model, frame)
+            predictions, rejects = score_chunk(model, frame, explain_top)
             out.write(predictions)
             rej.write(rejects)
             rows += len(frame)

@@ -469,6 +469,9 @@ def score(use_case: UseCaseArg,
           alias: Annotated[str | None, typer.Option("--alias", help="registry alias to score with",
                                                     show_default="champion")] = None,
           version: Annotated[str | None, typer.Option("--version", help="a version (overrides --alias)")] = None,
+          explain: Annotated[bool, typer.Option("--explain", help="add each row's top contributions "
+                                                "(an `explanation` JSON column; slower, docs/explain.md)")] = False,
+          top: Annotated[int, typer.Option("--top", min=1, help="contributions per explained row")] = 5,
           ) -> None:
     """Score a file with USE_CASE@ALIAS (loaded once); failed rows go to OUTPUT's .rejects file."""
     from deepflow import tracking
@@ -478,7 +481,7 @@ def score(use_case: UseCaseArg,
     _check(use_case, [])
     try:
         result = score_batch(use_case, str(input_path), str(output_path), chunk_size=chunk_size,
-                             alias=alias or tracking.CHAMPION, version=version)
+                             alias=alias or tracking.CHAMPION, version=version, explain_top=top if explain else None)
     except (BatchError, FileNotFoundError) as exc:
         _fail(str(exc), 1)
     except Exception as exc:  # a crash mid-file: nothing was written under OUTPUT

@@ -196,6 +196,13 @@ def explain_rows(predict: Callable[[pd.DataFrame], np.ndarray], rows: pd.DataFra
     return out
 
 
+def as_json(explanations: list[dict[str, Any]], index: pd.Index) -> pd.Series:
+    """Explanations as one JSON string each (a batch output column), on ``index``."""
+    import json
+
+    return pd.Series([json.dumps(e, allow_nan=False, default=str) for e in explanations], index=index, dtype=object)
+
+
 # --- tokens ---------------------------------------------------------------------------------------
 
 
@@ -239,12 +246,25 @@ def tokens(predict_texts: Callable[[list[str]], np.ndarray], texts: Sequence[str
 # --- overall --------------------------------------------------------------------------------------
 
 
+GLOBAL_EVALS = 400_000  # rows a model scores for a card's mean |contribution| (bounds its cost)
+PERMUTATION_EVALS = 1_500_000  # rows a model scores for a card's permutation importance
+MIN_GLOBAL_ROWS, MIN_PERMUTATION_ROWS = 20, 1000
+
+
+def global_rows(columns_: int, background: int, rows: int = 200, permutations: int = 1) -> int:
+    """How many test rows a card explains: ``rows``, fewer for a wide model so the model scores at
+    most about :data:`GLOBAL_EVALS` rows (never fewer than :data:`MIN_GLOBAL_ROWS`)."""
+    per_row = 2 * permutations * (columns_ + 1) * max(1, background)
+    return int(min(rows, max(MIN_GLOBAL_ROWS, GLOBAL_EVALS // per_row)))
+
+
 def global_columns(predict: Callable[[pd.DataFrame], np.ndarray], frame: pd.DataFrame, background: pd.DataFrame,
                    rows: int = 200, seed: int = SEED) -> pd.Series:
-    """Mean |contribution| per column over a seeded sample of ``rows`` rows of ``frame`` (multi-output:
-    summed over the classes), largest first."""
+    """Mean |contribution| per column over a seeded sample of at most ``rows`` rows of ``frame``
+    (:func:`global_rows`; multi-output: summed over the classes), largest first."""
+    rows = global_rows(len(background.columns), len(background), rows)
     sample = background_sample(frame, background.columns, rows, seed)
-    sh = columns(predict, sample, background, permutations=2)
+    sh = columns(predict, sample, background, permutations=1)
     size = np.abs(sh.values)
     if size.ndim == 3:
         size = size.sum(axis=2)
@@ -272,8 +292,24 @@ def permutation_importance(predict: Callable[[pd.DataFrame], np.ndarray], frame:
     return table.sort_values("importance", ascending=False, kind="stable").reset_index(drop=True)
 
 
-def relies_on(ranking: pd.Series, what: str, unit: str, top: int = 3) -> str:
-    """One plain sentence from a mean-|contribution| ranking: which inputs carry the model."""
+def relies_on(ranking: pd.Series, what: str, unit: str, top: int = 3, permutation: pd.DataFrame | None = None,
+              metric: str = "") -> str:
+    """Plain sentences from a mean-|contribution| ranking: which inputs carry the model; and, from
+    the permutation table, any input among the ``top`` costliest to shuffle that the ranking's top
+    leaves out (one that decides few rows, but those strongly)."""
+    sentence = _relies(ranking, what, unit, top)
+    if permutation is None or not len(permutation):
+        return sentence
+    head = set(ranking.head(top).index)
+    missed = [r for r in permutation.head(top).itertuples() if r.feature not in head and r.importance > 0]
+    if missed:
+        sentence += (" Shuffling " + ", ".join(f"`{r.feature}` ({metric} -{r.importance:.3f})" for r in missed)
+                     + " also costs much: " + ("it matters" if len(missed) == 1 else "they matter")
+                     + " in few rows, but strongly there.")
+    return sentence
+
+
+def _relies(ranking: pd.Series, what: str, unit: str, top: int) -> str:
     if ranking.empty or not np.isfinite(ranking.to_numpy()).any() or float(ranking.sum()) <= 0:
         return f"{what}: no input moves its {unit} measurably."
     total = float(ranking.sum())
@@ -304,7 +340,7 @@ class Importance:
 def card_section(imp: Importance, member: str, roles: dict[str, str] | None = None) -> str:
     """The model card's "What the model relies on": the sentence, then both measures per input."""
     perm = imp.permutation.set_index("feature") if len(imp.permutation) else None
-    lines = ["## What the model relies on", "", relies_on(imp.ranking, f"`{member}`", imp.unit), "",
+    lines = ["## What the model relies on", "", summary(imp, member), "",
              f"*Mean |contribution|*: the mean absolute Shapley value of each input over {imp.shap_rows:,} test "
              f"rows, in units of the {imp.unit} (docs/explain.md). *Permutation*: how much test {imp.metric} "
              f"drops (from {imp.base:.4f}) when the input's values are shuffled across {imp.permutation_rows:,} "
@@ -328,7 +364,11 @@ def column_reports(member: str, title: str, imp: Importance, roles: dict[str, st
     return {"card/importance.md": card_section(imp, member, roles),
             "plots/importance.png": plots.importance(imp.ranking, imp.permutation, imp.metric, imp.unit,
                                                      f"{title}: what {member} relies on"),
-            RELIES_ON: relies_on(imp.ranking, f"`{member}`", imp.unit)}
+            RELIES_ON: summary(imp, member)}
+
+
+def summary(imp: Importance, member: str) -> str:
+    return relies_on(imp.ranking, f"`{member}`", imp.unit, permutation=imp.permutation, metric=imp.metric)
 
 
 RELIES_ON = "relies_on.md"  # a report's one-sentence summary; the bake-off report lists it per member
@@ -341,7 +381,10 @@ def column_importance(predict: Callable[[pd.DataFrame], np.ndarray], frame: pd.D
     """Both global measures of a scorer over ``frame`` (the test split); ``score(scores, rows)`` is
     the primary metric. A kind with a faster permutation of its own passes (its table, its base)."""
     ranking = global_columns(predict, frame, background, shap_rows, seed)
+    shap_rows = global_rows(len(background.columns), len(background), shap_rows)
     if permutation is None:
+        permutation_rows = int(min(permutation_rows, max(MIN_PERMUTATION_ROWS,
+                                                         PERMUTATION_EVALS // (len(background.columns) * repeats))))
         rng = np.random.default_rng(seed)
         take = np.sort(rng.choice(len(frame), size=min(permutation_rows, len(frame)), replace=False))
         base = float(score(predict(frame.iloc[take]), frame.iloc[take])) if len(frame) else float("nan")

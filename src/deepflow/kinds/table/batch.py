@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from deepflow import explain as explanations
 from deepflow.batch import STAMPS, BatchError, Model, rejects_frame
 from deepflow.kinds.table.features import FALSE, TRUE, parse_dates  # as the scorer reads booleans and dates
 from deepflow.kinds.table.inputs import InputError, entry_config, missing_tokens, read_chunks, read_settings
@@ -233,3 +234,12 @@ def score(model: Model, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame
         problems[row] = [("*", "the model gives no finite answer for these values")]
     threshold = DEFAULT_THRESHOLD if model.threshold is None else float(model.threshold)
     return answers(model.scorer, scores[finite], clean.index[finite], threshold), rejects_frame(problems)
+
+
+def explain(model: Model, clean: pd.DataFrame, top: int) -> pd.Series:
+    """Each row's top contributions (``deepflow.explain.explain_rows``: binary, the probability of
+    ``classes[1]``; multiclass, of the row's most probable class; regression, the value), as JSON."""
+    scorer = model.scorer
+    return explanations.as_json(explanations.explain_rows(
+        scorer.predict, clean[inputs(model)], explanations.background_of(scorer, model.name),
+        classes=scorer.classes, target=scorer.classes[1] if scorer.task == "binary" else None, top=top), clean.index)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from deepflow import explain as explanations
 from deepflow.batch import Model, rejects_frame
 
 NEEDS_THRESHOLD = True  # the decision needs one: the version's deepflow.threshold tag or an argument
@@ -70,3 +71,18 @@ def score(model: Model, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame
     threshold = float(model.threshold)
     return pd.DataFrame({"probability": probs, "decision": probs >= threshold,
                          "threshold": np.full(len(probs), threshold)}, index=clean.index), rejects
+
+
+def explain(model: Model, clean: pd.DataFrame, top: int) -> pd.Series:
+    """Each row's top contributions to its probability (``deepflow.explain.explain_rows``), as JSON."""
+    return explanations.as_json(explanations.explain_rows(
+        model.scorer.predict, clean[inputs(model)], explanations.background_of(model.scorer, model.name),
+        target=positive_class(model.name), top=top), clean.index)
+
+
+def positive_class(name: str) -> str:
+    """The entry's name for label 1 (``class_names[1]``), what the probability is of."""
+    from deepflow import usecase
+
+    names = list(usecase.resolve_config(usecase.entry(name)).class_names)
+    return str(names[1]) if len(names) > 1 else "positive"

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from deepflow import explain as explanations
 from deepflow.batch import BatchError, Model, default_input, rejects_frame
 
 TEXT = "text"
@@ -130,3 +131,12 @@ def score(model: Model, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame
         "label": pd.Series(labels[best], index=clean.index, dtype=str),
         "probability": pd.Series(proba[np.arange(len(proba)), best].astype(np.float64), index=clean.index),
     }, index=clean.index), rejects
+
+
+def explain(model: Model, clean: pd.DataFrame, top: int) -> pd.Series:
+    """Each text's words that made its label (``deepflow.explain.tokens``), as JSON."""
+    column = text_column(model.name)
+    scorer = model.scorer
+    return explanations.as_json(explanations.tokens(
+        lambda texts: scorer.predict(pd.DataFrame({TEXT: texts})), clean[column].astype(str).tolist(),
+        [str(x) for x in scorer.labels], top=top), clean.index)
