@@ -6,13 +6,18 @@ explained, in alternating blocks (so a change of machine load hits both alike); 
 ratio explained/plain. Then, in this process, the cost of the model card's global importance
 (``UseCase.reports``) of the champion on its test split.
 
-    .venv/bin/python bench/explain_cost.py [--requests 200] [--use-case fraud nlp traffic]
+``--baseline-src DIR`` also starts a second server from other code (``DIR`` first on PYTHONPATH,
+e.g. the ``src/`` of a worktree of the commit before explanations) on the same store, and times
+plain requests to both in alternating blocks: does the option slow plain predictions?
+
+    .venv/bin/python bench/explain_cost.py [--requests 200] [--use-case fraud nlp traffic] [--baseline-src DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -33,6 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200, help="per entry and side")
     parser.add_argument("--use-case", nargs="*", default=["fraud", "nlp", "traffic"])
+    parser.add_argument("--baseline-src", help="src/ of other code: time its plain requests alongside")
     args = parser.parse_args()
     settings.apply_env_defaults()
     names = [n for n in args.use_case if tracking.version_by_alias(n, tracking.CHAMPION) is not None]
@@ -43,6 +49,12 @@ def main() -> None:
     first = requests_for(names[0], 1)
     proc, cold = start([str(BIN / "deepflow"), "serve", "--port", str(port)],
                        f"http://127.0.0.1:{port}{first[3]}", first[1][0])
+    other, other_port = None, free_port()
+    if args.baseline_src:
+        os.environ["PYTHONPATH"] = args.baseline_src  # the baseline server imports deepflow from there
+        other, _ = start([str(BIN / "deepflow"), "serve", "--port", str(other_port)],
+                         f"http://127.0.0.1:{other_port}{first[3]}", first[1][0])
+        del os.environ["PYTHONPATH"]
     try:
         with httpx.Client(timeout=120) as client:
             for name in names:
@@ -52,19 +64,31 @@ def main() -> None:
                     timed(client, plain_url, request)
                     timed(client, explained_url, request)
                 plain, explained = [], []
-                for start_at in range(0, len(ours), 20):  # alternating blocks of 20
+                for k, start_at in enumerate(range(0, len(ours), 20)):  # alternating blocks of 20
                     block = ours[start_at: start_at + 20]
-                    plain += [timed(client, plain_url, r) for r in block]
-                    explained += [timed(client, explained_url, r) for r in block]
+                    for url, into in ([(plain_url, plain), (explained_url, explained)][:: 1 if k % 2 == 0 else -1]):
+                        into += [timed(client, url, r) for r in block]
                 p = np.percentile(np.array(plain) * 1000, [50, 99])
                 e = np.percentile(np.array(explained) * 1000, [50, 99])
+                if other is not None:  # plain requests, this code vs the baseline's, alternating blocks
+                    base_url = f"http://127.0.0.1:{other_port}{path}"
+                    mine, theirs = [], []
+                    for k, start_at in enumerate(range(0, len(ours), 20)):  # who goes first alternates too
+                        block = ours[start_at: start_at + 20]
+                        for url, into in ([(plain_url, mine), (base_url, theirs)][:: 1 if k % 2 == 0 else -1]):
+                            into += [timed(client, url, r) for r in block]
+                    a, b = (float(np.percentile(np.array(x) * 1000, 50)) for x in (mine, theirs))
+                    results.setdefault("plain_vs_baseline", {})[name] = {
+                        "this_p50_ms": a, "baseline_p50_ms": b, "ratio": a / b}
                 results[name] = {"requests_per_side": len(ours),
                                  "plain": {"p50_ms": float(p[0]), "p99_ms": float(p[1])},
                                  "explained": {"p50_ms": float(e[0]), "p99_ms": float(e[1])},
                                  "p50_ratio": float(e[0] / p[0])}
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        for p in (proc, other):
+            if p is not None:
+                p.terminate()
+                p.wait(timeout=30)
     results["server_cold_start_s"] = cold
 
     for name in names:  # the model card's global importance, in this process

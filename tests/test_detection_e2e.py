@@ -110,6 +110,10 @@ def test_yolo_folder_to_served_prediction(project: Path) -> None:
         body = reply.json()
         assert (body["width"], body["height"]) == (64, 64)
         assert {d["class"] for d in body["detections"]} <= set(NAMES) and set(body["counts"]) <= set(NAMES)
+        why = client.post("/v1/shapes/predict?explain=true", files={"image": ("scene.png", image, "image/png")})
+        assert why.status_code == 200, why.text
+        for d in why.json()["detections"]:
+            assert set(d["class_scores"]) == set(NAMES) and d["class_scores"][d["class"]] == pytest.approx(d["score"])
 
 
 @pytest.mark.slow

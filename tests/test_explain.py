@@ -282,7 +282,8 @@ def test_batch_scoring_explains_rows_and_texts_and_refuses_what_it_cannot(explai
     assert plain.scored == 2 and "explanation" not in pd.read_parquet(tmp_path / "plain.parquet")
 
     register_nlp()
-    pd.DataFrame({"text": ["Storm and rain in the forecast", "league match goal"]}).to_csv(tmp_path / "t.csv", index=False)
+    texts = ["Storm and rain in the forecast", "league match goal"]
+    pd.DataFrame({"text": texts}).to_csv(tmp_path / "t.csv", index=False)
     batch.score_file("nlp", tmp_path / "t.csv", tmp_path / "t.parquet", explain_top=3)
     texts = pd.read_parquet(tmp_path / "t.parquet")
     assert [json.loads(e)["target"] for e in texts["explanation"]] == list(texts["label"])

@@ -5,6 +5,7 @@ validation fails, nothing is registered and @champion stays where it was."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,17 @@ def test_raw_csv_to_served_prediction(project: Path, name: str, target: str, tas
             assert {p["label"] for p in predictions} <= set(cfg.classes)
         else:
             assert all(np.isfinite(p["value"]) for p in predictions)
+        # explained in the fields sent: a category as the category, a date as the date
+        explained = client.post(f"/v1/{name}/predict?explain=true&top=20", json={"rows": [RAW_ROW, unseen]})
+        assert explained.status_code == 200, explained.text
+        for p, sent in zip(explained.json()["predictions"], [RAW_ROW, unseen], strict=True):
+            why = p.pop("explanation")
+            assert set(p) == answer and {c["feature"] for c in why["contributions"]} == set(cfg.features())
+            assert {c["feature"]: c["value"] for c in why["contributions"]}["region"] == sent["region"]
+            score = {"binary": p.get("probability"), "regression": p.get("value")}.get(task) or max(
+                p["probabilities"].values())
+            total = why["baseline"] + sum(c["contribution"] for c in why["contributions"]) + why["rest"]
+            assert total == pytest.approx(score, abs=1e-6) and why["score"] == pytest.approx(score, abs=1e-6)
         typo = client.post(f"/v1/{name}/predict", json={"rows": [{**RAW_ROW, "tenure_monhts": 3}]})
         assert typo.status_code == 422, typo.text
         properties = client.get("/openapi.json").json()["components"]["schemas"]
@@ -79,6 +91,9 @@ def test_raw_csv_to_served_prediction(project: Path, name: str, target: str, tas
     deepflow("score", name, str(project / "new.csv"), str(project / "scored.parquet"))
     scored = pd.read_parquet(project / "scored.parquet")
     assert len(scored) == 200
+    deepflow("score", name, str(project / "new.csv"), str(project / "explained.parquet"), "--explain", "--top", "2")
+    explained = pd.read_parquet(project / "explained.parquet")
+    assert len(explained) == 200 and all(len(json.loads(e)["contributions"]) == 2 for e in explained["explanation"])
 
 
 @pytest.mark.slow

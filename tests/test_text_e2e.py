@@ -63,6 +63,11 @@ def test_raw_text_file_to_served_prediction(project: Path) -> None:
         predictions = reply.json()["predictions"]
         assert [p["label"] for p in predictions] == ["pos", "neg"], predictions
         assert all(set(p["probabilities"]) == {"pos", "neg"} for p in predictions)
+        explained = client.post("/v1/opinions/predict?explain=true&top=3",
+                                json={"texts": ["A wonderful film, I loved the superb cast"]})
+        assert explained.status_code == 200, explained.text
+        why = explained.json()["predictions"][0]["explanation"]
+        assert why["target"] == "pos" and len(why["contributions"]) == 3
 
     # New texts in a file like the one brought (its `review` column): scored in batch.
     new_rows = reviews({"pos": 10, "neg": 10}, seed=12).rename(columns={"text": "review"}).drop(columns="label")
