@@ -100,7 +100,7 @@ def main() -> None:
         member = (champion.tags or {}).get("deepflow.member", "champion")
         t = time.perf_counter()
         if uc.kind == "text":  # its reports() also re-runs the behaviour report: time the importance only
-            uc.importance(member, scorer, scores, test)
+            uc.word_importance(member, scorer, scores, test)
         else:
             uc.reports(member, scorer, scores, test)
         results[name]["model_card_importance_s"] = time.perf_counter() - t

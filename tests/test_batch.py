@@ -116,11 +116,11 @@ def test_missing_feature_column_and_failure_mid_file_leave_no_output(fraud_champ
     calls = []
     real = batch.score_chunk
 
-    def crash_on_third(model, frame):
+    def crash_on_third(model, frame, *rest):
         calls.append(len(frame))
         if len(calls) == 3:
             raise RuntimeError("boom")
-        return real(model, frame)
+        return real(model, frame, *rest)
 
     monkeypatch.setattr(batch, "score_chunk", crash_on_third)
     with pytest.raises(RuntimeError, match="boom"):

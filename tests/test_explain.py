@@ -16,7 +16,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from deepflow import explain
+from deepflow import explain, importance
 from deepflow.scoring import TorchScorer
 from deepflow.serving import ServeConfig, create_app
 from tests.test_serving import FEATURES, png_bytes, register, row
@@ -44,7 +44,7 @@ def test_the_one_informative_column_comes_first(member: str) -> None:
     uc, splits = tenure_only()
     scorer, _ = uc.fit(member, dict(uc.members())[member], splits)
     background = uc.explanation_background(scorer, splits["train"])
-    ranking = explain.global_columns(scorer.predict, splits["test"], background, rows=60)
+    ranking = importance.global_columns(scorer.predict, splits["test"], background, rows=60)
     assert ranking.index[0] == "tenure_months", ranking
     assert ranking.iloc[0] > 3 * ranking.iloc[1], ranking
     rows = splits["test"].head(10)
@@ -105,7 +105,7 @@ def test_permutation_importance_finds_the_informative_column_and_the_card_says_s
     scorer, _ = uc.fit("hgb", "baseline", splits)
     explain.attach_background(scorer, uc.explanation_background(scorer, splits["train"]))
     out = uc.reports("hgb", scorer, scorer.predict(splits["test"]), splits["test"])
-    card, sentence = out["card/importance.md"], out[explain.RELIES_ON]
+    card, sentence = out["card/importance.md"], out[importance.RELIES_ON]
     assert "tenure_months" in sentence.split(",")[0] and "relies mostly on" in sentence
     table = [line for line in card.splitlines() if line.startswith("| tenure_months")]
     assert table and float(table[0].split("|")[4]) > 0.1  # its permutation importance (accuracy drop)

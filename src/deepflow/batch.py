@@ -31,7 +31,6 @@ and ``model`` and ``version``; each kind's batch module says what it scores.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -42,10 +41,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from deepflow import kinds, settings, tracking, usecase
+from deepflow.atomic_table import AtomicTableWriter
 
 DEFAULT_CHUNK_SIZE = 100_000
 ROW = "row"  # the input row's 0-based position in the file, carried to output and rejects
@@ -265,55 +264,6 @@ def score_chunk(model: Model, frame: pd.DataFrame, explain_top: int | None = Non
     return out.reset_index(drop=True), rejects
 
 
-class AtomicTableWriter:
-    """Appends frames to ``<dir>/.<name>.tmp-<pid>`` (parquet via ParquetWriter, CSV by appending);
-    ``commit()`` renames it onto ``path``, ``abort()`` deletes it. The first frame fixes the schema."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.format = path, file_format(path)
-        self.tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        self.schema: pa.Schema | None = None
-        self.template: pd.DataFrame | None = None
-        self._pq: pq.ParquetWriter | None = None
-        self._started = False
-
-    def write(self, frame: pd.DataFrame) -> None:
-        if self.template is None:
-            self.template = frame.iloc[:0]
-        if frame.empty:
-            return
-        if self.format == "parquet":
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            if self._pq is None:
-                self.schema = table.schema
-                self._pq = pq.ParquetWriter(self.tmp, self.schema)
-            elif not table.schema.equals(self.schema):
-                table = table.cast(self.schema)
-            self._pq.write_table(table)
-        else:
-            frame.to_csv(self.tmp, mode="a" if self._started else "w", header=not self._started, index=False)
-        self._started = True
-
-    def commit(self) -> None:
-        if not self._started:  # nothing written: an empty file with the columns
-            empty = self.template if self.template is not None else pd.DataFrame()
-            if self.format == "parquet":
-                pq.write_table(pa.Table.from_pandas(empty, preserve_index=False), self.tmp)
-            else:
-                empty.to_csv(self.tmp, index=False)
-        if self._pq is not None:
-            self._pq.close()
-        os.replace(self.tmp, self.path)
-
-    def abort(self) -> None:
-        if self._pq is not None:
-            try:
-                self._pq.close()
-            except Exception:  # already broken: we are deleting it anyway
-                pass
-        self.tmp.unlink(missing_ok=True)
-
-
 def check_explainable(model: Model, top: int) -> None:
     """--explain needs a kind that explains in batch and, for input fields, the version's background."""
     from deepflow import explain
@@ -387,7 +337,8 @@ def score_file(use_case: str, input_path: str | Path, output_path: str | Path, *
     columns, total, frames = open_input(model, source, chunk_size)
     check_schema(model, columns, source)
     target.parent.mkdir(parents=True, exist_ok=True)
-    out, rej = AtomicTableWriter(target), AtomicTableWriter(rejects_path(target))
+    out = AtomicTableWriter(target, file_format(target))
+    rej = AtomicTableWriter(rejects_path(target), file_format(target))
     rows = scored = rejected = chunks = 0
     advance, close = _progress(total, progress)
     try:

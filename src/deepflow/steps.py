@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from deepflow import bakeoff, certificate, config, ledger, progress, promotion, settings, tracking, usecase, validation
-from deepflow.explain import RELIES_ON, attach_background
+from deepflow.explain import attach_background
+from deepflow.importance import RELIES_ON
 
 
 class Stopwatch:

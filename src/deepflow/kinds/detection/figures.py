@@ -127,6 +127,6 @@ def confidence_report(member: str, found: pd.DataFrame, tp50: np.ndarray, thresh
              "winner's score.", "",
              "| class | detections | right | median score, right | median score, wrong | mean objectness | "
              "close call |", "|---|---|---|---|---|---|---|", *rows, ""]
-    from deepflow.explain import RELIES_ON
+    from deepflow.importance import RELIES_ON
 
     return {"card/importance.md": "\n".join(lines), RELIES_ON: sentence}

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from deepflow import explain, plots, stats, training, usecase
+from deepflow import explain, importance, plots, stats, training, usecase
 from deepflow.config import ConfigError
 from deepflow.kinds.table import figures, metrics
 from deepflow.kinds.table.config import MEMBERS, TableConfig
@@ -236,13 +236,13 @@ class TableUseCase(usecase.UseCase):
         unit = {"binary": f"probability of {classes[-1]!r}" if classes else "probability",
                 "multiclass": "class probabilities (summed over the classes)",
                 "regression": "predicted value"}[task]
-        imp = explain.column_importance(
+        imp = importance.column_importance(
             scorer.predict, frame, explain.background_or_sample(scorer, frame, scorer.features), self.primary_metric,
             lambda s, rows: metrics.value(task, self.primary_metric, self.y(rows), s), unit,
             permutation_rows=perm.rows, repeats=perm.repeats, seed=seed,
             permutation=(perm.table[["feature", "importance", "std"]], perm.base))
         roles = {f: scorer.preprocessor.role(f) for f in scorer.features}
-        return explain.column_reports(member, self.name, imp, roles)
+        return importance.column_reports(member, self.name, imp, roles)
 
     def input_example(self, frame: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
         """Five raw rows (the most complete ones) in the prepared dtypes, so MLflow infers a signature:

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from sklearn.metrics import average_precision_score
 
-from deepflow import explain, plots, stats, training, usecase
+from deepflow import explain, importance, plots, stats, training, usecase
 from deepflow.config import ConfigError
 from deepflow.kinds.tabular import baselines, sequences
 from deepflow.kinds.tabular.config import TabularConfig
@@ -174,9 +174,9 @@ class TabularUseCase(usecase.UseCase):
             return float(average_precision_score(y, s)) if 0 < y.sum() < len(y) else float("nan")
 
         background = explain.background_or_sample(scorer, frame, scorer.features)
-        imp = explain.column_importance(scorer.predict, frame, background, self.primary_metric, auprc, unit,
+        imp = importance.column_importance(scorer.predict, frame, background, self.primary_metric, auprc, unit,
                                         permutation_rows=10_000, seed=self.cfg.promotion.seed)
-        return explain.column_reports(member, self.name, imp)
+        return importance.column_reports(member, self.name, imp)
 
     def input_example(self, frame: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
         """Five rows of the columns a scorer reads (``columns``, default: the entry's features)."""

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from deepflow import explain, plots, settings, stats, training, usecase
+from deepflow import importance, plots, settings, stats, training, usecase
 from deepflow.config import ConfigError
 from deepflow.kinds.text import behaviour
 from deepflow.kinds.text.config import TextConfig
@@ -285,19 +285,19 @@ class TextUseCase(usecase.UseCase):
         out = {"reports/misclassified.md": "\n".join(lines) + "\n"}
         if (result := self._behaviour.get(id(scorer))) is not None:
             out["reports/behaviour.md"] = result.failures_markdown()
-        return out | self.importance(member, scorer, scores, frame)
+        return out | self.word_importance(member, scorer, scores, frame)
 
-    def importance(self, member: str, scorer, scores: np.ndarray, frame: pd.DataFrame,
+    def word_importance(self, member: str, scorer, scores: np.ndarray, frame: pd.DataFrame,
                    per_class: int = EXPLAINED_PER_CLASS) -> dict:
         """The model card's "what the model relies on": word contributions over a seeded sample of
-        test texts, up to ``per_class`` per predicted class (``deepflow.explain.global_tokens``)."""
+        test texts, up to ``per_class`` per predicted class (``deepflow.importance.global_tokens``)."""
         rng = np.random.default_rng(self.cfg.train.seed)
         predicted = scores.argmax(1)
         take = np.sort(np.concatenate([rng.permutation(np.flatnonzero(predicted == k))[:per_class]
                                        for k in range(scores.shape[1])]).astype(int))
         texts = frame["text"].iloc[take].astype(str).tolist()
-        table = explain.global_tokens(lambda t: scorer.predict(pd.DataFrame({"text": t})), texts, self.cfg.labels)
-        return explain.token_reports(member, self.name, table, len(texts))
+        table = importance.global_tokens(lambda t: scorer.predict(pd.DataFrame({"text": t})), texts, self.cfg.labels)
+        return importance.token_reports(member, self.name, table, len(texts))
 
     def input_example(self, frame: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
         return frame[["text"]].head(5).reset_index(drop=True)
