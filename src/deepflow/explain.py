@@ -201,6 +201,16 @@ def as_json(explanations: list[dict[str, Any]], index: pd.Index) -> pd.Series:
     return pd.Series([json.dumps(e, allow_nan=False, default=str) for e in explanations], index=index, dtype=object)
 
 
+def _word(piece: str) -> tuple[str, int]:
+    """A masker piece ("FREE ", "prize!", "pobox334,") as the word it holds and its offset in the
+    piece: separators trimmed at both ends (a piece of separators only keeps them, trimmed of spaces)."""
+    found = re.search(r"\w(.*\w)?", piece, flags=re.S)
+    if found is None:
+        stripped = piece.strip()
+        return stripped, piece.index(stripped) if stripped else 0
+    return found.group(0), found.start()
+
+
 # --- tokens ---------------------------------------------------------------------------------------
 
 
@@ -233,9 +243,9 @@ def tokens(predict_texts: Callable[[list[str]], np.ndarray], texts: Sequence[str
             at = (found if found >= 0 else at) + len(piece)
         order = np.argsort(-np.abs(values[:, k]), kind="stable")
         listed = [j for j in order if pieces[j].strip()][: max(0, top)]
+        words = [_word(pieces[j]) for j in listed]  # (word, its offset in the piece)
         out.append({"target": str(labels[k]), "baseline": float(base[k]), "score": float(score[k]),
-                    "contributions": [{"token": pieces[j].strip(),
-                                       "start": int(starts[j] + len(pieces[j]) - len(pieces[j].lstrip())),
-                                       "contribution": float(values[j, k])} for j in listed],
+                    "contributions": [{"token": w, "start": int(starts[j] + at), "contribution": float(values[j, k])}
+                                      for j, (w, at) in zip(listed, words, strict=True)],
                     "rest": float(values[:, k].sum() - sum(values[j, k] for j in listed)), "method": METHOD_TOKENS})
     return out

@@ -177,15 +177,16 @@ def global_tokens(predict_texts: Callable[[list[str]], np.ndarray], texts: Seque
                   *, max_evals: int = 100, seed: int = SEED) -> pd.DataFrame:
     """The words a text model decides by, over ``texts`` (a sample of the test split): per predicted
     class and word (lower-cased), the mean contribution to that class's probability and in how
-    many texts it appeared; strongest first within each class."""
+    many texts it appeared; within each class, largest total contribution first."""
     rows = []
     for why in tokens(predict_texts, texts, labels, top=10_000, max_evals=max_evals, seed=seed):
         for item in why["contributions"]:
             rows.append({"class": why["target"], "token": item["token"].lower(), "contribution": item["contribution"]})
     frame = pd.DataFrame(rows, columns=["class", "token", "contribution"])
-    table = (frame.groupby(["class", "token"], sort=False)["contribution"].agg(["mean", "count"]).reset_index()
-             .rename(columns={"mean": "contribution", "count": "texts"}))
-    return table.sort_values(["class", "contribution"], ascending=[True, False], kind="stable").reset_index(drop=True)
+    table = (frame.groupby(["class", "token"], sort=False)["contribution"].agg(["sum", "mean", "count"]).reset_index()
+             .rename(columns={"sum": "total", "mean": "contribution", "count": "texts"}))
+    # by the total over the texts: a word that helps in many texts ranks above one rare word
+    return table.sort_values(["class", "total"], ascending=[True, False], kind="stable").reset_index(drop=True)
 
 
 def token_reports(member: str, title: str, table: pd.DataFrame, explained: int, top: int = 10) -> dict[str, Any]:
@@ -197,21 +198,22 @@ def token_reports(member: str, title: str, table: pd.DataFrame, explained: int, 
     heads = {c: table[table["class"] == c].head(top) for c in classes}
     said = [f"'{c}' on " + ", ".join(f"`{t}`" for t in h["token"].head(3)) for c, h in heads.items() if len(h)]
     sentence = (f"`{member}` decides " + "; ".join(said) + " (the words that raise the predicted class's "
-                f"probability most, over {explained} test texts)." if said
+                f"probability most in total, over {explained} test texts)." if said
                 else f"`{member}`: no word moves its decisions measurably.")
     lines = ["## What the model relies on", "", sentence, "",
              f"Word contributions to the predicted class's probability (Shapley values of the words, a removed word "
-             f"being absent; docs/explain.md) over {explained} test texts: per class, the words with the largest mean "
-             "contribution and how many of those texts held them.", ""]
+             f"being absent; docs/explain.md) over {explained} test texts: per class, the words with the largest total "
+             "contribution over those texts (a word that helps in many texts ranks above a rare one), their mean "
+             "and how many of the texts held them.", ""]
     for c, h in heads.items():
-        lines += [f"**{c}**", "", "| word | mean contribution | texts |", "|---|---|---|"]
-        lines += [f"| {t.replace('|', chr(92) + '|')} | {v:+.4f} | {n} |"
-                  for t, v, n in zip(h["token"], h["contribution"], h["texts"], strict=True)]
+        lines += [f"**{c}**", "", "| word | total contribution | mean | texts |", "|---|---|---|---|"]
+        lines += [f"| {t.replace('|', chr(92) + '|')} | {total:+.4f} | {v:+.4f} | {n} |"
+                  for t, total, v, n in zip(h["token"], h["total"], h["contribution"], h["texts"], strict=True)]
         lines.append("")
     fig, axes = plt.subplots(1, max(1, len(heads)), figsize=(4.5 * max(1, len(heads)), 0.3 * top + 1.4), squeeze=False)
     for ax, (c, h) in zip(axes[0], heads.items(), strict=False):
-        ax.barh(list(h["token"])[::-1], list(h["contribution"])[::-1], color="tab:blue")
-        ax.set(xlabel=f"mean contribution to p({c})", title=f"predicted {c}")
+        ax.barh(list(h["token"])[::-1], list(h["total"])[::-1], color="tab:blue")
+        ax.set(xlabel=f"total contribution to p({c})", title=f"predicted {c}")
     fig.suptitle(f"{title}: what {member} relies on")
     fig.tight_layout()
     return {"card/importance.md": "\n".join(lines), "plots/importance.png": fig, RELIES_ON: sentence}
