@@ -50,9 +50,11 @@ def global_columns(predict: Callable[[pd.DataFrame], np.ndarray], frame: pd.Data
 
 def permutation_importance(predict: Callable[[pd.DataFrame], np.ndarray], frame: pd.DataFrame,
                            columns_: Sequence[str], metric: Callable[[np.ndarray, pd.DataFrame], float], *,
-                           rows: int = 2000, repeats: int = 3, seed: int = SEED) -> pd.DataFrame:
+                           rows: int = 2000, repeats: int = 3, seed: int = SEED) -> tuple[pd.DataFrame, float]:
     """Per raw column: the mean (and spread over ``repeats`` shuffles) drop of ``metric(scores, rows)``
-    when that column's values are shuffled across a seeded sample of ``rows`` rows, most important first."""
+    when that column's values are shuffled across a seeded sample of ``rows`` rows, most important
+    first; and the metric on that sample, nothing shuffled. A raw column's derived model inputs (a
+    date's parts, a missing-value indicator, a category code) move together."""
     rng = np.random.default_rng(seed)
     take = np.sort(rng.choice(len(frame), size=min(rows, len(frame)), replace=False))
     sample = frame.iloc[take].reset_index(drop=True)
@@ -66,7 +68,7 @@ def permutation_importance(predict: Callable[[pd.DataFrame], np.ndarray], frame:
             drops.append(base - metric(predict(shuffled), sample))
         out.append({"feature": c, "importance": float(np.nanmean(drops)), "std": float(np.nanstd(drops))})
     table = pd.DataFrame(out, columns=["feature", "importance", "std"])
-    return table.sort_values("importance", ascending=False, kind="stable").reset_index(drop=True)
+    return table.sort_values("importance", ascending=False, kind="stable").reset_index(drop=True), float(base)
 
 
 def relies_on(ranking: pd.Series, what: str, unit: str, top: int = 3, permutation: pd.DataFrame | None = None,
@@ -154,21 +156,15 @@ RELIES_ON = "relies_on.md"  # a report's one-sentence summary; the bake-off repo
 def column_importance(predict: Callable[[pd.DataFrame], np.ndarray], frame: pd.DataFrame,
                       background: pd.DataFrame, metric: str, score: Callable[[np.ndarray, pd.DataFrame], float],
                       unit: str, *, shap_rows: int = 200, permutation_rows: int = 5000, repeats: int = 3,
-                      seed: int = SEED, permutation: tuple[pd.DataFrame, float] | None = None) -> Importance:
+                      seed: int = SEED) -> Importance:
     """Both global measures of a scorer over ``frame`` (the test split); ``score(scores, rows)`` is
-    the primary metric. A kind with a faster permutation of its own passes (its table, its base)."""
+    the primary metric."""
     ranking = global_columns(predict, frame, background, shap_rows, seed)
     shap_rows = global_rows(len(background.columns), len(background), shap_rows)
-    if permutation is None:
-        permutation_rows = int(min(permutation_rows, max(MIN_PERMUTATION_ROWS,
-                                                         PERMUTATION_EVALS // (len(background.columns) * repeats))))
-        rng = np.random.default_rng(seed)
-        take = np.sort(rng.choice(len(frame), size=min(permutation_rows, len(frame)), replace=False))
-        base = float(score(predict(frame.iloc[take]), frame.iloc[take])) if len(frame) else float("nan")
-        table = permutation_importance(predict, frame, list(background.columns), score,
-                                       rows=permutation_rows, repeats=repeats, seed=seed)
-    else:
-        table, base = permutation
+    permutation_rows = int(min(permutation_rows, max(MIN_PERMUTATION_ROWS,
+                                                     PERMUTATION_EVALS // (len(background.columns) * repeats))))
+    table, base = permutation_importance(predict, frame, list(background.columns), score,
+                                         rows=permutation_rows, repeats=repeats, seed=seed)
     return Importance(ranking, table, metric, unit, base, min(shap_rows, len(frame)),
                       min(permutation_rows, len(frame)), repeats)
 

@@ -71,7 +71,7 @@ class TableScorer:
         return self.preprocessor.transform(frame, clip=self.family != "hgb")
 
     def predict_encoded(self, numeric: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """The same answer from already preprocessed arrays (permutation importance reuses them)."""
+        """The same answer from already preprocessed arrays (the linear member's search of strengths reuses them)."""
         if len(numeric) == 0:
             return np.zeros((0, len(self.classes)) if self.task == "multiclass" else 0)
         if self.family == "net":
