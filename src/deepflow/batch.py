@@ -23,7 +23,8 @@ the entry's kind (``Model.kind``): ``deepflow.kinds.<kind>.batch`` (``kinds.part
   text: as the entry's source was read), in :func:`open_input`'s shape (else :func:`default_input`).
 * optionally ``explain(model, clean, top) -> pd.Series``: per validated row (``validate``'s
   ``clean``, same index), its explanation as one JSON string (``deepflow.explain``); without it
-  ``--explain`` is refused before anything is read.
+  ``--explain`` is refused before anything is read, and so is a version without the background
+  rows ``deepflow.explain`` stores with a model when the kind sets ``EXPLAIN_NEEDS_BACKGROUND``.
 
 The core adds to each scored row its position in the input (``row``), the pass-through columns,
 and ``model`` and ``version``; each kind's batch module says what it scores.
@@ -273,7 +274,7 @@ def check_explainable(model: Model, top: int) -> None:
     if not hasattr(batch_part(model.kind), "explain"):
         raise BatchError(f"{model.name}: the {model.kind} kind has no batch explanation (a detector's boxes are its "
                          f"answer; `deepflow serve` adds per-class scores with ?explain=true)")
-    if model.kind in ("tabular", "table"):
+    if getattr(batch_part(model.kind), "EXPLAIN_NEEDS_BACKGROUND", False):
         try:
             explain.background_of(model.scorer, f"{model.name} v{model.version}")
         except explain.NotExplainable as exc:

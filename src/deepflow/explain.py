@@ -194,6 +194,15 @@ def explain_rows(predict: Callable[[pd.DataFrame], np.ndarray], rows: pd.DataFra
     return out
 
 
+def explain_scorer(scorer: Any, rows: pd.DataFrame, what: str, *, classes: Sequence[str] = (),
+                   target: str | None = None, top: int = TOP) -> list[dict[str, Any]]:
+    """:func:`explain_rows` of a scorer against the background stored with it (NotExplainable,
+    naming ``what``, for a scorer without one); ``rows`` holds at least the scorer's inputs."""
+    background = background_of(scorer, what)
+    return explain_rows(scorer.predict, rows[list(background.columns)], background, classes=classes, target=target,
+                        top=top)
+
+
 def as_json(explanations: list[dict[str, Any]], index: pd.Index) -> pd.Series:
     """Explanations as one JSON string each (a batch output column), on ``index``."""
     import json

@@ -50,6 +50,7 @@ from deepflow.kinds.table.inputs import InputError, entry_config, missing_tokens
 DEFAULT_THRESHOLD = 0.5  # a binary version without a deepflow.threshold tag (as serving does)
 NEEDS_THRESHOLD = False  # binary falls back to DEFAULT_THRESHOLD; the other tasks need none
 OUTPUTS = ("label", "probability", "threshold", "value")  # the fixed names; outputs(model) is exact
+EXPLAIN_NEEDS_BACKGROUND = True  # --explain: the version must carry its training rows (deepflow.explain)
 FLOAT32_MAX = 3.4e38
 LISTED = 20  # known categories named in a reject reason
 
@@ -240,6 +241,6 @@ def explain(model: Model, clean: pd.DataFrame, top: int) -> pd.Series:
     """Each row's top contributions (``deepflow.explain.explain_rows``: binary, the probability of
     ``classes[1]``; multiclass, of the row's most probable class; regression, the value), as JSON."""
     scorer = model.scorer
-    return explanations.as_json(explanations.explain_rows(
-        scorer.predict, clean[inputs(model)], explanations.background_of(scorer, model.name),
-        classes=scorer.classes, target=scorer.classes[1] if scorer.task == "binary" else None, top=top), clean.index)
+    target = scorer.classes[1] if scorer.task == "binary" else None
+    return explanations.as_json(explanations.explain_scorer(scorer, clean, model.name, classes=scorer.classes,
+                                                            target=target, top=top), clean.index)

@@ -335,9 +335,9 @@ def add_routes(app: FastAPI, store: ModelStore, cfg: ServeConfig, name: str) -> 
                                            "input": None} for i in np.flatnonzero(~per_row)])
         out = {"model": served.ref, "predictions": answers(schema, scores, served.threshold)}
         if explain:
-            why = explaining(cfg, len(frame), "rows", lambda: explanations.explain_rows(
-                served.scorer.predict, frame, explanations.background_of(served.scorer, f"v{served.version}"),
-                classes=schema.classes, target=schema.classes[1] if task == "binary" else None, top=top), served)
+            why = explaining(cfg, len(frame), "rows", lambda: explanations.explain_scorer(
+                served.scorer, frame, f"v{served.version}", classes=schema.classes,
+                target=schema.classes[1] if task == "binary" else None, top=top), served)
             for prediction, explanation in zip(out["predictions"], why, strict=True):
                 prediction["explanation"] = explanation
         if task == "binary":

@@ -18,6 +18,7 @@ from deepflow.batch import Model, rejects_frame
 
 NEEDS_THRESHOLD = True  # the decision needs one: the version's deepflow.threshold tag or an argument
 OUTPUTS = ("probability", "decision", "threshold")
+EXPLAIN_NEEDS_BACKGROUND = True  # --explain: the version must carry its training rows (deepflow.explain)
 
 
 def inputs(model: Model) -> list[str]:
@@ -75,9 +76,8 @@ def score(model: Model, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame
 
 def explain(model: Model, clean: pd.DataFrame, top: int) -> pd.Series:
     """Each row's top contributions to its probability (``deepflow.explain.explain_rows``), as JSON."""
-    return explanations.as_json(explanations.explain_rows(
-        model.scorer.predict, clean[inputs(model)], explanations.background_of(model.scorer, model.name),
-        target=positive_class(model.name), top=top), clean.index)
+    return explanations.as_json(explanations.explain_scorer(
+        model.scorer, clean, model.name, target=positive_class(model.name), top=top), clean.index)
 
 
 def positive_class(name: str) -> str:

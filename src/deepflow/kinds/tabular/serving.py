@@ -22,8 +22,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from deepflow import explain as explanations
-from deepflow import usecase
 from deepflow.explaining import EXPLAIN, TOP, ColumnExplanation, explaining
+from deepflow.kinds.tabular import batch
 from deepflow.serving import ERRORS, Loaded, ModelRef, ModelStore, ServeConfig, model_title
 
 DEFAULT_THRESHOLD = 0.5
@@ -52,8 +52,7 @@ def body_limit(cfg: ServeConfig) -> int:
 
 def positive_class(name: str) -> str:
     """The entry's name for label 1 (``class_names[1]``): the decision field of its answers."""
-    class_names = list(usecase.resolve_config(usecase.entry(name)).class_names)
-    positive = str(class_names[1]) if len(class_names) > 1 else "positive"
+    positive = batch.positive_class(name)
     if positive == PROBABILITY:
         raise ValueError(f"{name}: class name {positive!r} would clash with the response's probability field")
     return positive
@@ -108,9 +107,8 @@ def add_routes(app: FastAPI, store: ModelStore, cfg: ServeConfig, name: str) -> 
                                            "input": None} for i in bad])
         predictions = [{PROBABILITY: float(p), positive: bool(p >= served.threshold)} for p in probs]
         if explain:
-            why = explaining(cfg, len(frame), "rows", lambda: explanations.explain_rows(
-                served.scorer.predict, frame, explanations.background_of(served.scorer, f"v{served.version}"),
-                target=positive, top=top), served)
+            why = explaining(cfg, len(frame), "rows", lambda: explanations.explain_scorer(
+                served.scorer, frame, f"v{served.version}", target=positive, top=top), served)
             for prediction, explanation in zip(predictions, why, strict=True):
                 prediction["explanation"] = explanation
         return {"model": served.ref, "threshold": served.threshold, "predictions": predictions}
