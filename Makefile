@@ -3,8 +3,10 @@
 SHELL := /bin/bash
 VENV ?= .venv
 BIN := $(VENV)/bin
-# DVC stages run `python -m deepflow...`: make that the venv's python.
+# DVC stages run `scripts/python -m deepflow...`: make that the venv's python (scripts/python
+# finds .venv by itself; this covers VENV=elsewhere), and put the venv first on PATH for the rest.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
+export DEEPFLOW_PYTHON := $(abspath $(VENV))/bin/python
 export DVC_NO_ANALYTICS := 1
 export DVC_SITE_CACHE_DIR := $(CURDIR)/.dvc/site-cache
 export MLFLOW_DISABLE_TELEMETRY := true

@@ -206,7 +206,7 @@ def read_splits(name: str, directory: Path, splits: Sequence[str] = ("train", "v
 
     missing = [s for s in splits if not (directory / f"{s}.parquet").exists()]
     if missing:
-        raise FileNotFoundError(f"{name}: no prepared data for {missing} in {directory} (run `dvc repro` first)")
+        raise FileNotFoundError(f"{name}: no prepared data for {missing} in {directory} (run `make data` first)")
     return {s: pd.read_parquet(directory / f"{s}.parquet") for s in splits}
 
 

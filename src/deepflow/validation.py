@@ -7,6 +7,16 @@ A frame may name the columns that identify its rows in ``frame.attrs["row_id"]``
 ``split:position`` column): a failure then lists the failing rows by those values, not only the
 bad values. The report keeps the suites it ran (``contract.json`` beside the report): the
 contract as data, reviewable next to the entry it came from.
+
+Some rules hold for every frame of every contract, built-in or generated, so they are added here
+rather than in each suite: every floating-point column must be finite (``±inf`` is never data;
+NaN stays a missing value, which the suites' own null rules judge).
+
+Two more checks compare the data with what can be known about it (``ContractConfig``, an entry's
+``contract:`` block): the share of rows that are exact copies of another row (:func:`duplicates`,
+for the table kinds), and the row count against the data the ``@champion`` was trained on
+(:func:`history`, every kind): a source appended to itself, or cut at 60 %, fails here instead of
+registering a challenger.
 """
 
 from __future__ import annotations
@@ -17,10 +27,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 ROW_ID = "row_id"  # frame.attrs key: the columns that name a frame's rows in failures
 SHOWN = 12  # list items shown in a failure's one-line summary (the JSON keeps them all)
+CHARS = 120  # characters of one value shown in a failure's summary
+FINITE = float(np.finfo(np.float64).max)  # |x| above this is ±inf: the bound of the finite rule
+
+
+@dataclass
+class ContractConfig:
+    """An entry's ``contract:`` block: the checks against its own history, on top of its suites."""
+
+    max_duplicate_share: float | None = 0.05  # rows that copy another row, at most this share (None: off)
+    # rows now / rows the @champion was trained on, within [low, high] (None: off)
+    rows_vs_champion: list[float] | None = field(default_factory=lambda: [0.75, 1.5])
 
 
 @dataclass
@@ -33,22 +55,29 @@ class Failure:
     examples: list[Any] = field(default_factory=list)
     observed: Any = None
     rows: list[Any] = field(default_factory=list)  # the failing rows, by the frame's row_id columns
+    description: str | None = None  # the rule in words, where the suite gave one
 
     def line(self) -> str:
         where = f"column {self.column!r}" if self.column else "table"
-        what = f"{self.unexpected_count} bad value(s), e.g. {self.examples[:5]}" if (
+        what = f"{self.unexpected_count} bad value(s), e.g. {_short(self.examples[:5])}" if (
             self.unexpected_count
-        ) else f"observed {self.observed!r}"
+        ) else f"observed {_short(self.observed)!r}"
         if self.rows:
             what += f" at {_short(self.rows[:5])}"
+        if self.description:
+            return f"[{self.frame}] {where}: {self.description} ({self.expectation}): {what}"
         kwargs = {k: _short(v) for k, v in self.kwargs.items()}
         return f"[{self.frame}] {self.expectation} on {where} {kwargs}: {what}"
 
 
 def _short(value: Any) -> Any:
-    """A long list (a category set) cut to its first items for the one-line summary."""
-    if isinstance(value, list | tuple) and len(value) > SHOWN:
-        return [*value[:SHOWN], f"... (+{len(value) - SHOWN} more)"]
+    """A long list (a category set) cut to its first items, a long string (a 5 MB text) to its
+    first characters, for the one-line summary."""
+    if isinstance(value, list | tuple):
+        head = [_short(v) for v in value[:SHOWN]]
+        return head + [f"... (+{len(value) - SHOWN} more)"] if len(value) > SHOWN else head
+    if isinstance(value, str) and len(value) > CHARS:
+        return f"{value[:CHARS]}... (+{len(value) - CHARS:,} characters)"
     return value
 
 
@@ -102,6 +131,65 @@ class ValidationFailed(RuntimeError):
         self.report_path = report_path
 
 
+def rows_of(splits: dict[str, pd.DataFrame], where: str = "_row") -> pd.DataFrame:
+    """Every row of every split in one frame, with ``split`` and ``where`` (``"train:17"``: the
+    split and the row's position in its file) added and named as the frame's :data:`ROW_ID`, so a
+    failure points at the rows to look at."""
+    parts = [df.reset_index(drop=True).assign(split=name, **{where: [f"{name}:{i}" for i in range(len(df))]})
+             for name, df in splits.items()]
+    rows = pd.concat(parts, ignore_index=True)
+    rows.attrs[ROW_ID] = [where]
+    return rows
+
+
+def duplicates(rows: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """One row: how many of ``rows`` repeat an earlier row on ``columns``, their share, and the
+    first copies as ``"train:812 = train:3"`` (by the rows' :data:`ROW_ID`), so a failure of
+    :func:`duplicate_rules` points at them."""
+    where = (rows.attrs.get(ROW_ID) or [None])[0]
+    copies = rows.duplicated(subset=columns, keep="first") if len(rows) else pd.Series([], dtype=bool)
+    n = int(copies.sum())
+    shown = ""
+    if n and where is not None:
+        first = rows.groupby(columns, dropna=False, sort=False)[where].transform("first")
+        pairs = [f"{a} = {b}" for a, b in zip(rows.loc[copies, where].head(3), first[copies].head(3), strict=True)]
+        shown = f": {', '.join(pairs)}" + (f" (+{n - 3:,} more)" if n > 3 else "")
+    frame = pd.DataFrame([{"copies": f"{n:,} of {len(rows):,} rows copy an earlier row{shown}",
+                           "share": n / max(len(rows), 1)}])
+    frame.attrs[ROW_ID] = ["copies"]
+    return frame
+
+
+def duplicate_rules(cfg: ContractConfig) -> list:
+    """The rule over :func:`duplicates`' frame (none when ``max_duplicate_share`` is None)."""
+    import great_expectations.expectations as gxe
+
+    if cfg.max_duplicate_share is None:
+        return []
+    return [gxe.ExpectColumnValuesToBeBetween(
+        column="share", min_value=0, max_value=cfg.max_duplicate_share,
+        description=f"at most {cfg.max_duplicate_share:.0%} of the rows are exact copies of another row "
+                    "(contract.max_duplicate_share)")]
+
+
+def history(rows: int, champion: str | None, champion_rows: int | None,
+            cfg: ContractConfig) -> tuple[pd.DataFrame, list]:
+    """(one-row frame, its rule): today's row count against the ``champion_rows`` the ``@champion``
+    (version ``champion``) was trained on. Nothing to check without a champion that recorded it."""
+    import great_expectations.expectations as gxe
+
+    if cfg.rows_vs_champion is None or champion is None or not champion_rows:
+        return pd.DataFrame(), []
+    low, high = cfg.rows_vs_champion
+    frame = pd.DataFrame([{"rows": f"{rows:,} rows now, {champion_rows:,} for @champion v{champion}",
+                           "ratio": rows / champion_rows}])
+    frame.attrs[ROW_ID] = ["rows"]
+    return frame, [gxe.ExpectColumnValuesToBeBetween(
+        column="ratio", min_value=low, max_value=high,
+        description=f"rows within {low}x..{high}x of the data @champion was trained on "
+                    "(contract.rows_vs_champion; a deliberate change: contract.rows_vs_champion=null)")]
+
+
 def validate(suite: str, frames: dict[str, pd.DataFrame], expectations: dict[str, list]) -> ValidationReport:
     """Run each frame's expectations; never raises on bad data, only reports it."""
     import great_expectations as gx
@@ -116,6 +204,7 @@ def validate(suite: str, frames: dict[str, pd.DataFrame], expectations: dict[str
     for frame_name, items in expectations.items():
         frame = frames[frame_name]
         row_id = [c for c in frame.attrs.get(ROW_ID, []) if c in frame.columns]
+        items = [*items, *finite_rules(frame)]
         contract[frame_name] = [_configuration(e) for e in items]
         batch_def = source.add_dataframe_asset(frame_name).add_batch_definition_whole_dataframe(
             "all"
@@ -143,9 +232,10 @@ def validate(suite: str, frames: dict[str, pd.DataFrame], expectations: dict[str
                     column=kwargs.pop("column", None),
                     kwargs=kwargs,
                     unexpected_count=res.get("unexpected_count"),
-                    examples=[_plain(v) for v in (res.get("partial_unexpected_list") or [])][:10],
+                    examples=[_short(_plain(v)) for v in (res.get("partial_unexpected_list") or [])][:10],
                     observed=_plain(_observed(res)),
                     rows=_failed_rows(res, row_id),
+                    description=r.expectation_config.description,
                 )
             )
             if message := _exception(r.exception_info):
@@ -158,6 +248,19 @@ def validate(suite: str, frames: dict[str, pd.DataFrame], expectations: dict[str
         failures=failures,
         contract=contract,
     )
+
+
+def finite_rules(frame: pd.DataFrame) -> list:
+    """One rule per floating-point column: its values lie within ±float64 max, i.e. are not ±inf.
+
+    GX skips missing values in column-map rules, so NaN passes here and is judged by the
+    suites' own null rules.
+    """
+    import great_expectations.expectations as gxe
+
+    return [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=-FINITE, max_value=FINITE,
+                                              description="values are finite (no ±inf)")
+            for c in frame.columns if pd.api.types.is_float_dtype(frame[c])]
 
 
 def _configuration(expectation: Any) -> dict[str, Any]:

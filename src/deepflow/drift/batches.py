@@ -234,7 +234,7 @@ def sample_split(name: str, overrides: Sequence[str] = (), splits: Sequence[str]
         if path.exists():
             return pd.read_parquet(path), path
     raise FileNotFoundError(f"{name}: no prepared {'/'.join(splits)} split in {directory} to draw a batch from "
-                            "(run `dvc repro` first)")
+                            "(run `make data` first)")
 
 
 def batch_name(name: str, rows: int, drift: float, seed: int, suffix: str = ".parquet") -> str:

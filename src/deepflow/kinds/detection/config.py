@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from deepflow.promotion import PromotionConfig
+from deepflow.validation import ContractConfig
 
 
 @dataclass
@@ -94,3 +95,4 @@ class DetectionConfig:
     coco: CocoConfig = field(default_factory=CocoConfig)
     promotion: PromotionConfig = field(  # 10 frames/s at batch 1 with decode and NMS; small model
         default_factory=lambda: PromotionConfig(floor=0.3, max_latency_p95_ms=100.0, max_size_mb=20.0))
+    contract: ContractConfig = field(default_factory=ContractConfig)  # checks against the data's history

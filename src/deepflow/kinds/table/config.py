@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from deepflow.promotion import PromotionConfig
+from deepflow.validation import ContractConfig
 
 Task = Literal["binary", "multiclass", "regression"]
 Role = Literal["numeric", "boolean", "categorical", "datetime",  # features: the model reads these
@@ -110,6 +111,7 @@ class TableConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     promotion: PromotionConfig = field(default_factory=PromotionConfig)
+    contract: ContractConfig = field(default_factory=ContractConfig)  # checks against the data's history
 
     def features(self) -> list[str]:
         """The model's input columns, in source order."""

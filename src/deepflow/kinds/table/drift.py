@@ -220,7 +220,7 @@ def make_batch(name: str, out_dir: Path, *, rows: int, drift: float, seed: int,
     present = [s for s in ("train", "val", "test") if (directory / f"{s}.parquet").exists()]
     if not present:
         raise FileNotFoundError(f"{name}: no prepared train/val/test split in {directory} to draw a batch from "
-                                "(run `dvc repro` first)")
+                                "(run `make data` first)")
     pool = pd.concat(usecase.read_splits(name, directory, tuple(present)).values(), ignore_index=True)
     if pool.empty:
         raise DriftInputError(f"{directory}: no rows to draw a batch from")

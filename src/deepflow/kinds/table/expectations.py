@@ -30,6 +30,7 @@ import great_expectations.expectations as gxe
 import numpy as np
 import pandas as pd
 
+from deepflow import validation
 from deepflow.kinds.table.config import ColumnSpec, TableConfig
 from deepflow.validation import ROW_ID
 
@@ -98,7 +99,7 @@ def frames(cfg: TableConfig, splits: dict[str, pd.DataFrame]) -> dict[str, pd.Da
     overlap["hash_in"] = overlap[ROW_HASH].astype(str) + " in " + overlap["where"]
     overlap.attrs[ROW_ID] = ["hash_in"]
     out = {"rows": rows, "columns": columns, "nulls": nulls, "splits": sizes,
-           "overlap": overlap[["hash_in", "splits"]]}
+           "overlap": overlap[["hash_in", "splits"]], "duplicates": validation.duplicates(rows, [ROW_HASH])}
     if cfg.task != "regression":
         counts = {name: {str(cls): int((df[cfg.target].astype(object) == str(cls)).sum()) if cfg.target in df.columns
                          else 0 for cls in cfg.classes} for name, df in splits.items()}
@@ -161,7 +162,8 @@ def suites(cfg: TableConfig) -> dict[str, list]:
     splits = [gxe.ExpectColumnValuesToBeBetween(column=f"{name}_rows", min_value=max(1, cfg.rows_min)
                                                 if name == "train" else 1) for name in SPLITS]
     out = {"rows": rows, "columns": columns, "nulls": nulls, "splits": splits,
-           "overlap": [gxe.ExpectColumnValuesToBeBetween(column="splits", min_value=1, max_value=1)]}
+           "overlap": [gxe.ExpectColumnValuesToBeBetween(column="splits", min_value=1, max_value=1)],
+           "duplicates": validation.duplicate_rules(cfg.contract)}
     if cfg.task != "regression":
         out["classes"] = [gxe.ExpectColumnValuesToBeBetween(column=str(cls), min_value=float(lo), max_value=float(hi))
                           for cls, (lo, hi) in ((c, cfg.class_share.get(str(c), [0.0, 1.0])) for c in cfg.classes)]

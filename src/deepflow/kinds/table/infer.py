@@ -25,6 +25,7 @@ import pandas as pd
 from deepflow.kinds.table import leakage, roles
 from deepflow.kinds.table.config import FEATURE_ROLES, MEMBERS, ColumnSpec, ReadConfig, SplitConfig
 from deepflow.kinds.table.read import TableError
+from deepflow.problems import listing, quote
 
 MAX_CLASSES = 100  # more distinct text values than this: not a classification target
 MULTICLASS_MAX = 20  # whole-number targets with at most this many values (not most rows distinct) are classes
@@ -60,6 +61,7 @@ class Inference:
     target_summary: dict[str, Any]
     class_share: dict[str, list[float]] = field(default_factory=dict)
     rows_min: int = 1
+    duplicate_share: float = 0.0  # rows that copy an earlier row (features and target), as measured
     target_min: float | None = None
     target_max: float | None = None
     drop_missing_target: bool = False
@@ -92,6 +94,7 @@ class Inference:
             "columns": {col: _column_entry(spec) for col, spec in self.columns.items()},
             "class_share": {c: list(b) for c, b in self.class_share.items()},
             "rows_min": self.rows_min,
+            "contract": {"max_duplicate_share": roles.duplicate_bound(self.duplicate_share)},
         }
         if self.task == "regression":
             config.update(target_min=self.target_min, target_max=self.target_max)
@@ -151,7 +154,9 @@ def infer(frame: pd.DataFrame, target: str | None = None, task: str | None = Non
                          + ", ".join(f"{c} ({inf.leak_scores[c]:.3f})" for c in inf.leak_scores))
     train_rows = len(frame) * (1 - split.val - split.test)
     inf.rows_min = max(1, int(train_rows * 0.5))
+    inf.duplicate_share = float(frame.duplicated(subset=[*inf.features(), target]).mean()) if len(frame) else 0.0
     return inf
+
 
 
 def _names(columns: list[str], limit: int = 30) -> str:
@@ -227,8 +232,8 @@ def choose_task(values: pd.Series, target: str, task: str | None) -> tuple[str, 
     distinct = int(values.nunique())
     what = {"bool": "true/false values", "text": "text values", "whole": "whole numbers", "number": "numbers"}[kind]
     if distinct < 2:
-        raise TableError(f"the target {target!r} has one value ({values.dropna().iloc[0]!r}) in every row: there is "
-                         "nothing to predict")
+        raise TableError(f"the target {target!r} has one value ({quote(values.dropna().iloc[0])}) in every row: "
+                         "there is nothing to predict")
     if task is not None:
         if task not in ("binary", "multiclass", "regression"):
             raise TableError(f"--task must be binary, multiclass or regression, not {task!r}")
@@ -299,7 +304,7 @@ def _target_contract(inf: Inference, labels: pd.Series, kind: str) -> None:
     rare = counts[counts < MIN_CLASS_ROWS]
     if len(rare):
         raise TableError(f"the target {inf.target!r} has classes with fewer than {MIN_CLASS_ROWS} rows ("
-                         + ", ".join(f"{c!r}: {k}" for c, k in rare.items())
+                         + listing([f"{quote(c)}: {k}" for c, k in rare.items()], chars=120)
                          + "): every class needs rows in train, validation and test; merge or remove rare classes")
     if inf.task == "binary":
         a, b = _order(list(counts.index))

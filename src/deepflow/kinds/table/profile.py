@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from deepflow.kinds.table import leakage
 from deepflow.kinds.table.config import FEATURE_ROLES
+from deepflow.kinds.table.roles import duplicate_bound
 
 if TYPE_CHECKING:
     from deepflow.kinds.table.infer import Inference
@@ -67,7 +68,8 @@ def _leaks(inf: Inference, top: int = 3) -> str:
 
 
 def _contract(inf: Inference) -> str:
-    parts = [f"train rows >= {inf.rows_min:,}"]
+    parts = [f"train rows >= {inf.rows_min:,}",
+             f"copied rows <= {duplicate_bound(inf.duplicate_share):.1%} (measured {inf.duplicate_share:.1%})"]
     if inf.class_share:
         parts.append("class shares " + ", ".join(f"{c} [{lo:g}, {hi:g}]" for c, (lo, hi) in inf.class_share.items()))
     if inf.task == "regression":

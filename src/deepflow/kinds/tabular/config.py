@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from deepflow.promotion import PromotionConfig
+from deepflow.validation import ContractConfig
 
 
 @dataclass
@@ -109,5 +110,6 @@ class TabularConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     promotion: PromotionConfig = field(  # ROC-AUC may drop by at most 0.01
         default_factory=lambda: PromotionConfig(noninferiority={"roc_auc": 0.01}))
+    contract: ContractConfig = field(default_factory=ContractConfig)  # checks against the data's history
     protocol: Literal["single", "prequential"] = "single"  # prequential: the benchmark flow, no registration
     prequential: PrequentialConfig = field(default_factory=PrequentialConfig)

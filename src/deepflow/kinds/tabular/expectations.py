@@ -11,6 +11,7 @@ from __future__ import annotations
 import great_expectations.expectations as gxe
 import pandas as pd
 
+from deepflow import validation
 from deepflow.kinds.tabular.config import TabularConfig
 
 SPLITS = ("train", "val", "test")
@@ -19,7 +20,7 @@ NUMERIC = ["int8", "int16", "int32", "int64", "float32", "float64"]
 
 def frames(cfg: TabularConfig, splits: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     """The frames the suites look at, built from the prepared splits."""
-    rows = pd.concat([df.assign(split=name) for name, df in splits.items()], ignore_index=True)
+    rows = validation.rows_of(splits)
     summary = []
     prev_max = None
     for name in SPLITS:
@@ -39,7 +40,8 @@ def frames(cfg: TabularConfig, splits: dict[str, pd.DataFrame]) -> dict[str, pd.
             }
         )
         prev_max = summary[-1]["t_max"]
-    return {"rows": rows, "splits": pd.DataFrame(summary)}
+    copied = [c for c in rows.columns if c not in ("split", "_row", cfg.id_column)]
+    return {"rows": rows, "splits": pd.DataFrame(summary), "duplicates": validation.duplicates(rows, copied)}
 
 
 def suites(cfg: TabularConfig) -> dict[str, list]:
@@ -72,4 +74,4 @@ def suites(cfg: TabularConfig) -> dict[str, list]:
             column_A="t_min", column_B="prev_t_max", ignore_row_if="either_value_is_missing"
         ),
     ]
-    return {"rows": rows, "splits": splits}
+    return {"rows": rows, "splits": splits, "duplicates": validation.duplicate_rules(cfg.contract)}

@@ -15,6 +15,7 @@ from typing import ClassVar
 
 from deepflow.kinds.table.config import ReadConfig
 from deepflow.promotion import PromotionConfig
+from deepflow.validation import ContractConfig
 
 
 @dataclass
@@ -95,3 +96,4 @@ class TextConfig:
     behaviour: BehaviourConfig = field(default_factory=BehaviourConfig)
     promotion: PromotionConfig = field(default_factory=lambda: PromotionConfig(
         floor=0.5, noninferiority={"mcc": 0.02}, max_latency_p95_ms=50.0, max_size_mb=150.0))
+    contract: ContractConfig = field(default_factory=ContractConfig)  # checks against the data's history

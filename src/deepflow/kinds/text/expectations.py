@@ -11,6 +11,7 @@ from __future__ import annotations
 import great_expectations.expectations as gxe
 import pandas as pd
 
+from deepflow import validation
 from deepflow.kinds.text.config import TextConfig
 from deepflow.kinds.text.prepare import SPLITS, dedup_key
 
@@ -28,7 +29,7 @@ def _printable(text):
 
 
 def frames(splits: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
-    rows = pd.concat([df.assign(split=name) for name, df in splits.items()], ignore_index=True)
+    rows = validation.rows_of(splits)
     # A missing column fails the table rule on ``rows``; the other frames are still computed (on blanks).
     rows = rows.assign(**dict.fromkeys({"text", "label"} - set(rows.columns), ""))
     rows["utf8"] = rows["text"].map(_utf8)
@@ -38,7 +39,8 @@ def frames(splits: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     per_split = rows.groupby("split")["label"].nunique().rename("classes").reset_index()
     keys = rows.assign(key=rows["text"].map(lambda t: dedup_key(t) if isinstance(t, str) else ""))
     overlap = keys.groupby("key")["split"].nunique().rename("splits").reset_index()
-    present = [c for c in rows.columns if all(c in df.columns for df in splits.values()) or c in ("split", "utf8")]
+    kept = ("split", "_row", "utf8")
+    present = [c for c in rows.columns if all(c in df.columns for df in splits.values()) or c in kept]
     return {"rows": rows[present], "classes": shares, "splits": per_split, "overlap": overlap}
 
 

@@ -97,7 +97,7 @@ def prepare(use_case: str, overrides: list[str], run_id: str) -> dict:
 def source_lineage(source: Path) -> dict[str, str]:
     """The DVC md5 of the transactions file when a stage writes it, else the file's own sha256."""
     if not source.is_file():
-        raise FileNotFoundError(f"{source}: no transactions to cut the folds from (run `dvc repro` first)")
+        raise FileNotFoundError(f"{source}: no transactions to cut the folds from (run `make data` first)")
     return tracking.data_lineage(source, lambda: tracking.files_fingerprint([source]))
 
 
