@@ -2,7 +2,8 @@
 
 The contract (``deepflow.batch``'s docstring): the input is a folder of image files (the core
 reads it as ``file`` and ``image`` columns) or a table with an ``image`` column of encoded bytes.
-An image that does not fully decode is rejected, named by its file when there is one. The output
+An image that does not fully decode (``labels.decode``: not an image, truncated, a corrupt PNG)
+is rejected with the reason, named by its file when there is one (and by its row always). The output
 adds ``threshold``, ``detections`` (JSON list of the boxes at or above the threshold: ``x1 y1 x2
 y2`` in the image's pixels, ``class``, ``score``) and ``count_<class>`` for every class the
 model was trained on (its scorer's ``classes``, in their order).
@@ -16,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from deepflow.batch import FILE, IMAGE, BatchError, Model, rejects_frame
-from deepflow.kinds.detection.labels import decode
+from deepflow.kinds.detection.labels import ImageError, decode
 
 NEEDS_THRESHOLD = False  # without one every box the detector keeps is written (threshold 0)
 OUTPUTS = ("threshold", "detections")  # the fixed names; outputs(model) adds count_<class> per class
@@ -51,8 +52,8 @@ def validate_image(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             continue
         try:
             decode(data)  # the scorer's own full decode: a truncated file fails here, not at scoring time
-        except Exception as exc:  # PIL raises several types for bad bytes
-            problems[row] = [(IMAGE, f"not a decodable image{where}: {type(exc).__name__}")]
+        except ImageError as exc:
+            problems[row] = [(IMAGE, f"not a decodable image{where}: {exc.why}")]
     clean = frame.drop(index=list(problems)) if problems else frame
     return clean, rejects_frame(problems)
 

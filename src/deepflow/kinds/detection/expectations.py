@@ -91,6 +91,9 @@ def suites(cfg: DetectionConfig) -> dict[str, list]:
     ]
     boxes = [
         gxe.ExpectColumnValuesToBeInSet(column="class_name", value_set=list(cfg.classes)),
+        # the range rules below skip missing values: a "nan" in a label line is caught here
+        *(gxe.ExpectColumnValuesToNotBeNull(column=c, description=f"every box has a {c} edge (a number, not NaN)")
+          for c in ("left", "top", "right", "bottom")),
         gxe.ExpectColumnValuesToBeBetween(column="left", min_value=-EDGE_TOLERANCE, max_value=1),
         gxe.ExpectColumnValuesToBeBetween(column="top", min_value=-EDGE_TOLERANCE, max_value=1),
         gxe.ExpectColumnValuesToBeBetween(column="right", min_value=0, max_value=1 + EDGE_TOLERANCE),

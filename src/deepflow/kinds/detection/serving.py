@@ -54,20 +54,22 @@ def body_limit(cfg: ServeConfig) -> int:
     return cfg.max_image_bytes + MULTIPART_MARGIN
 
 
-def image_size(data: bytes) -> tuple[int, int]:
-    """(width, height) of encoded image bytes; 400 when they do not decode as an image."""
+def image_size(data: bytes, filename: str | None = None) -> tuple[int, int]:
+    """(width, height) of encoded image bytes; 400 naming the upload and saying why when they do not
+    fully decode (``labels.decode``: not an image, truncated, a corrupt PNG, too many pixels)."""
     import warnings
 
     from PIL import Image
 
-    from deepflow.kinds.detection.labels import decode
+    from deepflow.kinds.detection.labels import ImageError, decode
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = decode(data)
-    except Exception as exc:  # PIL raises many types for bad bytes; all are the client's
-        raise HTTPException(400, f"not a decodable image: {type(exc).__name__}") from exc
+    except ImageError as exc:  # all are the client's
+        named = f" {filename[:100]!r}" if filename else ""
+        raise HTTPException(400, f"image{named}: {exc}") from exc
     return image.size
 
 
@@ -81,7 +83,7 @@ def add_routes(app: FastAPI, store: ModelStore, cfg: ServeConfig, name: str) -> 
         data = image.file.read(cfg.max_image_bytes + 1)  # the client's errors first, then availability
         if len(data) > cfg.max_image_bytes:
             raise HTTPException(413, f"image over the {cfg.max_image_bytes}-byte limit")
-        width, height = image_size(data)
+        width, height = image_size(data, image.filename)
         served = store.serving(name)
         frame = pd.DataFrame({"image": [data]})
         if explain and "explain" not in inspect.signature(served.scorer.predict).parameters:

@@ -15,8 +15,15 @@ An image's label file is Ultralytics' rule: the last ``images`` folder of its pa
 from ``data.yaml``, else ``classes.txt`` (or ``obj.names``), else none (ids only).
 
 A label line is ``class cx cy w h`` (normalised to the frame), or a polygon (``class x1 y1 x2 y2
-x3 y3 ...``, segmentation exports), read as its bounding box. No label file means no boxes. Every
-problem a user can fix raises :class:`deepflow.newentry.EntryError`, naming the file and line.
+x3 y3 ...``, segmentation exports), read as its bounding box. No label file means no boxes (a
+background image); a label file without an image is counted and not used.
+
+Every image is decoded in full (``labels.decode``: a truncated JPEG or PNG is an error) and every label
+line checked: numbers only, 5 of them (or a polygon's class + 3 or more x y pairs), a class id that is
+a non-negative integer within the folder's names (``data.yaml`` / ``classes.txt``, when it has them),
+centre and size within [0, 1] (``labels.check_line``), width and height above zero and at least a
+pixel. The whole folder is read before the verdict: :class:`deepflow.newentry.EntryError` lists the
+first :data:`SHOWN_PROBLEMS` problems (``path: what``, ``path:line: what``) and counts them all.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from deepflow.kinds.detection.labels import decode, format_yolo
+from deepflow.kinds.detection.labels import ImageError, check_line, decode, format_yolo
 from deepflow.newentry import EntryError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -39,11 +46,10 @@ YAML_NAMES = ("data.yaml", "data.yml", "dataset.yaml", "dataset.yml")
 NAMES_FILES = ("classes.txt", "obj.names")
 SPLIT_DIRS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
 YAML_KEYS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
-# Ultralytics' rule: every value (cx, cy, w, h; a polygon's points) within [0, 1], here with a 1 %
-# tolerance; else the box is outside the frame (an error). A box within the rule whose edge passes the
-# frame's (an object cut by the edge) is clipped to it, and counted unless by rounding only.
-OVERHANG = 0.01
+# A box within labels.check_line's rule whose edge passes the frame's (an object cut by the edge) is
+# clipped to it, and counted unless by rounding only.
 ROUNDING = 1e-4
+SHOWN_PROBLEMS = 5  # problems listed in the error (all are counted): a folder of bad files is one line
 
 
 @dataclass
@@ -79,6 +85,29 @@ class Scan:
     items: list[Item]
     counts: dict[str, int] = field(default_factory=dict)  # polygons, clipped, no_label, skipped, orphans, rotated
     skipped: dict[str, int] = field(default_factory=dict)  # suffix -> files that are not images
+
+
+@dataclass
+class Problems:
+    """What is wrong with a folder's files, gathered while reading all of them: the first
+    :data:`SHOWN_PROBLEMS` kept word for word, every one counted."""
+
+    shown: list[str] = field(default_factory=list)
+    count: int = 0
+
+    def add(self, text: str) -> None:
+        self.count += 1
+        if len(self.shown) < SHOWN_PROBLEMS:
+            self.shown.append(text)
+
+    def check(self, root: Path) -> None:
+        """Raise EntryError when there were problems: one alone as it is, several listed and counted."""
+        if self.count == 1:
+            raise EntryError(self.shown[0])
+        if self.count:
+            more = f"; ... and {self.count - len(self.shown):,} more" if self.count > len(self.shown) else ""
+            raise EntryError(f"{root}: {self.count:,} problems in its images and labels, the first "
+                             f"{len(self.shown)}: {'; '.join(self.shown)}{more}")
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -243,53 +272,34 @@ def image_files(source: Path, root: Path, skipped: dict[str, int]) -> list[Path]
     return out
 
 
-def read_labels(path: Path, n_names: int | None, width: int, height: int,
-                counts: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
-    """One label file -> (source class ids (N,), boxes (N, 4) cx cy w h); EntryError naming file and line.
-    Polygons become their bounding box and slight overhangs are clipped (both counted in ``counts``)."""
+def read_labels(path: Path, n_names: int | None, width: int, height: int, counts: dict[str, int],
+                problems: Problems) -> tuple[np.ndarray, np.ndarray]:
+    """One label file -> (source class ids (N,), boxes (N, 4) cx cy w h) of its good lines; each bad
+    line is added to ``problems`` as ``path:line: what``. Polygons become their bounding box and slight
+    overhangs are clipped (both counted in ``counts``)."""
     data = path.read_bytes()
     # some Windows tools save text as UTF-16 (with a byte-order mark): read it as such
     utf16 = data[:2] in (b"\xff\xfe", b"\xfe\xff")
     text = data.decode("utf-16", errors="replace") if utf16 else data.decode("utf-8-sig", errors="replace")
     classes, boxes = [], []
     for number, line in enumerate(text.splitlines(), 1):
-        tokens = line.split()
-        if not tokens:
+        if not line.strip():
             continue
-        where = f"{path}:{number}"
-        try:
-            values = [float(t) for t in tokens]
-        except ValueError:
-            raise EntryError(f"{where}: {line.strip()[:60]!r} is not numbers (expected: class cx cy w h)") from None
-        cls, coords = values[0], values[1:]
-        if cls != int(cls) or cls < 0:
-            raise EntryError(f"{where}: class id {tokens[0]!r} is not a non-negative integer")
-        if n_names is not None and cls >= n_names:
-            raise EntryError(f"{where}: class id {int(cls)} is outside names (ids 0..{n_names - 1}): fix the label "
-                             "or add the class to data.yaml / classes.txt")
-        if len(coords) == 4:
-            cx, cy, w, h = coords
-            x1, y1, x2, y2 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
-        elif len(coords) >= 6 and len(coords) % 2 == 0:
-            xs, ys = np.array(coords[0::2]), np.array(coords[1::2])
-            x1, y1, x2, y2 = xs.min(), ys.min(), xs.max(), ys.max()
+        found = check_line(line, n_names)
+        if isinstance(found, str):
+            problems.add(f"{path}:{number}: {found}")
+            continue
+        cls, (x1, y1, x2, y2), polygon = found
+        if polygon:
             counts["polygons"] = counts.get("polygons", 0) + 1
-        else:
-            raise EntryError(f"{where}: {len(tokens)} numbers on a line; a box is 5 (class cx cy w h), a polygon "
-                             "class + 3 or more x y pairs")
-        if not np.isfinite([x1, y1, x2, y2]).all() or x2 <= x1 or y2 <= y1:
-            raise EntryError(f"{where}: a box of zero size ({line.strip()[:60]}): remove the line or fix the box")
-        if min(coords) < -OVERHANG or max(coords) > 1 + OVERHANG or x1 >= 1 or y1 >= 1 or x2 <= 0 or y2 <= 0:
-            hint = " (pixel coordinates?)" if max(coords) > 2 else ""
-            raise EntryError(f"{where}: the box ({line.strip()[:60]}) is outside the frame{hint}: YOLO values are "
-                             "fractions of the image's width and height, 0 to 1")
         if min(x1, y1) < -ROUNDING or max(x2, y2) > 1 + ROUNDING:
             counts["clipped"] = counts.get("clipped", 0) + 1
         x1, y1, x2, y2 = max(x1, 0.0), max(y1, 0.0), min(x2, 1.0), min(y2, 1.0)
         if (x2 - x1) * width < 1 or (y2 - y1) * height < 1:
-            raise EntryError(f"{where}: the box ({line.strip()[:60]}) is under 1 pixel wide or high in the "
-                             f"{width}x{height} image: remove the line or fix the box")
-        classes.append(int(cls))
+            problems.add(f"{path}:{number}: the box ({line.strip()[:60]}) is under 1 pixel wide or high in the "
+                         f"{width}x{height} image: remove the line or fix the box")
+            continue
+        classes.append(cls)
         boxes.append(((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1))
     return np.array(classes, dtype=np.int64), np.array(boxes, dtype=np.float64).reshape(-1, 4)
 
@@ -299,22 +309,25 @@ def pixel_hash(data: bytes) -> str:
     return hashlib.sha256(np.asarray(decode(data)).tobytes()).hexdigest()[:20]
 
 
-def _item(path: Path, split: str | None, layout: Layout, counts: dict[str, int], image_id: str) -> Item:
+def _item(path: Path, split: str | None, layout: Layout, counts: dict[str, int], image_id: str,
+          problems: Problems) -> Item | None:
+    """The image at ``path`` with its boxes; None (its problems added) when it does not decode."""
     from PIL import Image
 
     data = path.read_bytes()
     try:
-        digest = pixel_hash(data)
-        image = Image.open(io.BytesIO(data))
-        width, height = image.size
-        if image.getexif().get(0x0112, 1) != 1:
-            counts["rotated"] = counts.get("rotated", 0) + 1
-    except Exception as exc:  # PIL raises many types for bad bytes
-        raise EntryError(f"{path}: not a decodable image ({type(exc).__name__}): remove or replace it") from None
+        digest = pixel_hash(data)  # decodes every pixel (labels.decode)
+    except ImageError as exc:
+        problems.add(f"{path}: {exc}: remove or replace it")
+        return None
+    image = Image.open(io.BytesIO(data))
+    width, height = image.size
+    if image.getexif().get(0x0112, 1) != 1:
+        counts["rotated"] = counts.get("rotated", 0) + 1
     label = label_path(path, layout.root)
     if label.is_file():
         n_names = len(layout.names) if layout.names else None
-        cls, boxes = read_labels(label, n_names, width, height, counts)
+        cls, boxes = read_labels(label, n_names, width, height, counts, problems)
     else:
         label, cls, boxes = None, np.zeros(0, np.int64), np.zeros((0, 4))
         counts["no_label"] = counts.get("no_label", 0) + 1
@@ -322,12 +335,12 @@ def _item(path: Path, split: str | None, layout: Layout, counts: dict[str, int],
 
 
 def scan(root: Path | str) -> Scan:
-    """Every image of the folder, decoded and hashed, with its boxes; EntryError on the first problem
+    """Every image of the folder, decoded and hashed, with its boxes; EntryError listing the problems
     a user must fix (see the module docstring), or when there are no images or no labels at all."""
     layout = find_layout(Path(root))
     counts: dict[str, int] = {}
     skipped: dict[str, int] = {}
-    items: list[Item] = []
+    items, problems = [], Problems()
     for split, sources in layout.dirs.items():
         paths = list(dict.fromkeys(p for s in sources for p in image_files(s, layout.root, skipped)))
         if not paths:
@@ -340,7 +353,8 @@ def scan(root: Path | str) -> Scan:
         if len(set(stems)) != len(stems):  # a.jpg and a.png: the suffix tells them apart
             stems = [next((p.relative_to(s).as_posix() for s in sources if s.is_dir() and _inside(p, s)),
                           _rel(p, layout.root)) for p in paths]
-        items += [_item(p, split, layout, counts, i) for p, i in zip(paths, stems, strict=True)]
+        items += [_item(p, split, layout, counts, i, problems) for p, i in zip(paths, stems, strict=True)]
+    problems.check(layout.root)  # raised if an image did not decode: no None in items from here
     if not any(i.label for i in items):
         raise EntryError(f"{layout.root}: {len(items)} images but no label files (expected <name>.txt in a labels/ "
                          "folder mirroring images/, or beside each image): a detection entry needs boxes")
@@ -356,19 +370,27 @@ def scan(root: Path | str) -> Scan:
 def load(root: Path | str, class_map: dict[int, str], classes: list[str], split: str | None = None) -> pd.DataFrame:
     """A YOLO folder (``images[/<split>]`` + ``labels[/<split>]``) as a prepared split (``labels.py``),
     plus ``dropped`` (boxes of unmapped classes) per image. ``class_map``: source id -> a name in
-    ``classes``, whose position is the prepared class id; other source classes are dropped."""
+    ``classes``, whose position is the prepared class id; the folder's other classes are dropped.
+    Checked as :func:`scan` checks (EntryError listing the problems): a class id outside the folder's
+    names (``data.yaml`` / ``classes.txt``) is an error, not a dropped box."""
     root = Path(root)
     if unknown := sorted(set(class_map.values()) - set(classes)):
         raise ValueError(f"class_map targets unknown classes {unknown} (known: {', '.join(classes)})")
     to_ours = {int(src): classes.index(dst) for src, dst in class_map.items()}
     images_dir = root / "images" / split if split else root / "images"
-    layout = Layout(root=root, how="images/ + labels/")
+    names = find_layout(root).names if root.is_dir() else None
+    if names and (outside := sorted(k for k in to_ours if not 0 <= k < len(names))):
+        raise ValueError(f"class_map maps source ids {outside} that the folder's names do not have "
+                         f"(ids 0..{len(names) - 1})")
+    layout = Layout(root=root, how="images/ + labels/", names=names)
     paths = image_files(images_dir, root, {}) if images_dir.is_dir() else []
     if not paths:
         raise FileNotFoundError(f"no images under {images_dir}")
+    problems = Problems()
+    items = [_item(path, split, layout, {}, path.stem, problems) for path in paths]
+    problems.check(root)
     rows = []
-    for path in paths:
-        item = _item(path, split, layout, {}, path.stem)
+    for path, item in zip(paths, items, strict=True):
         keep = np.array([c in to_ours for c in item.classes], dtype=bool)
         ours = np.array([to_ours[c] for c in item.classes[keep]], dtype=np.int64)
         rows.append({"image_id": item.image_id, "image": path.read_bytes(), "width": item.width,
