@@ -44,7 +44,8 @@ def test_ledger_survives_a_restart(store, locks) -> None:
     assert out == ["1", v1, "True"]
 
 
-def test_failed_ledger_write_puts_the_alias_back(store, locks, monkeypatch) -> None:
+def test_failed_ledger_write_leaves_the_alias_alone(store, locks, monkeypatch) -> None:
+    """The entry is written before the registry call: no entry, no move."""
     v1, v2 = make_versions(2)
     ledger.move_alias("fraud", "champion", v1, reason="first", evidence="e", actor="t")
 

@@ -88,8 +88,10 @@ def test_lifecycle_register_promote_and_fail_closed(store, prepared_dir, fast_ov
     moves = [(m.alias, m.from_version, m.to_version) for m in ledger.history("fraud")]
     assert moves == [("challenger", None, "1"), ("champion", None, "1"), ("challenger", "1", "2")]
 
-    # Rollback round trip through the CLI.
-    assert cli.invoke(app, ["rollback", "fraud", "--to", "2", "--reason", "try v2"]).exit_code == 0
+    # Rollback round trip through the CLI; v2 failed its gates, so only --force puts it in production.
+    refused = cli.invoke(app, ["rollback", "fraud", "--to", "2", "--reason", "try v2"])
+    assert refused.exit_code == 1 and "v2 failed its promotion gates" in " ".join(refused.output.split())
+    assert cli.invoke(app, ["rollback", "fraud", "--to", "2", "--force", "--reason", "try v2"]).exit_code == 0
     back = cli.invoke(app, ["rollback", "fraud", "--reason", "v2 misbehaves"])
     assert back.exit_code == 0 and "v2 -> v1" in back.output
     hist = cli.invoke(app, ["history", "fraud"])

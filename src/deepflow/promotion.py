@@ -42,9 +42,10 @@ class Evidence:
     challenger: dict[str, float]
     latency_p95_ms: float
     size_mb: float
-    champion_version: str | None = None
-    champion: dict[str, float] | None = None
+    champion_version: str | None = None  # the current champion, compared or not
+    champion: dict[str, float] | None = None  # its metrics; None when not compared
     gain: Interval | None = None  # paired bootstrap of challenger - champion, primary metric
+    latency_note: str = ""  # how latency_p95_ms was measured (deepflow.latency.note)
 
 
 @dataclass(frozen=True)
@@ -117,18 +118,20 @@ def decide(policy: Policy, ev: Evidence) -> Decision:
     checks = [Check("floor", ok, f"{m} {value:.4f} {'>=' if ok else '<'} floor {policy.floor:.4f}")]
     if policy.max_latency_p95_ms is not None:
         ok = ev.latency_p95_ms <= policy.max_latency_p95_ms
+        how = f" ({ev.latency_note})" if ev.latency_note else ""
         checks.append(Check("latency", ok, f"p95 latency {ev.latency_p95_ms:.2f} ms {'<=' if ok else '>'} "
-                                           f"ceiling {policy.max_latency_p95_ms:.2f} ms"))
+                                           f"ceiling {policy.max_latency_p95_ms:.2f} ms{how}"))
     if policy.max_size_mb is not None:
         ok = ev.size_mb <= policy.max_size_mb
         checks.append(Check("size", ok, f"model size {ev.size_mb:.2f} MB {'<=' if ok else '>'} "
                                         f"ceiling {policy.max_size_mb:.2f} MB"))
-    if ev.champion_version is None or ev.champion is None:
-        checks.append(Check("champion", True, "no champion yet"))
-        return Decision(all(c.passed for c in checks), checks)
-    if ev.champion_version == ev.challenger_version:
+    if ev.champion_version == ev.challenger_version:  # before "no champion": it is one, not none
         checks.append(Check("distinct", False, f"v{ev.challenger_version} is already the champion"))
         return Decision(False, checks)
+    if ev.champion_version is None or ev.champion is None:
+        checks.append(Check("champion", True, "no champion yet" if ev.champion_version is None else
+                            f"champion v{ev.champion_version} not compared: floors and ceilings only"))
+        return Decision(all(c.passed for c in checks), checks)
     if ev.gain is None:
         raise ValueError("a challenger with a champion needs the paired-bootstrap gain")
     ok = ev.gain.low > policy.margin

@@ -15,9 +15,19 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from deepflow import bakeoff, certificate, config, ledger, progress, promotion, settings, tracking, usecase, validation
+from deepflow import (
+    bakeoff,
+    certificate,
+    config,
+    latency,
+    ledger,
+    progress,
+    promotion,
+    settings,
+    tracking,
+    usecase,
+    validation,
+)
 from deepflow.explain import attach_background
 from deepflow.importance import RELIES_ON
 
@@ -58,6 +68,13 @@ def validate_data(use_case: str, overrides: Sequence[str], run_id: str | None = 
     with sw("validation"):
         splits = uc.load_splits()
         frames, suites = uc.validation_inputs(splits)
+        rows = sum(len(df) for df in splits.values())
+        champion = tracking.version_by_alias(use_case, tracking.CHAMPION)
+        history, rules = validation.history(
+            rows, str(champion.version) if champion else None,
+            int((champion.tags or {}).get("deepflow.data_rows") or 0) if champion else None, uc.cfg.contract)
+        if rules:
+            frames["history"], suites["history"] = history, rules
         report = validation.validate(f"{use_case}.data", frames, suites)
         report_path = report.save(settings.reports_dir() / use_case)
     if run_id:
@@ -72,6 +89,7 @@ def validate_data(use_case: str, overrides: Sequence[str], run_id: str | None = 
         "suite": report.suite,
         "result": "passed",
         "expectations": report.evaluated,
+        "rows": rows,
         "report_path": str(report_path),
         **tracking.data_lineage(uc.prepared_dir, lambda: fingerprint),
         "fingerprint": fingerprint,
@@ -116,7 +134,7 @@ def train_member(use_case: str, overrides: Sequence[str], member: str, kind: str
             val_metrics = uc.evaluate(val_scores, splits["val"])
             test_metrics, extra = split_extras(uc, scorer, uc.evaluate(test_scores, splits["test"]))
             threshold = uc.threshold(val_scores, splits["val"])
-            latency_ms = latency_percentiles(scorer, input_example(uc, scorer, splits["test"]).head(1))
+            latency_ms = latency.single_row(scorer, input_example(uc, scorer, splits["test"]).head(1))
             size_mb = scorer_size_mb(scorer)
             interval = uc.primary_interval(test_scores, splits["test"])
             figures = uc.figures(member, test_scores, splits["test"], threshold)
@@ -124,7 +142,8 @@ def train_member(use_case: str, overrides: Sequence[str], member: str, kind: str
         with sw("tracking"):
             metrics = {f"val/{k}": v for k, v in val_metrics.items()}
             metrics |= {f"test/{k}": v for k, v in test_metrics.items()}
-            metrics |= {f"latency_ms_p{k[1:]}": v for k, v in latency_ms.items()}
+            metrics |= {f"latency_ms_{k}": latency_ms[k] for k in ("p50", "p95", "wall_p50", "wall_p95")}
+            metrics |= {"latency_load_1m": latency_ms["load_1m"]}
             metrics |= extra
             metrics |= {"size_mb": size_mb, f"test/{primary}_low": interval.low,
                         f"test/{primary}_high": interval.high, **{f"info/{k}": v for k, v in info.items()
@@ -205,6 +224,7 @@ def register_best(use_case: str, overrides: Sequence[str], results: list[dict], 
             "deepflow.git_commit": tracking.git_commit(),
             "deepflow.validation": f"passed ({validation_info['expectations']} expectations)",
             "deepflow.validation_suite": validation_info["suite"],
+            "deepflow.data_rows": validation_info["rows"],
             "deepflow.flow_run_id": orchestration.get("flow_run_id") or "none",
             "deepflow.config_hash": config.config_hash(uc.cfg),
             "deepflow.threshold": best["threshold"],
@@ -244,6 +264,9 @@ def promote_challenger(use_case: str, overrides: Sequence[str] = (), actor: str 
     if challenger is None:
         raise LookupError(f"{use_case}: no @challenger to promote (run `deepflow train {use_case}`)")
     champion = tracking.version_by_alias(use_case, tracking.CHAMPION)
+    if champion is not None and str(champion.version) == str(challenger.version):
+        raise ledger.NoOpMove(f"{use_case}: @challenger v{challenger.version} is already @champion: nothing to "
+                              f"compare or promote (train a new challenger: `deepflow train {use_case}`)")
     policy = promotion.Policy(**{f.name: getattr(p, f.name) for f in fields(promotion.Policy)})
     schema = promotion.check_schemas(
         uc.name, str(uc.entry.path), usecase.schema_hash(uc.schema()), str(challenger.version),
@@ -259,17 +282,20 @@ def promote_challenger(use_case: str, overrides: Sequence[str] = (), actor: str 
         chall_scorer = tracking.load_scorer(f"models:/{use_case}/{challenger.version}")
         chall_scores = chall_scorer.predict(test)
         chall_metrics, _ = split_extras(uc, chall_scorer, uc.evaluate(chall_scores, test))
-        latency = latency_percentiles(chall_scorer, input_example(uc, chall_scorer, test).head(1))
+        timed = {"challenger": (chall_scorer, input_example(uc, chall_scorer, test).head(1))}
         champ_metrics, gain = None, None
-        if champion_compared is not None and str(champion.version) != str(challenger.version):
+        if champion_compared is not None:
             champ_scorer = tracking.load_scorer(f"models:/{use_case}/{champion.version}")
             champ_scores = champ_scorer.predict(test)
             champ_metrics, _ = split_extras(uc, champ_scorer, uc.evaluate(champ_scores, test))
             gain = uc.primary_gain(chall_scores, champ_scores, test)
+            timed["champion"] = (champ_scorer, input_example(uc, champ_scorer, test).head(1))
+        latencies = latency.measure(timed)  # interleaved: both under the same conditions
+        lat = latencies["challenger"]
     evidence = promotion.Evidence(
         metric=primary, challenger_version=str(challenger.version), challenger=chall_metrics,
-        latency_p95_ms=latency["p95"], size_mb=scorer_size_mb(chall_scorer),
-        champion_version=str(champion_compared.version) if champion_compared else None, champion=champ_metrics,
+        latency_p95_ms=lat["p95"], size_mb=scorer_size_mb(chall_scorer), latency_note=latency.note(lat),
+        champion_version=str(champion.version) if champion else None, champion=champ_metrics,
         gain=gain,
     )
     decision = promotion.decide(policy, evidence)
@@ -278,7 +304,7 @@ def promote_challenger(use_case: str, overrides: Sequence[str] = (), actor: str 
                             {"test_rows": len(test), f"challenger_{primary}": chall_metrics[primary],
                              f"champion_{primary}": champ_metrics[primary] if champ_metrics else None,
                              "gain": asdict(gain) if gain else None,
-                             "schema_change_accepted": schema.skip_champion}, sw)
+                             "schema_change_accepted": schema.skip_champion, "latency_ms": latencies}, sw)
 
 
 def _record_decision(uc: usecase.UseCase, actor: str, challenger, champion, policy: promotion.Policy,
@@ -292,7 +318,7 @@ def _record_decision(uc: usecase.UseCase, actor: str, challenger, champion, poli
     record = {"use_case": use_case, "decided_at": stamp, "decided_by": actor, "data_version": lineage["data_version"],
               "policy": asdict(policy), "evidence": asdict(evidence) if evidence else None,
               **{k: v for k, v in facts.items() if k in ("test_rows", "refused_before_scoring",
-                                                          "schema_change_accepted")},
+                                                          "schema_change_accepted", "latency_ms")},
               **decision.to_dict()}
     path = f"promotion/decision-{stamp}-v{challenger.version}.json"
     evidence_uri = f"runs:/{challenger.run_id}/{path}"
@@ -305,8 +331,8 @@ def _record_decision(uc: usecase.UseCase, actor: str, challenger, champion, poli
             "deepflow.decision_artifact": evidence_uri,
         })
         if decision.promote:
-            ledger.move_alias(use_case, tracking.CHAMPION, str(challenger.version),
-                              reason=decision.summary()[:5000], evidence=evidence_uri, actor=actor)
+            ledger.move_alias(use_case, tracking.CHAMPION, str(challenger.version), reason=decision.summary()[:5000],
+                              evidence=evidence_uri, actor=actor, if_from=str(champion.version) if champion else None)
     final = tracking.version_by_alias(use_case, tracking.CHAMPION)
     primary = uc.primary_metric
     return {
@@ -323,25 +349,10 @@ def _record_decision(uc: usecase.UseCase, actor: str, challenger, champion, poli
     }
 
 
-def rollback(use_case: str, reason: str, to_version: str | None = None, actor: str | None = None) -> dict:
-    """Move ``@champion`` back (to ``to_version``, or to the version before the current one)."""
-    if not reason.strip():
-        raise ValueError("a rollback needs a reason")
-    current = tracking.version_by_alias(use_case, tracking.CHAMPION)
-    if current is None:
-        raise LookupError(f"{use_case}: no @champion to roll back")
-    if to_version is None:
-        previous = ledger.previous_champions(use_case)
-        if not previous:
-            raise LookupError(f"{use_case}: the ledger shows no champion before v{current.version}; use --to")
-        to_version = previous[-1]
-    if str(to_version) == str(current.version):
-        raise ValueError(f"{use_case}: v{to_version} is already @champion")
-    tracking.get_version(use_case, str(to_version))  # raises if it does not exist
-    move = ledger.move_alias(use_case, tracking.CHAMPION, str(to_version), reason=f"{ledger.ROLLBACK} {reason}",
-                             evidence=f"models:/{use_case}/{current.version}",
-                             actor=actor or ledger.actor_for_cli())
-    return asdict(move)
+def rollback(use_case: str, reason: str, to_version: str | None = None, actor: str | None = None,
+             force: bool = False) -> dict:
+    """Move ``@champion`` back (``ledger.rollback``: gates checked unless ``force``)."""
+    return asdict(ledger.rollback(use_case, reason, to_version, actor=actor, force=force))
 
 
 def bakeoff_report(use_case: str, overrides: Sequence[str], summary: dict) -> dict:
@@ -377,19 +388,6 @@ def input_example(uc: usecase.UseCase, scorer: Any, frame):
     sequence scorer reads the entity's history columns besides the row's own features)."""
     features = getattr(scorer, "features", None)
     return uc.input_example(frame, None if features is None else list(features))
-
-
-def latency_percentiles(scorer: Any, one_row, repeats: int = 200) -> dict[str, float]:
-    """p50/p95 single-row latency of the plain scorer (no server), in ms."""
-    for _ in range(5):  # warm-up
-        scorer.predict(one_row)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        scorer.predict(one_row)
-        times.append(time.perf_counter() - start)
-    p50, p95 = np.percentile(times, [50, 95]) * 1000
-    return {"p50": float(p50), "p95": float(p95)}
 
 
 def scorer_size_mb(scorer: Any) -> float:
