@@ -124,7 +124,8 @@ def test_bad_data_fails_validation_and_changes_nothing(case, change, words, cham
 
 def test_deepflow_run_on_bad_data_stops_before_training(champion, prepared_dir, store) -> None:
     _break(prepared_dir, CASES[0][1])
-    done = subprocess.run([sys.executable, "-m", "deepflow.cli", "run", "fraud", "--set", f"prepared_dir={prepared_dir}"],
+    command = [sys.executable, "-m", "deepflow.cli", "run", "fraud", "--set", f"prepared_dir={prepared_dir}"]
+    done = subprocess.run(command,
                           env={**os.environ, "PREFECT_LOGGING_LEVEL": "WARNING"}, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode != 0

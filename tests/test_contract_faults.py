@@ -123,8 +123,8 @@ def test_dvc_md5_is_dvcs_own_hash(tmp_path) -> None:
             "from dvc.fs import LocalFileSystem; fs = LocalFileSystem();"
             "_, _, obj = build(HashFileDB(fs, sys.argv[2]), sys.argv[1], fs, 'md5'); print(obj.hash_info.value)")
     folder = settings.PROJECT_ROOT / "src" / "deepflow" / "kinds" / "table"
-    done = subprocess.run([sys.executable, "-c", code, str(folder), str(tmp_path / "odb")], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run([sys.executable, "-c", code, str(folder), str(tmp_path / "odb")], capture_output=True,
+                          text=True, timeout=120)
     if done.returncode != 0:
         pytest.skip(f"dvc_data's build API differs here: {done.stderr[-300:]}")
     assert tracking.dvc_md5(folder) == done.stdout.strip()

@@ -2,9 +2,9 @@
 
 Plain functions, no Prefect (``flows/score.py`` sequences them). The version (``@champion`` by
 default) is resolved and loaded once; the input is read in chunks (parquet ``iter_batches``, CSV
-``chunksize``, a folder's files as ``file`` and ``image`` columns), each validated row by row,
-scored and appended to a temporary output that is renamed into place only when every chunk went
-through. Rows that fail validation go to ``<output stem>.rejects.<ext>`` with a reason.
+``chunksize``, a folder's files as ``file`` and ``image`` columns: only for a kind that reads
+``image``), validated row by row, scored and appended to a temporary output renamed into place only
+when every chunk went through. Rows that fail validation go to ``<output stem>.rejects.<ext>`` with a reason.
 
 This module is the kind-independent core. What a row must hold and what its scores are belongs to
 the entry's kind (``Model.kind``): ``deepflow.kinds.<kind>.batch`` (``kinds.part(kind, "batch")``) provides
@@ -35,6 +35,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
@@ -46,6 +47,7 @@ import pyarrow.parquet as pq
 
 from deepflow import kinds, settings, tracking, usecase
 from deepflow.atomic_table import AtomicTableWriter
+from deepflow.problems import clip
 
 DEFAULT_CHUNK_SIZE = 100_000
 ROW = "row"  # the input row's 0-based position in the file, carried to output and rejects
@@ -173,8 +175,11 @@ def file_format(path: Path) -> str:
 
 def open_input(model: Model, path: Path, chunk_size: int) -> tuple[list[str], int | None, Iterator[pd.DataFrame]]:
     """(column names, row count if known without a pass over the file, frames by :func:`read_chunks`,
-    or by the kind's ``read_input`` where its batch part has one) of the input."""
+    or by the kind's ``read_input`` where its batch part has one) of the input. A folder is read as
+    images (``file``, ``image`` rows), only for a kind that reads ``image``: for others it is refused."""
     part = batch_part(model.kind)
+    if path.is_dir() and IMAGE not in part.inputs(model):
+        raise BatchError(f"{path}: a folder; {model.name} (a {model.kind} entry) scores a file, not a folder")
     if hasattr(part, "read_input"):
         return part.read_input(model, path, chunk_size)
     return default_input(path, chunk_size)
@@ -183,11 +188,23 @@ def open_input(model: Model, path: Path, chunk_size: int) -> tuple[list[str], in
 def default_input(path: Path, chunk_size: int) -> tuple[list[str], int | None, Iterator[pd.DataFrame]]:
     """:func:`open_input` without a kind's reader: Parquet, CSV or a folder of images."""
     fmt = file_format(path)
-    if fmt == "parquet":
-        file = pq.ParquetFile(path)
-        return list(file.schema_arrow.names), file.metadata.num_rows, read_chunks(path, chunk_size)
-    columns = [FILE, IMAGE] if fmt == "folder" else list(pd.read_csv(path, nrows=0).columns)
-    return columns, len(image_files(path)) if fmt == "folder" else None, read_chunks(path, chunk_size)
+    if fmt == "folder":
+        return [FILE, IMAGE], len(image_files(path)), read_chunks(path, chunk_size)
+    with _unreadable(path, fmt):
+        if fmt == "parquet":
+            file = pq.ParquetFile(path)
+            return list(file.schema_arrow.names), file.metadata.num_rows, read_chunks(path, chunk_size)
+        return list(pd.read_csv(path, nrows=0).columns), None, read_chunks(path, chunk_size)
+
+
+@contextmanager
+def _unreadable(path: Path, fmt: str) -> Iterator[None]:
+    """A damaged, cut or foreign file (pyarrow's and pandas' errors are ValueErrors or OSErrors): a BatchError."""
+    try:
+        yield
+    except (OSError, ValueError) as exc:
+        what = "a readable Parquet file" if fmt == "parquet" else "a readable CSV file (UTF-8, comma-separated)"
+        raise BatchError(f"{path}: not {what}: {clip(' '.join(str(exc).split()) or type(exc).__name__, 200)}") from None
 
 
 def read_chunks(path: Path, chunk_size: int) -> Iterator[pd.DataFrame]:
@@ -207,13 +224,15 @@ def read_chunks(path: Path, chunk_size: int) -> Iterator[pd.DataFrame]:
             yield pd.DataFrame({FILE: [str(f.relative_to(path)) for f in part],
                                 IMAGE: [f.read_bytes() for f in part]}, index=pd.RangeIndex(i, i + len(part)))
     elif file_format(path) == "parquet":
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_size):
-            frame = batch.to_pandas()
-            frame.index = pd.RangeIndex(start, start + len(frame))
-            start += len(frame)
-            yield frame
+        with _unreadable(path, "parquet"):
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_size):
+                frame = batch.to_pandas()
+                frame.index = pd.RangeIndex(start, start + len(frame))
+                start += len(frame)
+                yield frame
     else:
-        with pd.read_csv(path, chunksize=chunk_size, dtype=str, keep_default_na=False, na_values=[""]) as reader:
+        with _unreadable(path, "csv"), pd.read_csv(path, chunksize=chunk_size, dtype=str, keep_default_na=False,
+                                                   na_values=[""]) as reader:
             for frame in reader:
                 frame.index = pd.RangeIndex(start, start + len(frame))
                 start += len(frame)

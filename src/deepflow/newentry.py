@@ -37,6 +37,13 @@ class EntryError(ValueError):
     wrong and where and, when it can, what to do. Nothing has been written when it is raised."""
 
 
+def in_file(path: Path, exc: Exception) -> str:
+    """The message of ``exc`` (a problem found in the data of ``path``) beginning with the file's
+    name, as every refusal of a user's data does: ``data.csv: --target 'churn' is not a column ...``."""
+    message = str(exc)
+    return message if message.startswith(str(path)) else f"{path}: {message}"
+
+
 class DvcError(RuntimeError):
     """A DVC command failed after the entry was written (the message says what to run)."""
 
@@ -163,6 +170,11 @@ def dvc(*args: str) -> None:
         raise DvcError(f"`dvc {args[0]}` failed: {dvc_error(done, 500)}")
 
 
+def stage_python() -> str:
+    """How a stage names its Python: ``scripts/python`` (PATH-independent) where the project has it."""
+    return "scripts/python" if (settings.PROJECT_ROOT / "scripts" / "python").is_file() else "python"
+
+
 def dvc_error(done: subprocess.CompletedProcess, limit: int) -> str:
     """What a failed DVC command said: its ``ERROR`` lines, else its last line (at most ``limit`` chars)."""
     lines = [line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
@@ -182,12 +194,13 @@ def dvc_prepare(name: str, entry_path: Path, source: Path, prepared: Path, modul
     deps = [src, entry, *(c for c in stage_code if (settings.PROJECT_ROOT / c).is_file())]
     try:
         dvc("stage", "add", "--force", "-n", stage, *(a for d in deps for a in ("-d", d)), "-o", out,
-            f"python -m {module} {name}")
+            f"{stage_python()} -m {module} {name}")
         dvc("repro", stage)
     except DvcError as exc:
-        raise DvcError(f"{exc} (the entry {entry} is written; fix this, then run `dvc repro {stage}`)") from None
-    echo(f"stage     {stage} in dvc.yaml: {src} + {entry} -> {out} (dvc repro {stage} re-runs it; dvc.lock has "
-         "the hashes)")
+        raise DvcError(f"{exc} (the entry {entry} is written; fix this, then run "
+                       f"`.venv/bin/dvc repro {stage}`)") from None
+    echo(f"stage     {stage} in dvc.yaml: {src} + {entry} -> {out} (.venv/bin/dvc repro {stage} re-runs it; "
+         "dvc.lock has the hashes)")
 
 
 def finish(name: str, entry_path: Path, source: Path, prepared: Path, *, dvc_wanted: bool, module: str,

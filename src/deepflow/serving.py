@@ -5,9 +5,10 @@ MLflow stored (``tracking.load_scorer``), which carries its own preprocessing; n
 training side (data contracts, orchestration) is imported here.
 
 This module is the kind-independent core: the served versions (:class:`ModelStore`), hot reload,
-body limits, error handling and the operations endpoints. What a request and a response look like
-belongs to the entry's kind: ``deepflow.kinds.<kind>.serving`` (reached through
-``kinds.part(kind, "serving")``) provides
+error handling and the operations endpoints (body limits and API keys: :mod:`deepflow.guards`;
+error replies: :mod:`deepflow.problems`). What a request and a response look like belongs to the
+entry's kind: ``deepflow.kinds.<kind>.serving`` (reached through ``kinds.part(kind, "serving")``)
+provides
 
 * ``DEFAULT_THRESHOLD: float``, used when a version has no ``deepflow.threshold`` tag;
 * ``prepare(name, scorer) -> Any``: checks a freshly loaded scorer fits the kind and returns the
@@ -40,8 +41,9 @@ from fastapi import FastAPI, HTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from deepflow import kinds, problems, settings, tracking, usecase
+from deepflow import guards, kinds, problems, settings, tracking, usecase
 
 log = logging.getLogger("deepflow.serving")
 
@@ -60,6 +62,8 @@ class ServeConfig:
     max_text_chars: int = 10_000
     max_explain_rows: int = 20  # rows (texts) per request with ?explain=true -> 422 above (see docs/explain.md)
     warm_explain: bool = True  # import shap and compile its kernels in the background at start-up
+    api_key: str | None = field(default=None, repr=False)  # required on every route but the probes (guards.py)
+    insecure_no_auth: bool = False  # allow a non-loopback host without a key (serve() refuses it otherwise)
     use_cases: tuple[str, ...] = field(default_factory=lambda: tuple(usecase.entries(usecase.warn_broken)))
 
 
@@ -242,62 +246,6 @@ class Problem(BaseModel):
 ERRORS = {404: {"model": Problem}, 409: {"model": Problem}, 413: {"model": Problem}, 503: {"model": Problem}}
 
 
-# --- body size limit -------------------------------------------------------------------------
-
-
-class BodyLimit:
-    """ASGI middleware: 413 for request bodies over the limit of their path, before parsing."""
-
-    def __init__(self, app: Any, limit_for: Callable[[str], int]) -> None:
-        self.app, self.limit_for = app, limit_for
-
-    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
-            await self.app(scope, receive, send)
-            return
-        limit = self.limit_for(scope["path"])
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None:
-            if not declared.isdigit():
-                await _send_json(send, 400, {"detail": "invalid Content-Length"})
-                return
-            if int(declared) > limit:
-                await _send_json(send, 413, {"detail": f"request body over the {limit}-byte limit"})
-                return
-        chunks, size = [], 0
-        while True:  # buffer (at most `limit` bytes) so a body without Content-Length is bounded too
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                await _send_json(send, 413, {"detail": f"request body over the {limit}-byte limit"})
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body, sent = b"".join(chunks), False
-
-        async def replay() -> dict[str, Any]:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-
-async def _send_json(send: Callable, status: int, payload: dict) -> None:
-    import json
-
-    data = json.dumps(payload).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
-    await send({"type": "http.response.body", "body": data})
-
-
 # --- the app -------------------------------------------------------------------------------
 
 
@@ -339,8 +287,13 @@ def create_app(cfg: ServeConfig | None = None, store: ModelStore | None = None) 
         served = segments[2] if len(segments) > 2 and segments[1] == "v1" else None
         return limits.get(served, cfg.max_json_bytes)
 
-    app.add_middleware(BodyLimit, limit_for=limit_for)
-    app.add_exception_handler(RequestValidationError, problems.unprocessable)  # a 422, never a 500
+    app.add_middleware(guards.BodyLimit, limit_for=limit_for)
+    if cfg.api_key:  # added last, so it runs first: a request without the key is not even read
+        app.add_middleware(guards.ApiKey, key=cfg.api_key)
+        guards.declare_security(app)
+    # every error reply is strict, bounded JSON (problems.py): a client error is never a 500
+    app.add_exception_handler(RequestValidationError, problems.unprocessable)
+    app.add_exception_handler(StarletteHTTPException, problems.http_error)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:
@@ -393,7 +346,13 @@ def _number(value: str) -> float | str:
 
 
 def serve(cfg: ServeConfig) -> None:
+    """Run the app under uvicorn; :class:`guards.ExposureError` (before anything is loaded or bound)
+    for a non-loopback host without an API key, unless ``cfg.insecure_no_auth``."""
     import uvicorn
 
+    warning = guards.check_exposure(cfg.host, cfg.api_key, cfg.insecure_no_auth)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if warning:
+        log.warning(warning)
+    log.info("API key: %s", "required on every route but /healthz and /readyz" if cfg.api_key else "off")
     uvicorn.run(create_app(cfg), host=cfg.host, port=cfg.port, log_level="info")

@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from deepflow.problems import clip
+
 ROW_ID = "row_id"  # frame.attrs key: the columns that name a frame's rows in failures
 SHOWN = 12  # list items shown in a failure's one-line summary (the JSON keeps them all)
 CHARS = 120  # characters of one value shown in a failure's summary
@@ -76,9 +78,7 @@ def _short(value: Any) -> Any:
     if isinstance(value, list | tuple):
         head = [_short(v) for v in value[:SHOWN]]
         return head + [f"... (+{len(value) - SHOWN} more)"] if len(value) > SHOWN else head
-    if isinstance(value, str) and len(value) > CHARS:
-        return f"{value[:CHARS]}... (+{len(value) - CHARS:,} characters)"
-    return value
+    return clip(value, CHARS) if isinstance(value, str) else value
 
 
 @dataclass

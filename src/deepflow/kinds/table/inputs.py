@@ -15,7 +15,9 @@ parts with each column's recorded ``format``):
   ``"NA"`` is a value: :func:`missing_tokens`, which the parts also apply to Parquet and JSON
   values and serving to JSON strings); in a file not delimited by commas, a number written with
   a decimal comma (``1,5``) in a numeric column is read as ``1.5``, as the source's were;
-* column names are stripped of blanks (and of a byte-order mark).
+* column names are stripped of blanks (and of a byte-order mark);
+* a text file cut off mid-record (no line break at its end, a last line short of fields) is
+  refused, as the source would be (``read.cut_off``).
 
 Problems are :class:`InputError` naming the file; the batch and drift parts turn them into
 their own errors.
@@ -179,6 +181,10 @@ def _text(path: Path, how: ReadConfig, chunk_size: int, numeric: list[str]
     except pd.errors.ParserError as exc:
         raise InputError(f"{path}: not a readable table ({' '.join(str(exc).split())[:200]})") from None
     columns = _names(head.columns) if how.header else [f"column_{i + 1}" for i in range(head.shape[1])]
+    from deepflow.kinds.table.read import cut_off
+
+    if why := cut_off(path, how, len(columns)):  # its last row would be scored with fields missing
+        raise InputError(f"{path}: {why}")
 
     def chunks() -> Iterator[pd.DataFrame]:
         start = 0

@@ -21,7 +21,9 @@ from deepflow import newentry, settings
 from deepflow.kinds.table.infer import Inference, infer
 from deepflow.kinds.table.read import TableError, read_table
 from deepflow.newentry import MIN_BUDGET_S, DvcError, parse_budget, project_relative  # noqa: F401 (re-exported)
+from deepflow.problems import quote
 
+MAX_NAME_CHARS = 1_000  # a longer column name is a line of data read as a header
 STAGE_CODE = ("src/deepflow/kinds/table/prepare.py", "src/deepflow/kinds/table/read.py",
               "src/deepflow/kinds/table/roles.py")  # stage dependencies when the project holds this code
 
@@ -36,6 +38,16 @@ class NewResult:
     inference: Inference
     counts: dict[str, int] = field(default_factory=dict)
     dvc: bool = False
+
+
+def check_names(frame: pd.DataFrame) -> None:
+    """A TableError when a column name is longer than :data:`MAX_NAME_CHARS`: a header row that is
+    really data (a long text), which every printed inference would repeat."""
+    for position, name in enumerate(map(str, frame.columns), start=1):
+        if len(name) > MAX_NAME_CHARS:
+            raise TableError(f"column {position}'s name has {len(name):,} characters ({quote(name, 40)}): is the "
+                             "first line data rather than column names? Pass --no-header, or shorten the names "
+                             f"(at most {MAX_NAME_CHARS:,} characters)")
 
 
 def settle_split(inf: Inference, frame: pd.DataFrame, time_given: bool) -> dict[str, pd.DataFrame]:
@@ -79,10 +91,14 @@ def create(name: str, data: str | Path, *, target: str | None = None, task: str 
     budget_s = parse_budget(budget)
     data = Path(data)
     frame, read_cfg, notes = read_table(data, header=header)
-    inf = infer(frame, target=target, task=task, time_column=time_column, drop_missing_target=drop_missing_target,
-                read=read_cfg, read_notes=notes)
-    inf.source = data.name
-    settle_split(inf, frame, time_given=time_column is not None)
+    try:
+        check_names(frame)
+        inf = infer(frame, target=target, task=task, time_column=time_column,
+                    drop_missing_target=drop_missing_target, read=read_cfg, read_notes=notes)
+        inf.source = data.name
+        settle_split(inf, frame, time_given=time_column is not None)
+    except TableError as exc:  # a problem of this file: say which
+        raise TableError(newentry.in_file(data, exc)) from None
     del frame
     for line in inf.lines():
         echo(line)

@@ -5,12 +5,14 @@
 
 1. read ``config.source`` exactly as ``new`` did (``config.read``: format, delimiter, encoding,
    header, sample size);
-2. cast every kept column to its role's dtype (numeric and boolean -> float64 with NaN, categorical
+2. cast every kept column to its role's dtype (numeric and boolean -> float64 with NaN, a present
+   value that reads as neither failing, naming column and rows: the data's type changed; categorical
    and id -> str with None, datetime -> datetime64[ns], tz-naive, read with the column's ``format``,
    NaT where a value does not parse or is outside what datetime64[ns] holds (a note says how many);
    the target -> its class name, case and whitespace folded to the entry's ``classes`` where that is
    how ``new`` merged spellings, or float64 for a regression); rows without a target fail, or are
-   left out when the entry says so;
+   left out when the entry says so; a column the entry lists but the data lacks fails (every
+   failure names the source file);
 3. ``_row_hash``: 16 hex digits of sha1 over the row's feature and target values;
 4. split: by time when the entry names a time column (oldest train, newest test), else by a salted
    hash of ``_row_hash`` (per class for classification), so a row's split depends on its content,
@@ -32,6 +34,8 @@ import pandas as pd
 from deepflow.kinds.table import roles
 from deepflow.kinds.table.config import FEATURE_ROLES, TableConfig
 from deepflow.kinds.table.read import TableError, read_table
+from deepflow.newentry import in_file
+from deepflow.problems import listing, quote
 
 SPLITS = ("train", "val", "test")
 KEPT = (*FEATURE_ROLES, "id")
@@ -41,8 +45,9 @@ def cast(frame: pd.DataFrame, cfg: TableConfig, notes: list[str] | None = None) 
     """The prepared columns of ``frame`` (roles from ``cfg.columns``) with the target and ``_row_hash``."""
     missing = [c for c in [*cfg.columns, cfg.target] if c not in frame.columns]
     if missing:
-        raise TableError(f"the source has no column {', '.join(repr(c) for c in missing)} (the entry lists it; "
-                         f"source columns: {', '.join(map(str, frame.columns))})")
+        names = [quote(c) + (" (the target)" if c == cfg.target else "") for c in missing]
+        raise TableError(f"no column {listing(names, chars=120)} in the data, which the entry lists (did its columns "
+                         f"change?); the columns are: {listing(frame.columns)}")
     if cfg.target in cfg.columns:
         raise TableError(f"the target {cfg.target!r} is also listed under columns: remove it there")
     empty = frame[cfg.target].isna() | frame[cfg.target].astype("str").str.strip().eq("")
@@ -70,14 +75,31 @@ def cast_column(values: pd.Series, role: str, fmt: str = "", notes: list[str] | 
     column's format (``ColumnSpec.format``); ``notes`` gets dates out of range."""
     if role == "numeric":
         # +-inf stays: the data contract rejects it, naming the column and rows (never silently missing)
-        return roles.as_numbers(values)
+        return _parsed(values, roles.as_numbers(values), "numeric", "a number")
     if role == "boolean":
-        return roles.as_boolean(values)
+        return _parsed(values, roles.as_boolean(values), "boolean", "true or false (yes/no, 1/0)")
     if role == "datetime":
         return roles.parse_datetime(values, fmt, notes)
     if role in ("categorical", "id"):
         return roles.as_text(values)
     raise ValueError(f"role {role!r} is not prepared")
+
+
+def _parsed(values: pd.Series, parsed: pd.Series, role: str, what: str) -> pd.Series:
+    """``parsed``, or a TableError naming the column, how many and which of its present ``values``
+    do not read as ``what`` (a changed type in a new version of the data: they would become missing)."""
+    bad = values[values.notna() & parsed.isna()]
+    bad = bad[~bad.map(lambda v: isinstance(v, str) and v.strip().casefold() in ("", "nan"))]  # missing, as text
+    if bad.empty:
+        return parsed
+    shown = ", ".join(f"row {i + 1}: {quote(v)}" for i, v in bad.head(5).items())
+    shown += f" (+{len(bad) - 5:,} more)" if len(bad) > 5 else ""
+    many = len(bad) > 1
+    raise TableError(f"column {quote(values.name)} ({role} in the entry) has {len(bad):,} value"
+                     f"{'s' if many else ''} that {'do' if many else 'does'} not read as {what} ({shown}; data "
+                     "rows counted from 1): did the data's type change? Correct "
+                     "them in the source, add them to read.na_values in the entry if they mean missing, or make "
+                     "the column categorical in the entry")
 
 
 def row_hash(frame: pd.DataFrame) -> pd.Series:
@@ -156,7 +178,10 @@ def prepare(cfg: TableConfig, out_dir: Path, notes: list[str] | None = None) -> 
     frame, _, read_notes = read_table(source, cfg.read)
     notes = notes if notes is not None else []
     notes += read_notes
-    parts = prepared_splits(frame, cfg, notes)
+    try:
+        parts = prepared_splits(frame, cfg, notes)
+    except TableError as exc:  # a problem of this file: say which
+        raise TableError(in_file(source, exc)) from None
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = {"rows": len(frame)}
     for name, part in parts.items():

@@ -16,6 +16,10 @@ Quoting is detected too: when standard CSV quoting swallows line breaks into a f
 rows of unequal length (stray quotes, as in hand-made text files) and reading quotes as text
 gives one row of the header's width per line, the file is read with quoting off
 (``read.quoting: false``), and a note says so.
+
+A file cut off mid-record (a copy or download that stopped early: no line break at its end, and a
+last line with fewer fields than the header, or a quote it opened left open) is refused, naming
+that line, rather than read with the lost fields as missing values.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import io
 import re
 import sys
 import warnings
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,6 +40,7 @@ import pandas as pd
 from deepflow.kinds.table.config import ReadConfig
 from deepflow.kinds.table.roles import parse_datetime  # noqa: F401 (re-exported: dates as prepare reads them)
 from deepflow.newentry import EntryError
+from deepflow.problems import clip, listing, quote
 
 HEAD_BYTES = 64 * 1024  # what the detection looks at
 CHUNK_ROWS = 200_000  # rows per chunk while streaming
@@ -69,6 +74,8 @@ def read_table(path: str | Path, read_cfg: ReadConfig | None = None, seed: int =
     ``min_columns``: what a file must hold (less for a batch of new rows to score).
     """
     path = Path(path)
+    if path.is_dir():
+        raise TableError(f"{path}: a folder; expected a file (CSV, TSV, JSON lines or Parquet)")
     if not path.is_file():
         raise TableError(f"{path}: no such file")
     if path.stat().st_size == 0:
@@ -94,10 +101,12 @@ def read_table(path: str | Path, read_cfg: ReadConfig | None = None, seed: int =
         notes.append(f"sampled {len(frame):,} of {total:,} rows (uniform, seeded; read.max_rows = {cfg.max_rows:,})")
     if frame.shape[1] < min_columns and cfg.format == "csv":
         first = _first_line(path, cfg.encoding)
-        raise TableError(f"{path}: found a single column (first line: {first[:80]!r}); is the delimiter one of "
+        raise TableError(f"{path}: found a single column (first line: {quote(first, 80)}); is the delimiter one of "
                          f"{' '.join(_show(d) for d in DELIMITERS)}? A table needs feature columns and a target")
     if len(frame) == 0:
         raise TableError(f"{path}: no rows (only a header?)")
+    if cfg.format == "csv" and (why := cut_off(path, cfg, frame.shape[1])):
+        raise TableError(f"{path}: {why}")
     if len(frame) < min_rows:
         raise TableError(f"{path}: only {len(frame)} row{'s' if len(frame) > 1 else ''}; at least {MIN_ROWS} are "
                          "needed to train, validate and test a model")
@@ -175,9 +184,10 @@ def choose_quoting(path: Path, encoding: str, delimiter: str) -> str | None:
     """Why standard CSV quoting misreads ``path`` (None: it does not; keep it). Quoting is dropped
     only when it swallows line breaks or gives rows of unequal width, its quotes look stray (see
     :func:`_shape`), and quotes read as text give every non-blank line one row of the same width
-    (> 1). Well-formed quoted fields (a delimiter or a line break inside quotes) keep quoting."""
+    (> 1). Well-formed quoted fields (a delimiter or a line break inside quotes) keep quoting, and
+    so does a file cut off inside a quoted field its last line opened (:func:`_cut_in_quotes`)."""
     widths, swallowed, stray = _shape(path, encoding, delimiter, True)
-    if (len(widths) <= 1 and not swallowed) or not stray:
+    if (len(widths) <= 1 and not swallowed) or not stray or _cut_in_quotes(path, encoding, delimiter):
         return None
     plain, _, _ = _shape(path, encoding, delimiter, False)
     if len(plain) != 1 or next(iter(plain)) < 2:
@@ -283,6 +293,45 @@ def _show(delimiter: str) -> str:
     return "tab" if delimiter == "\t" else repr(delimiter)
 
 
+def last_line(path: Path, encoding: str) -> str:
+    """The text after the last line break of ``path`` ("" when the file ends with one)."""
+    if codecs.lookup(encoding).name.startswith(("utf-16", "utf-32")):  # no byte offsets: read it all
+        with path.open(encoding=encoding, errors="replace", newline="") as f:
+            tail = "".join(deque(f, maxlen=1))
+    else:
+        with path.open("rb") as f:
+            f.seek(max(0, path.stat().st_size - HEAD_BYTES))
+            tail = f.read().decode(encoding, errors="replace")
+    return tail[max(tail.rfind("\n"), tail.rfind("\r")) + 1:]
+
+
+def _cut_in_quotes(path: Path, encoding: str, delimiter: str) -> bool:
+    """Whether ``path`` ends without a line break in a quoted field its last line opened: a file cut
+    off mid-record, not a file of stray quotes (the parser then says where the quote opened)."""
+    try:
+        list(csv.reader([last_line(path, encoding)], delimiter=delimiter, strict=True))
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
+
+
+def cut_off(path: Path, cfg: ReadConfig, width: int) -> str | None:
+    """Why the text file ``path`` looks cut off in the middle of a record (a copy or download that
+    stopped early), or None: it does not end with a line break and its last line has fewer fields
+    than the table's ``width``. A last line that closes a quoted field begun on an earlier line
+    is not judged (a file that ends inside quotes is refused by the parser)."""
+    last = last_line(path, cfg.encoding)
+    if not last.strip() or (cfg.quoting and last.count('"') % 2):
+        return None
+    mode = csv.QUOTE_MINIMAL if cfg.quoting else csv.QUOTE_NONE
+    fields = next(csv.reader([last], delimiter=cfg.delimiter, quoting=mode), [])
+    if len(fields) >= width:
+        return None
+    return (f"looks cut off mid-record: its last line ({quote(last)}) has "
+            f"{len(fields)} of the {width} fields and no line break after it (a copy or download that stopped "
+            "early?); complete the file, or remove that line")
+
+
 def _first_line(path: Path, encoding: str) -> str:
     with path.open(encoding=encoding, errors="replace") as f:
         return f.readline().strip().lstrip("\ufeff")
@@ -334,9 +383,9 @@ def _read_csv(path: Path, cfg: ReadConfig, seed: int, notes: list[str]) -> tuple
     if not cfg.header:
         names = [f"column_{i + 1}" for i in range(len(first))]
     elif twice := sorted({f.strip() for f in first if [g.strip() for g in first].count(f.strip()) > 1}):
-        notes.append(f"columns named more than once: {', '.join(map(repr, twice))} (the second is read as "
-                     f"{twice[0] + '.1'!r}, a third as {twice[0] + '.2'!r}, ...; rename them in the source to choose "
-                     "the names)")
+        notes.append(f"columns named more than once: {listing(twice, quoted=True)} (the second is read as "
+                     f"{quote(twice[0] + '.1')}, a third as {quote(twice[0] + '.2')}, ...; rename them in the source "
+                     "to choose the names)")
     encodings = [cfg.encoding] + [e for e in ("cp1252", "latin-1") if cfg.encoding in ("utf-8", "cp1252")
                                   and e != cfg.encoding]
     for i, encoding in enumerate(encodings):
@@ -360,8 +409,13 @@ def _read_csv(path: Path, cfg: ReadConfig, seed: int, notes: list[str]) -> tuple
         except pd.errors.EmptyDataError:
             raise TableError(f"{path}: the file is empty") from None
         except pd.errors.ParserError as exc:
+            said = " ".join(str(exc).split())
+            if unclosed := re.search(r"EOF inside string starting at row (\d+)", said):
+                raise TableError(f"{path}: ends inside a quoted field (opened in record {int(unclosed[1]) + 1:,} "
+                                 "of the file, counting a header): a quote never closed, or a file cut off "
+                                 "mid-record (a copy or download that stopped early?)") from None
             raise TableError(f"{path}: not a well-formed table (delimiter {_show(cfg.delimiter)}): "
-                             f"{' '.join(str(exc).split())} (a stray delimiter or an unclosed quote?)") from None
+                             f"{clip(said, 200)} (a stray delimiter or an unclosed quote?)") from None
         return (type_strings(frame, decimal_comma=cfg.delimiter != ",", strip=cfg.strip), total,
                 replace(cfg, encoding=encoding))
     raise AssertionError("unreachable")
@@ -380,8 +434,23 @@ def _read_jsonl(path: Path, cfg: ReadConfig, seed: int) -> tuple[pd.DataFrame, i
             with chunks:
                 frame, total = _sample(chunks, cfg.max_rows, seed)
     except ValueError as exc:
-        raise TableError(f"{path}: not JSON lines (one object per line): {' '.join(str(exc).split())[:200]}") from None
+        if (last := last_line(path, cfg.encoding).strip()) and not _is_json(last):
+            raise TableError(f"{path}: looks cut off mid-record: its last line ({quote(last)}) is not complete JSON "
+                             "and no line break follows it (a copy or download that stopped early?); complete the "
+                             "file, or remove that line") from None
+        said = clip(" ".join(str(exc).split()), 200)
+        raise TableError(f"{path}: not JSON lines (one object per line): {said}") from None
     return type_json(frame), total
+
+
+def _is_json(text: str) -> bool:
+    import json
+
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _read_parquet(path: Path, max_rows: int, seed: int) -> tuple[pd.DataFrame, int]:
@@ -391,10 +460,10 @@ def _read_parquet(path: Path, max_rows: int, seed: int) -> tuple[pd.DataFrame, i
         file = pq.ParquetFile(path)
         names = [str(n) for n in file.schema_arrow.names]
     except Exception as exc:  # pyarrow raises several kinds for a damaged or foreign file
-        raise TableError(f"{path}: not a readable Parquet file: {' '.join(str(exc).split())[:200]}") from None
+        raise TableError(f"{path}: not a readable Parquet file: {clip(' '.join(str(exc).split()), 200)}") from None
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
-        raise TableError(f"{path}: columns named more than once: {', '.join(map(repr, twice))}; give each column "
+        raise TableError(f"{path}: columns named more than once: {listing(twice, quoted=True)}; give each column "
                          "its own name")
     try:
         if file.metadata.num_rows <= max_rows:
@@ -403,7 +472,7 @@ def _read_parquet(path: Path, max_rows: int, seed: int) -> tuple[pd.DataFrame, i
         else:
             frame, total = _sample((b.to_pandas() for b in file.iter_batches(batch_size=CHUNK_ROWS)), max_rows, seed)
     except Exception as exc:  # pyarrow raises several kinds for a damaged or foreign file
-        raise TableError(f"{path}: not a readable Parquet file: {' '.join(str(exc).split())[:200]}") from None
+        raise TableError(f"{path}: not a readable Parquet file: {clip(' '.join(str(exc).split()), 200)}") from None
     for name in frame.columns:
         if isinstance(frame[name].dtype, pd.CategoricalDtype):
             frame[name] = frame[name].astype(object).where(frame[name].notna(), None).astype("str")

@@ -26,6 +26,7 @@ import pandas as pd
 
 from deepflow.kinds.table.config import ReadConfig
 from deepflow.kinds.table.read import TableError, detect, read_table, type_strings
+from deepflow.problems import quote
 
 _WORD = re.compile(r"\w+")
 MIN_WELL_FORMED = 0.5  # share of lines standard quoting must read as rows of the header's width
@@ -73,7 +74,9 @@ def read_loose(path: Path, cfg: ReadConfig) -> tuple[pd.DataFrame, list[str]]:
     """One row per non-blank line (see the module's docstring); a TableError when the file cannot be
     read so."""
     with path.open(encoding=cfg.encoding, errors="replace") as f:
-        lines = [line.rstrip("\r\n") for line in f]
+        lines = list(f)
+    ended = not lines or lines[-1].endswith(("\n", "\r"))
+    lines = [line.rstrip("\r\n") for line in lines]
     lines = [line.lstrip("\ufeff") if i == 0 else line for i, line in enumerate(lines)]
     lines = [line for line in lines if line.strip()]
     if not lines:
@@ -87,6 +90,10 @@ def read_loose(path: Path, cfg: ReadConfig) -> tuple[pd.DataFrame, list[str]]:
     good = [row for row in parsed if len(row) == width]
     if width < 2 or len(good) < MIN_WELL_FORMED * max(len(parsed), 1) or len(set(names)) < width:
         raise TableError(f"{path}: rows of unequal width")
+    if not ended and len(next(csv.reader([lines[-1]], delimiter=cfg.delimiter), [])) != width:
+        raise TableError(f"{path}: looks cut off mid-record: its last line ({quote(lines[-1])}) is not a row of "
+                         f"{width} fields and no line break follows it (a copy or download that stopped early?); "
+                         "complete the file, or remove that line")
     words = [sum(len(_WORD.findall(row[i])) for row in good) for i in range(width)]
     text = max(range(width), key=lambda i: words[i])
     rows, loose = [], 0

@@ -36,6 +36,7 @@ from deepflow.kinds.text import infer
 from deepflow.kinds.text.loose import read_text_file
 from deepflow.kinds.text.prepare import SPLITS, PrepareParams, deduplicate, label_key, normalise, split, text_label
 from deepflow.newentry import EntryError, parse_budget, project_relative
+from deepflow.problems import listing, quote
 
 MAX_TEXT_CHARS = 100_000  # a longer text is refused at `new` (a document, not a message: split it)
 LENGTH_TOLERANCE = 1.5  # contract: max_chars is the longest text seen times this (at most MAX_TEXT_CHARS)
@@ -113,7 +114,7 @@ def _fold(labels: pd.Series, column: str, fold: bool) -> tuple[list[str] | None,
     clashes = [g for g in groups.values() if len(g) > 1]
     if not clashes:
         return None, None
-    shown = "; ".join(" and ".join(f"{v!r} ({n:,} rows)" for v, n in g.most_common()) for g in clashes[:3])
+    shown = "; ".join(" and ".join(f"{quote(v)} ({n:,} rows)" for v, n in g.most_common(5)) for g in clashes[:3])
     if not fold:
         raise EntryError(f"labels in column {column!r} differ only in case or surrounding spaces: {shown}; pass "
                          "--fold-labels to merge them into one class (recorded in the entry as fold_labels: true), "
@@ -150,7 +151,7 @@ def settle(name: str, data: Path, frame: pd.DataFrame, read: ReadConfig, text_co
         lines.append(f"note      left out {unlabelled:,} rows without a label")
     labels = sorted(pairs["label"].unique())
     if len(labels) < 2:
-        raise EntryError(f"{data}: one label only ({labels[0] if labels else 'none'!r} in column {label!r}, "
+        raise EntryError(f"{data}: one label only ({quote(labels[0]) if labels else 'none'} in column {label!r}, "
                          f"{len(pairs):,} rows): a classifier needs texts of two or more classes")
     if len(labels) > infer.MAX_LABELS:
         raise EntryError(f"column {label!r} has {len(labels):,} distinct labels, more than {infer.MAX_LABELS}: it "
@@ -166,8 +167,8 @@ def settle(name: str, data: Path, frame: pd.DataFrame, read: ReadConfig, text_co
     if short := [c for c in labels if any(not (parts[s]["label"] == c).any() for s in SPLITS)]:
         raw = pairs["label"].value_counts()
         dup = any(raw.get(c, 0) > 2 * per_class.get(c, 0) for c in short)
-        raise EntryError("class " + ", ".join(f"{c!r} ({per_class.get(c, 0):,} distinct texts of {raw.get(c, 0):,} "
-                                              "rows)" for c in short)
+        raise EntryError("class " + listing([f"{quote(c)} ({per_class.get(c, 0):,} distinct texts of "
+                                             f"{raw.get(c, 0):,} rows)" for c in short], count=5, chars=120)
                          + " is too small to appear in train, validation and test (each needs a text; 5 or more "
                            "distinct texts per class)"
                          + (": most of its rows are exact or near duplicates (texts equal up to case, digits, "
@@ -246,7 +247,10 @@ def create(name: str, data: str | Path, *, text_column: str | None = None, label
                 if read.format == "csv" else "")
              + f"; {len(frame):,} rows, columns {', '.join(map(str, frame.columns[:8]))}"]
     lines += [f"note      {n}" for n in notes]
-    config, parts, floor_why = settle(name, data, frame, read, text_column, label_column, fold_labels, lines)
+    try:
+        config, parts, floor_why = settle(name, data, frame, read, text_column, label_column, fold_labels, lines)
+    except EntryError as exc:  # a problem of this file: say which
+        raise EntryError(newentry.in_file(data, exc)) from None
     config["loose_rows"] = loose
     del frame
     for line in lines:

@@ -15,7 +15,10 @@ reader), and ``--src FILE --out DIR`` (a ``params.yaml`` section) prepares a han
 4. split per class by a hash of (seed, dedup key): a message's split depends only on its own
    content and the seed, so the split is fixed per data version and stable as data is added.
 
-Writes ``train/val/test.parquet`` (columns ``text``, ``label``) and ``dedup.json`` (counts).
+Writes ``train/val/test.parquet`` (columns ``text``, ``label``) and ``dedup.json`` (counts). A file
+that cannot give honest splits fails naming it, before anything is written: not UTF-8 (``--src``),
+cut off mid-record, without the text or label column, with one label only or with far more labels
+than a label column has (free text: text and label columns swapped?), or a split left empty.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
+
+from deepflow.problems import clip, listing, quote
 
 SPLITS = ("train", "val", "test")
 _WS = re.compile(r"\s+")
@@ -59,19 +64,37 @@ def dedup_key(text: str) -> str:
 
 
 def read(src: Path, p: PrepareParams) -> pd.DataFrame:
-    """The raw file as a (text, label) frame of strings."""
+    """The raw file as a (text, label) frame of strings; a ValueError naming the file when it is not
+    a readable UTF-8 table with those columns, or looks cut off mid-record."""
+    from deepflow.kinds.table.config import ReadConfig
+    from deepflow.kinds.table.read import cut_off
+
+    if src.is_dir():
+        raise ValueError(f"{src}: a folder; expected a text,label file")
     raw = src.read_bytes()
+    if not raw.strip():
+        raise ValueError(f"{src}: the file is empty")
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise ValueError(f"{src}: not valid UTF-8 at byte {e.start} (line {line})") from e
-    frame = pd.read_csv(src, sep=p.sep, header=0 if p.header else None, dtype=str, keep_default_na=False,
-                        quoting=3 if p.sep == "\t" else 0)  # TSV: quotes are text, not quoting
+    del raw
+    quoting = p.sep != "\t"  # TSV: quotes are text, not quoting
+    try:
+        frame = pd.read_csv(src, sep=p.sep, header=0 if p.header else None, dtype=str, keep_default_na=False,
+                            quoting=0 if quoting else 3)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise ValueError(f"{src}: not a table with separator {p.sep!r}: {clip(' '.join(str(e).split()), 200)}") from e
     frame.columns = [str(c) for c in frame.columns]
     missing = [c for c in (p.text_column, p.label_column) if c not in frame.columns]
     if missing:
-        raise ValueError(f"{src}: no column(s) {missing} (columns: {list(frame.columns)})")
+        raise ValueError(f"{src}: no column {listing(missing, quoted=True)} (text_column {p.text_column!r}, "
+                         f"label_column {p.label_column!r}); the columns are: {listing(frame.columns, quoted=True)}"
+                         + ("" if p.header else " (no header: columns are named by position from 0)"))
+    why = cut_off(src, ReadConfig(delimiter=p.sep, quoting=quoting), frame.shape[1])
+    if why:
+        raise ValueError(f"{src}: {why}")
     return pd.DataFrame({"text": frame[p.text_column], "label": frame[p.label_column].str.strip()})
 
 
@@ -103,7 +126,9 @@ def text_label(frame: pd.DataFrame, text_column: str, label_column: str,
     ``fold_to``: labels differing from one of these only in case or spaces become it."""
     for column in (text_column, label_column):
         if column not in frame.columns:
-            raise ValueError(f"no column {column!r} in the source (columns: {', '.join(map(str, frame.columns))})")
+            what = "text" if column == text_column else "label"
+            raise ValueError(f"no column {quote(column)} (the entry's {what} column) in the data (did its columns "
+                             f"change?); the columns are: {listing(frame.columns)}")
     labels = label_text(frame[label_column])
     if fold_to:
         canonical = {label_key(c): c for c in fold_to}
@@ -112,6 +137,39 @@ def text_label(frame: pd.DataFrame, text_column: str, label_column: str,
     out = pd.DataFrame({"text": texts.astype(object), "label": labels})
     unlabelled = int(out["label"].isna().sum())
     return out[out["label"].notna()].reset_index(drop=True), unlabelled
+
+
+def check_labels(pairs: pd.DataFrame, src: Path, text_column: str, label_column: str) -> None:
+    """A ValueError naming ``src`` when the labelled texts read from it cannot be labels and texts:
+    none, one label only, or far too many labels (more than ``MAX_LABELS``, or more than half as
+    many as rows): the label column holds free text, as when text and label columns are swapped."""
+    from deepflow.kinds.text.infer import MAX_LABELS
+
+    counts = pairs["label"].value_counts()
+    if counts.empty:
+        raise ValueError(f"{src}: no labelled text (column {label_column!r} is empty in every row)")
+    if len(counts) == 1:
+        raise ValueError(f"{src}: one label only ({quote(counts.index[0])} in column {label_column!r}, "
+                         f"{len(pairs):,} rows): a classifier needs texts of two or more classes")
+    if len(counts) > MAX_LABELS or (len(pairs) >= 20 and len(counts) > len(pairs) / 2):
+        texts = pairs["text"].map(lambda t: str(t).strip()).value_counts()
+        hint = (f"; the text column {text_column!r} has only {len(texts):,} distinct values "
+                f"({listing(texts.index, count=5, chars=40, quoted=True)}): are the two columns swapped? (text_column, "
+                "label_column)" if len(texts) <= MAX_LABELS else ": is it the label column? (label_column)")
+        examples = listing(counts.index, count=3, chars=40, quoted=True)
+        raise ValueError(f"{src}: the label column {label_column!r} has {len(counts):,} distinct values in "
+                         f"{len(pairs):,} rows (e.g. {examples}), far too many classes (a label column has 2 to "
+                         f"{MAX_LABELS}){hint}")
+
+
+def check_splits(parts: dict[str, pd.DataFrame], src: Path, counts: dict[str, int]) -> None:
+    """A ValueError naming ``src`` when a split would be empty (too few distinct texts)."""
+    if empty := [name for name in SPLITS if parts[name].empty]:
+        sizes = ", ".join(f"{name} {len(parts[name]):,}" for name in SPLITS)
+        raise ValueError(f"{src}: the {' and '.join(empty)} split{'s' if len(empty) > 1 else ''} would be empty "
+                         f"({sizes} texts, from {counts['raw']:,} labelled rows, {counts['after_near']:,} left after "
+                         "dropping empty texts and exact or near duplicates): every class needs several distinct "
+                         "texts (5 or more) to reach train, validation and test")
 
 
 def deduplicate(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -144,9 +202,13 @@ def split(frame: pd.DataFrame, p: PrepareParams) -> dict[str, pd.DataFrame]:
 
 
 def prepare(src: Path, out: Path, p: PrepareParams) -> dict[str, int]:
-    frame, counts = deduplicate(read(src, p))
+    pairs = read(src, p)
+    check_labels(pairs[pairs["label"] != ""], src, p.text_column, p.label_column)
+    frame, counts = deduplicate(pairs)
+    parts = split(frame, p)
+    check_splits(parts, src, counts)
     out.mkdir(parents=True, exist_ok=True)
-    for name, part in split(frame, p).items():
+    for name, part in parts.items():
         part.to_parquet(out / f"{name}.parquet", index=False)
         counts[name] = len(part)
     (out / "dedup.json").write_text(json.dumps({"params": asdict(p), "counts": counts}, indent=2) + "\n")
@@ -165,17 +227,24 @@ def prepare_entry(cfg, out: Path, notes: list[str] | None = None) -> dict[str, i
     from deepflow.kinds.text.loose import read_text_file
     from deepflow.usecase import project_path
 
-    table, _, read_notes, _ = read_text_file(project_path(cfg.source), cfg.read, loose=cfg.loose_rows)
+    source = project_path(cfg.source)
+    table, _, read_notes, _ = read_text_file(source, cfg.read, loose=cfg.loose_rows)
     if notes is not None:
         notes += read_notes
-    pairs, unlabelled = text_label(table, cfg.text_column, cfg.label_column,
-                                   list(cfg.labels) if cfg.fold_labels else None)
+    try:
+        pairs, unlabelled = text_label(table, cfg.text_column, cfg.label_column,
+                                       list(cfg.labels) if cfg.fold_labels else None)
+    except ValueError as exc:
+        raise ValueError(f"{source}: {exc}") from None
     del table
+    check_labels(pairs, source, cfg.text_column, cfg.label_column)
     frame, counts = deduplicate(pairs)
     counts = {"read": len(pairs) + unlabelled, "unlabelled_dropped": unlabelled, **counts}
     p = entry_params(cfg)
+    parts = split(frame, p)
+    check_splits(parts, source, counts)
     out.mkdir(parents=True, exist_ok=True)
-    for name, part in split(frame, p).items():
+    for name, part in parts.items():
         part.to_parquet(out / f"{name}.parquet", index=False)
         counts[name] = len(part)
     params = {**asdict(p), "source": cfg.source, "text_column": cfg.text_column, "label_column": cfg.label_column,
@@ -233,7 +302,10 @@ def main() -> None:
     given = {"sep": args.sep.replace("\\t", "\t") if args.sep else None, "header": args.header,
              "text_column": args.text_column, "label_column": args.label_column}
     params = PrepareParams(**{**values, **{k: v for k, v in given.items() if v is not None}})
-    counts = prepare(args.src, args.out, params)
+    try:
+        counts = prepare(args.src, args.out, params)
+    except (ValueError, OSError) as exc:  # the file's problem, one line
+        parser.exit(2, f"error: {exc}\n")
     print(", ".join(f"{k} {v:,}" for k, v in counts.items()))
 
 

@@ -2,6 +2,8 @@
 
 ``POST /v1/<name>/predict`` takes ``{"texts": [...]}`` and answers, per text, the arg-max label,
 its probability and every class's probability, the classes being the served scorer's ``labels``.
+A blank text, one over ``max_text_chars`` and one that is not valid Unicode (a lone surrogate) are
+422s naming the text's index (``["body", "texts", i]``).
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import FastAPI
-from pydantic import BaseModel, Field, StringConstraints, create_model
+from pydantic import BaseModel, BeforeValidator, Field, StringConstraints, create_model
+from pydantic_core import PydanticCustomError
 
 from deepflow.explaining import EXPLAIN, TOP, TokenExplanation, explaining
 from deepflow.serving import ERRORS, ModelRef, ModelStore, ServeConfig, model_title
@@ -40,10 +43,24 @@ def body_limit(cfg: ServeConfig) -> int:
     return cfg.max_json_bytes
 
 
+def unicode_text(value: Any) -> Any:
+    """A text must be valid Unicode: a lone surrogate (``"\\ud800"`` in the JSON, or its UTF-8 bytes)
+    is refused, naming where it is, rather than guessed at; other types go on to pydantic's checks."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise PydanticCustomError("string_unicode", "not valid Unicode text: a lone surrogate at character "
+                                      "{at}; send UTF-8 text", {"at": exc.start}) from None
+    return value
+
+
 def add_routes(app: FastAPI, store: ModelStore, cfg: ServeConfig, name: str) -> None:
     """``POST /v1/<name>/predict``: classify texts with the served version."""
     # an empty or blank text is refused (422), as batch scoring rejects it: it has nothing to classify
-    text = Annotated[str, StringConstraints(max_length=cfg.max_text_chars, pattern=r"\S")]
+    # a text that is not valid Unicode is refused (422 naming it), as the table kind refuses such a value
+    text = Annotated[str, StringConstraints(max_length=cfg.max_text_chars, pattern=r"\S"),
+                     BeforeValidator(unicode_text)]
     body_model = create_model(model_title(name, "Request"), texts=(
         list[text], Field(min_length=1, max_length=cfg.max_rows, description="the texts to classify")))
 
