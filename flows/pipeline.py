@@ -3,18 +3,26 @@
 ``train_pipeline(use_case)``: validate -> train every member -> register best -> promote. An
 entry with ``budget_s`` runs within it (``deepflow.budget``): members that cannot fit are skipped
 and listed in the summary (``skipped``), the others train within the time left.
+
+First, the tracking server must answer (``tracking.preflight``), and runs a killed process left
+RUNNING are marked FAILED (``tracking.fail_stale_runs``), their Prefect flow runs Crashed.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Literal
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.client.orchestration import get_client
 from prefect.runtime import deployment, flow_run
+from prefect.states import Crashed
 
 from deepflow import budget, report, settings, steps, tracking, usecase
+
+log = logging.getLogger(__name__)
 
 # Typed parameters: the Prefect UI's "Run" form shows a drop-down of use cases, a list of
 # key=value overrides and a promote switch, and the API rejects anything else.
@@ -72,6 +80,22 @@ def train_members(uc: usecase.UseCase, overrides: list[str], run_id: str, data_v
     return results
 
 
+def crash_flow_runs(swept: list[dict]) -> None:
+    """The Prefect flow runs of runs a killed process left RUNNING (``tracking.fail_stale_runs``):
+    Crashed with the same reason, when this Prefect server has them and they are not final yet."""
+    reasons = {s["flow_run_id"]: s["reason"] for s in swept if s["flow_run_id"] not in ("", "none")}
+    if not reasons:
+        return
+    with get_client(sync_client=True) as client:
+        for flow_run_id, reason in reasons.items():
+            try:
+                state = client.read_flow_run(flow_run_id).state
+                if state is not None and not state.is_final():
+                    client.set_flow_run_state(flow_run_id, Crashed(message=reason), force=True)
+            except Exception as exc:  # another Prefect server's run: the MLflow run is what matters
+                log.warning("flow run %s left as it is: %s", flow_run_id, str(exc)[:200])
+
+
 # The entry names are an enum for the UI's Run form and the API (checked by the server when a
 # deployment run is created); in-process calls are not re-validated against that import-time list,
 # so an entry file added after import still runs (usecase.get() rejects unknown names itself).
@@ -88,6 +112,8 @@ def train_pipeline(use_case: UseCaseName, overrides: list[str] | None = None,
     since_command = 0.0 if started_at is None else min(max(time.time() - started_at, 0.0), 3600.0)
     overrides = list(overrides or [])
     uc = usecase.get(use_case, overrides)  # fails fast on unknown use case or config key
+    tracking.preflight()  # an unreachable tracking server fails here, named, before any work
+    crash_flow_runs(tracking.fail_stale_runs())
     if getattr(uc.cfg, "protocol", "single") == "prequential":  # fraud's benchmark flow: registers nothing
         from flows.prequential import prequential_benchmark
 
@@ -105,7 +131,7 @@ def train_pipeline(use_case: UseCaseName, overrides: list[str] | None = None,
         registered = register(use_case, overrides, results, checked, run_id, orchestration)
         promoted = promote(use_case, overrides, f"pipeline:{fr_id}") if promote_challenger else None
     except BaseException:
-        tracking.end_run(run_id, ok=False)
+        tracking.end_failed_run(run_id)
         raise
     summary = {
         "use_case": use_case,

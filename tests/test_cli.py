@@ -31,7 +31,7 @@ def test_bad_input_exits_2_with_one_line(args: list[str], message: str) -> None:
 
 def test_validate_reports_missing_data(tmp_path, store) -> None:
     result = runner.invoke(app, ["validate", "fraud", f"prepared_dir={tmp_path}"])
-    assert result.exit_code == 1 and "dvc repro" in result.output
+    assert result.exit_code == 1 and "make data" in result.output
 
 
 def test_validate_failure_exits_1_and_names_the_report(prepared_dir, store) -> None:
@@ -64,7 +64,8 @@ def test_promote_passes_accept_schema_change(monkeypatch, flag: list[str], accep
 
     def fake_promote(use_case, overrides=(), actor="pipeline", accept_schema_change=False):
         calls.append((use_case, accept_schema_change))
-        return {"promoted": True, "challenger": "2", "champion": "2", "reasons": ["schema change accepted"]}
+        return {"promoted": True, "challenger": "2", "previous_champion": "1", "champion": "2",
+                "reasons": ["schema change accepted"]}
 
     monkeypatch.setattr(steps, "promote_challenger", fake_promote)
     result = runner.invoke(app, ["promote", "fraud", *flag])
@@ -90,7 +91,7 @@ def test_train_shows_progress_lines_and_a_failing_step_in_one_line(monkeypatch, 
     assert [line.split("] ", 1)[1] for line in lines[1:4]] == [
         "fraud: start: Prefect flow run, MLflow run", "fraud: validate", lines[3].split("] ", 1)[1]]
     assert lines[3].split("] ", 1)[1].startswith("fraud: failed in ")
-    assert "fraud pipeline failed: RuntimeError: disk on fire" in " ".join(result.output.split())
+    assert "fraud pipeline failed in step 'validate': RuntimeError: disk on fire" in " ".join(result.output.split())
     assert "Traceback" not in result.output
 
 

@@ -174,7 +174,7 @@ def test_deepflow_incoming_works_for_an_entry_without_a_generator(datasets, tmp_
     entry["config"]["prepared_dir"] = str(empty)
     (datasets / "paysim.yaml").write_text(yaml.safe_dump(entry))
     result = runner.invoke(app, ["incoming", "paysim", "--set", f"monitor.incoming_dir={tmp_path / 'incoming'}"])
-    assert result.exit_code == 1 and "dvc repro" in result.output
+    assert result.exit_code == 1 and "make data" in result.output
 
 
 # --- the drift modules name no built-in entry ------------------------------------------------

@@ -21,18 +21,24 @@ from rich.markup import escape
 from rich.table import Table
 
 from deepflow import settings
+from deepflow.problems import clip
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="deepflow: validated, tracked, promoted bake-offs of shallow, deep and classical models.")
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
+ERROR_CHARS = 2_000  # an error message longer than this is cut (deepflow.problems quotes values shorter)
 UseCaseArg = Annotated[str, typer.Argument(help="dataset entry: datasets/<name>.yaml")]
 Overrides = Annotated[list[str] | None, typer.Argument(help="config overrides, key=value")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="on a failure, also print the full traceback "
+                                       "(or set DEEPFLOW_DEBUG=1)")]
+_OWNS_SERVERS = False  # main() sets it: the `deepflow` process owns the servers its commands start
 
 
 def _fail(message: str, code: int) -> None:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    """One error line (cut to ERROR_CHARS: however a value slipped into it, never megabytes), then exit."""
+    err.print(f"[bold red]error:[/] {escape(clip(message, ERROR_CHARS))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -46,10 +52,18 @@ def _check(use_case: str, overrides: list[str]) -> None:
         _fail(str(exc), 2)
 
 
-def _pipelines(names: list[str], overrides: list[str], promote: bool, started: float) -> list[dict]:
+def _pipelines(names: list[str], overrides: list[str], promote: bool, started: float,
+               verbose: bool = False) -> list[dict]:
     """Run each entry's pipeline in turn, showing progress on stdout (a live display on a terminal,
-    plain lines otherwise); library logs go to a file under reports/logs/ (path printed once)."""
-    from deepflow import progress
+    plain lines otherwise); library logs go to a file under reports/logs/ (path printed once).
+    An unreachable tracking server fails first, before Prefect starts."""
+    from deepflow import progress, tracking
+
+    try:
+        tracking.preflight()
+    except tracking.TrackingUnavailable as exc:
+        _fail(str(exc), 1)
+    _prefect_api()
     from flows.pipeline import train_pipeline  # first: Prefect and MLflow set up their logging on import
 
     # ``started``: when the command began (time.time()), so a budget counts Prefect's start-up too.
@@ -57,14 +71,27 @@ def _pipelines(names: list[str], overrides: list[str], promote: bool, started: f
     with progress.reporting(out, log_dir=settings.reports_dir() / "logs") as log:
         summaries = []
         for name in names:
-            summaries.append(_pipeline(train_pipeline, name, overrides, promote, log, started))
+            summaries.append(_pipeline(train_pipeline, name, overrides, promote, log, started, verbose))
             started = time.time()  # the next entry's budget starts when its pipeline does
         return summaries
 
 
+def _prefect_api() -> None:
+    """In the `deepflow` process, a Prefect API server that dies with it when none is configured
+    (deepflow.prefect_api); an in-process caller (a test, a notebook) keeps Prefect's own."""
+    if not _OWNS_SERVERS:
+        return
+    from deepflow import dashboards, prefect_api
+
+    try:
+        prefect_api.ensure(settings.reports_dir() / "logs")
+    except dashboards.ServerError as exc:
+        _fail(str(exc), 1)
+
+
 def _pipeline(train_pipeline, use_case: str, overrides: list[str], promote: bool, log: Path,
-              started_at: float | None = None) -> dict:
-    from deepflow import progress
+              started_at: float | None = None, verbose: bool = False) -> dict:
+    from deepflow import progress, tracking
     from deepflow.validation import ValidationFailed
 
     progress.step(use_case, "start: Prefect flow run, MLflow run")
@@ -75,8 +102,16 @@ def _pipeline(train_pipeline, use_case: str, overrides: list[str], promote: bool
     except (ValidationFailed, FileNotFoundError) as exc:
         failure = str(exc)
     except Exception as exc:  # a crashed step: say what and where; the log file has the traceback
-        failure = (f"{use_case} pipeline failed: {type(exc).__name__}: {exc} (@champion unchanged; "
-                   f"traceback in {log})")
+        if why := tracking.unreachable():  # the likely cause, said plainly
+            cause = f"MLflow tracking server {settings.tracking_uri()} is unreachable ({why})"
+        else:
+            cause = f"{type(exc).__name__}: {clip(' '.join(str(exc).split()), 300)}"  # one line
+        failure = (f"{use_case} pipeline failed in step '{progress.last_step(use_case)}': {cause} "
+                   f"(@champion unchanged; traceback in {log})")
+        if verbose or os.environ.get("DEEPFLOW_DEBUG", "") not in ("", "0"):
+            import traceback
+
+            err.print("".join(traceback.format_exception(exc)), markup=False, highlight=False, soft_wrap=True)
     progress.finish(use_case, ok=failure is None)
     if failure is not None:
         _fail(failure, 1)
@@ -112,7 +147,8 @@ def _print_summaries(summaries: list[dict]) -> None:
 
 @app.command()
 def run(use_cases: Annotated[list[str] | None, typer.Argument(help="default: the entries with default: true")] = None,
-        override: Annotated[list[str] | None, typer.Option("--set", "-s", help="key=value")] = None) -> None:
+        override: Annotated[list[str] | None, typer.Option("--set", "-s", help="key=value")] = None,
+        verbose: Verbose = False) -> None:
     """Run the full pipeline (validate, train, register, promote) for each dataset entry."""
     started = time.time()  # an entry's budget counts from here (see _pipelines)
     from deepflow import config, usecase
@@ -123,7 +159,7 @@ def run(use_cases: Annotated[list[str] | None, typer.Argument(help="default: the
         _fail(str(exc), 2)
     for name in names:
         _check(name, override or [])
-    _print_summaries(_pipelines(names, override or [], promote=True, started=started))
+    _print_summaries(_pipelines(names, override or [], promote=True, started=started, verbose=verbose))
 
 
 @app.command()
@@ -232,11 +268,11 @@ def validate(use_case: UseCaseArg, overrides: Overrides = None) -> None:
 
 
 @app.command()
-def train(use_case: UseCaseArg, overrides: Overrides = None) -> None:
+def train(use_case: UseCaseArg, overrides: Overrides = None, verbose: Verbose = False) -> None:
     """Validate, train all members and register the best as @challenger (no promotion)."""
     started = time.time()
     _check(use_case, overrides or [])
-    _print_summaries(_pipelines([use_case], overrides or [], promote=False, started=started))
+    _print_summaries(_pipelines([use_case], overrides or [], promote=False, started=started, verbose=verbose))
 
 
 @app.command()
@@ -253,11 +289,12 @@ def promote(use_case: UseCaseArg,
     try:
         result = steps.promote_challenger(use_case, actor=ledger.actor_for_cli(),
                                           accept_schema_change=accept_schema_change)
-    except (LookupError, FileNotFoundError) as exc:
+    except (LookupError, FileNotFoundError, ValueError) as exc:  # ValueError: no-op or stale move, refused
         _fail(str(exc), 1)
-    verdict = "promoted" if result["promoted"] else "not promoted"
-    out.print(f"{use_case}: v{result['challenger']} {verdict}; @champion = v{result['champion']}. "
-              f"Why: {'; '.join(result['reasons'])}", highlight=False)
+    before, after = (f"v{v}" if v else "none" for v in (result["previous_champion"], result["champion"]))
+    moved = f"@champion {before} -> {after}" if result["promoted"] else f"@champion stays {after}"
+    out.print(f"{use_case}: v{result['challenger']} {'promoted' if result['promoted'] else 'not promoted'}; "
+              f"{moved}. Why: {'; '.join(result['reasons'])}", highlight=False)
 
 
 @app.command()
@@ -375,11 +412,13 @@ def history(use_case: UseCaseArg) -> None:
 
     _check(use_case, [])
     table = Table(title=f"{use_case}: alias moves")
-    for col in ("time (UTC)", "alias", "from", "to", "actor", "reason", "evidence"):
+    for col in ("time (UTC)", "alias", "from", "to", "status", "actor", "reason", "evidence"):
         table.add_column(col, overflow="fold")
     for m in ledger.history(use_case):
+        status = m.status + (f": {m.error}" if m.error else "")
+        reason = m.reason + (f" [FORCED past: {m.forced}]" if m.forced else "")
         table.add_row(m.time, m.alias, f"v{m.from_version}" if m.from_version else "-", f"v{m.to_version}",
-                      m.actor, m.reason, m.evidence)
+                      status, m.actor, reason, m.evidence)
     out.print(table)
     if not ledger.consistent(use_case):
         _fail(f"{use_case}@champion does not match the ledger's last move", 1)
@@ -389,17 +428,22 @@ def history(use_case: UseCaseArg) -> None:
 def rollback(use_case: UseCaseArg,
              reason: Annotated[str, typer.Option("--reason", help="why (recorded in the ledger)")],
              to: Annotated[str | None, typer.Option("--to", help="version (default: the previous champion)")] = None,
+             force: Annotated[bool, typer.Option("--force", help="also a version that failed (or never passed) "
+                                                 "its promotion gates; the ledger records the override")] = False,
              ) -> None:
-    """Move @champion back and record it in the ledger."""
+    """Move @champion back (default: to the champion before the current one) and record it in the ledger."""
     from mlflow.exceptions import MlflowException
 
     from deepflow import steps
 
     _check(use_case, [])
     try:
-        move = steps.rollback(use_case, reason, to)
+        move = steps.rollback(use_case, reason, to, force=force)
     except (LookupError, ValueError, MlflowException) as exc:
         _fail(str(getattr(exc, "message", exc)), 1)
+    if move["forced"]:
+        err.print(f"[bold yellow]warning:[/] {escape(move['forced'])}; made @champion anyway (--force), recorded "
+                  "in the ledger", highlight=False, soft_wrap=True)
     out.print(f"{use_case}@champion: v{move['from_version']} -> v{move['to_version']} ({move['reason']})",
               highlight=False)
 
@@ -453,12 +497,23 @@ def _started(start, port: int):
 @app.command()
 def serve(host: str = "127.0.0.1", port: int = 8000,
           reload_interval: Annotated[float, typer.Option(help="seconds between registry polls (0: off)")] = 5.0,
-          torch_threads: Annotated[int, typer.Option(help="torch intra-op threads per inference call")] = 1) -> None:
-    """Serve every use case's @champion over HTTP (FastAPI + uvicorn; Ctrl-C stops it)."""
-    from deepflow import serving
+          torch_threads: Annotated[int, typer.Option(help="torch intra-op threads per inference call")] = 1,
+          api_key_file: Annotated[Path | None, typer.Option(
+              help="file holding the API key (else $DEEPFLOW_API_KEY); required off 127.0.0.1")] = None,
+          insecure_no_auth: Annotated[bool, typer.Option(
+              "--insecure-no-auth", help="serve a non-loopback host without an API key")] = False) -> None:
+    """Serve every use case's @champion over HTTP (FastAPI + uvicorn; Ctrl-C stops it).
 
+    With an API key every route but /healthz and /readyz needs it (docs/serving.md)."""
+    from deepflow import guards, serving
+
+    try:
+        key = guards.api_key(api_key_file)
+        guards.check_exposure(host, key, insecure_no_auth)  # before loading anything: fail fast
+    except guards.ExposureError as exc:
+        _fail(str(exc), 2)
     serving.serve(serving.ServeConfig(host=host, port=port, reload_interval=reload_interval,
-                                      torch_threads=torch_threads))
+                                      torch_threads=torch_threads, api_key=key, insecure_no_auth=insecure_no_auth))
 
 
 @app.command()
@@ -608,6 +663,8 @@ def main() -> None:
     Prefect, which reads its settings once), then the local Prefect server, then the command."""
     from deepflow import dashboards
 
+    global _OWNS_SERVERS
+    _OWNS_SERVERS = True
     settings.apply_env_defaults()
     dashboards.discover_prefect()  # use the local Prefect server `deepflow schedule`/`ui` started
     app()

@@ -7,7 +7,8 @@ One reporter per process. Pipeline code reports, and nothing happens unless a co
   train / evaluate a member, register, promote, report); it also records which entry and member
   the code running in this context works for (:func:`current`);
 - :func:`epoch` and :func:`fitted` from ``training.fit`` at the end of each epoch and of the fit;
-- :func:`finish` when an entry's pipeline has ended (the CLI).
+- :func:`finish` when an entry's pipeline has ended (the CLI); :func:`last_step` says where a
+  failed one was (the CLI's error line names it).
 
 :func:`reporting` enables it for a block: a rich live display when the console is a terminal,
 otherwise plain lines (every step; at most one epoch line per member per ``interval`` seconds; one
@@ -35,12 +36,14 @@ _current: ContextVar[tuple[str | None, str | None]] = ContextVar("deepflow_progr
 _lock = threading.RLock()
 _view: _Lines | _Live | None = None
 _route: _LogRoute | None = None
+_last_step: dict[str, str] = {}
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Loggers that say nothing useful at INFO, even in a file (GX: ~200 lines per process about its docs).
 QUIET_LOGGERS = ("great_expectations._docs_decorators",)
-# File only, even at ERROR: a failed flow or task run's traceback (the command prints its own error line).
-FILE_ONLY_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+# File only, even at ERROR: a failed flow or task run's traceback (the command prints its own error line),
+# and each retry of an HTTP request (a tracking server that stays down ends in that error line).
+FILE_ONLY_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "urllib3.connectionpool")
 
 
 # --- what pipeline code calls ------------------------------------------------------------------
@@ -51,6 +54,7 @@ def step(entry: str, name: str, member: str | None = None) -> None:
     this context are attributed to that entry and member. A no-op display-wise when not enabled."""
     _current.set((entry, member))
     with _lock:
+        _last_step[entry] = _label(name, member)
         if _route is not None:
             _route.refresh()  # a library imported since may have added its own terminal handler
         if _view is not None:
@@ -79,6 +83,12 @@ def finish(entry: str, ok: bool = True) -> None:
     with _lock:
         if _view is not None:
             _view.finish(entry, ok)
+
+
+def last_step(entry: str) -> str | None:
+    """The step ``entry`` started last in this process, from any thread (``train shallow``); None before any."""
+    with _lock:
+        return _last_step.get(entry)
 
 
 def current() -> tuple[str | None, str | None]:

@@ -30,6 +30,16 @@ QUIET_ENV = {
     "PREFECT_LOGGING_LEVEL": "WARNING",
 }
 
+# An MLflow tracking server that does not answer fails a call within a bounded time: MLflow's own
+# defaults (7 retries, backoff factor 2, 120 s timeout) retry a dead server for ~4 minutes per call.
+# With these: 4 tries 0, 2 and 4 s apart (plus up to 1 s jitter each), each waiting at most 20 s:
+# ~7 s when the connection is refused, at most ~90 s when the host is silent (docs/operations.md).
+TRACKING_HTTP_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+
 
 def datasets_dir() -> Path:
     """The dataset entries, ``<name>.yaml`` each (usecase.py)."""
@@ -44,6 +54,22 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow' / 'mlflow.db'}"
 
 
+def tracking_timeout_s() -> float:
+    """How long one request to a tracking server may wait for an answer (MLflow's own variable)."""
+    return float(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", TRACKING_HTTP_ENV["MLFLOW_HTTP_REQUEST_TIMEOUT"]))
+
+
+def stale_run_hours() -> float | None:
+    """``DEEPFLOW_STALE_RUN_HOURS``: a run another host left RUNNING is marked FAILED once it started
+    longer ago than this (``tracking.fail_stale_runs``); unset: never (only this host's processes
+    can be seen to be gone)."""
+    value = os.environ.get("DEEPFLOW_STALE_RUN_HOURS", "").strip()
+    try:
+        return float(value) if value else None
+    except ValueError:
+        raise ValueError(f"DEEPFLOW_STALE_RUN_HOURS={value!r}: a number of hours, or unset") from None
+
+
 def artifact_root() -> str | None:
     """Where new experiments put artifacts; None lets a tracking server decide."""
     if env := os.environ.get("DEEPFLOW_ARTIFACT_ROOT"):
@@ -56,7 +82,7 @@ def artifact_root() -> str | None:
 
 def apply_env_defaults() -> None:
     """Set quiet/offline defaults and embedded stores; never overrides what the user set."""
-    for key, value in QUIET_ENV.items():
+    for key, value in {**QUIET_ENV, **TRACKING_HTTP_ENV}.items():
         os.environ.setdefault(key, value)
     os.environ.setdefault("MLFLOW_TRACKING_URI", tracking_uri())
     os.environ.setdefault("PREFECT_HOME", str(PROJECT_ROOT / ".prefect"))

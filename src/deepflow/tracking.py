@@ -2,6 +2,11 @@
 
 Every call names its ``run_id``: MLflow's fluent "active run" is thread-local and collides under
 Prefect's task runners. The only fluent use is scoped inside ``log_scorer``.
+
+Every run carries its owner (``deepflow.owner.*``: host, boot, pid, process start), so that
+:func:`fail_stale_runs` can end the runs of a process that was killed (docs/operations.md). A
+tracking server that does not answer fails a call within a bounded time (``settings.TRACKING_HTTP_ENV``);
+:func:`preflight` checks it before a run, :func:`unreachable` after a failure.
 """
 
 from __future__ import annotations
@@ -9,7 +14,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
+import os
 import subprocess
+import time
 import warnings
 from collections.abc import Callable, Iterable
 from importlib import metadata
@@ -25,9 +33,12 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from deepflow import settings
+from deepflow import processes, settings
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+OWNER = "deepflow.owner"  # tag prefix: .host .boot .pid .start (processes.identity)
+FAILURE = "deepflow.failure"  # why deepflow ended a run FAILED that its own process could not end
+log = logging.getLogger(__name__)
 MODEL_REQUIREMENTS = ("torch", "scikit-learn", "xgboost", "pandas", "numpy", "cloudpickle")
 
 
@@ -48,7 +59,8 @@ def experiment_id(name: str) -> str:
 
 def start_run(experiment: str, run_name: str, parent_run_id: str | None = None,
               tags: dict[str, str] | None = None) -> str:
-    all_tags = {"mlflow.runName": run_name, **(tags or {})}
+    owner = {f"{OWNER}.{key}": value for key, value in processes.identity().items()}
+    all_tags = {"mlflow.runName": run_name, **owner, **(tags or {})}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     return client().create_run(experiment_id(experiment), tags=all_tags, run_name=run_name).info.run_id
@@ -56,6 +68,90 @@ def start_run(experiment: str, run_name: str, parent_run_id: str | None = None,
 
 def end_run(run_id: str, ok: bool = True) -> None:
     client().set_terminated(run_id, "FINISHED" if ok else "FAILED")
+
+
+def end_failed_run(run_id: str) -> None:
+    """Mark a run FAILED on the way out of an error; a tracking server that cannot take it (often
+    the error itself) is logged, not raised, so that the caller re-raises the original error."""
+    try:
+        end_run(run_id, ok=False)
+    except Exception as exc:  # the original error matters; this one goes to the log file
+        log.info("could not mark run %s FAILED (the next run's fail_stale_runs will): %s", run_id, str(exc)[:300])
+
+
+def fail_stale_runs(max_age_h: float | None = None) -> list[dict[str, str]]:
+    """Mark FAILED every RUNNING run whose owner process is verifiably gone (this host: the pid is
+    dead or reused, or the host rebooted; ``processes.gone``), and, when ``max_age_h`` is given
+    (default ``settings.stale_run_hours()``), another host's runs started longer ago than that.
+    Runs without deepflow's owner tags (another tool's) are never touched. The reason goes into
+    the ``deepflow.failure`` tag. Returns ``{"run_id", "name", "reason", "flow_run_id"}`` per run."""
+    max_age_h = settings.stale_run_hours() if max_age_h is None else max_age_h
+    c = client()
+    experiments = [e.experiment_id for e in c.search_experiments()]
+    running = c.search_runs(experiments, "attributes.status = 'RUNNING'", max_results=1000) if experiments else []
+    me, now, swept = processes.identity(), time.time(), []
+    for run in running:
+        tags = run.data.tags
+        owner = {key: tags.get(f"{OWNER}.{key}", "") for key in ("host", "boot", "pid", "start")}
+        if not owner["pid"]:
+            continue
+        reason = processes.gone(owner, me)
+        age_h = (now - run.info.start_time / 1000) / 3600
+        if reason is None and max_age_h and owner["host"] != me["host"] and age_h > max_age_h:
+            reason = (f"process {owner['pid']} on {owner['host']} still RUNNING after {age_h:.1f} h "
+                      f"(DEEPFLOW_STALE_RUN_HOURS={max_age_h:g})")
+        if reason is None:
+            continue
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+        reason = f"stale: owner {reason}; marked FAILED by process {me['pid']} on {me['host']} at {stamp}"
+        name = tags.get("mlflow.runName", run.info.run_id)
+        try:
+            set_tags(run.info.run_id, {FAILURE: reason})
+            c.set_terminated(run.info.run_id, "FAILED")
+        except MlflowException as exc:  # housekeeping: never the reason a run fails
+            log.warning("run %s (%s) was left RUNNING and stays so: %s", name, run.info.run_id, exc.message[:200])
+            continue
+        log.warning("run %s (%s) was left RUNNING: %s", name, run.info.run_id, reason)
+        swept.append({"run_id": run.info.run_id, "name": name, "reason": reason,
+                      "flow_run_id": tags.get("deepflow.flow_run_id", "none")})
+    return swept
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking server does not answer; the message names it and says how it failed."""
+
+
+def unreachable(uri: str | None = None, timeout: float | None = None) -> str | None:
+    """Why the MLflow tracking server at ``uri`` (default: the configured one) does not answer
+    ``GET /health`` within ``timeout`` seconds (default ``MLFLOW_HTTP_REQUEST_TIMEOUT``), one try;
+    None when it answers, or when the store is not an HTTP server. Any HTTP answer but a gateway's
+    502/503/504 counts as an answer (an auth wall or a proxy without /health still is the server)."""
+    import requests
+
+    uri = uri or settings.tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return None
+    timeout = settings.tracking_timeout_s() if timeout is None else timeout
+    verify = (os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH")
+              or os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "false").lower() != "true")  # as MLflow's client
+    try:
+        answer = requests.get(f"{uri.rstrip('/')}/health", timeout=timeout, verify=verify)
+    except requests.Timeout:
+        return f"no answer within {timeout:g} s (MLFLOW_HTTP_REQUEST_TIMEOUT)"
+    except requests.RequestException as exc:
+        cause = exc.args[0] if exc.args else exc
+        text = str(getattr(cause, "reason", cause))
+        return "connection refused" if "refused" in text.lower() else text[:200]
+    if answer.status_code in (502, 503, 504):
+        return f"HTTP {answer.status_code} from {uri}"
+    return None
+
+
+def preflight() -> None:
+    """Raise :class:`TrackingUnavailable` when the tracking server does not answer (before a run)."""
+    if why := unreachable():
+        raise TrackingUnavailable(f"MLflow tracking server {settings.tracking_uri()} is unreachable: {why} "
+                                  "(MLFLOW_TRACKING_URI; nothing was run)")
 
 
 def log_params(run_id: str, params: dict[str, Any]) -> None:
@@ -230,8 +326,29 @@ def data_lineage(data_path: Path, fingerprint: Callable[[], str]) -> dict[str, s
     ``files:<fingerprint()>`` (called only then: hashing is skipped when DVC already knows the data),
     never another entry's hash."""
     found = dvc_stage_of(data_path)
+    if found and dvc_md5(Path(data_path)) != found[1]:  # edited since DVC wrote it: the lock's hash would lie
+        found = None
     stage, version = found if found else ("none", f"files:{fingerprint()}")
     return {"data_version": version, "dvc_stage": stage, "data_source": str(data_path)}
+
+
+def dvc_md5(path: Path) -> str | None:
+    """The md5 DVC 3 gives ``path`` as it is on disk now: a file's content md5; a folder's is the
+    md5 of its sorted ``[{"md5", "relpath"}]`` listing, suffixed ``.dir`` (as in ``dvc.lock``)."""
+    def md5(file: Path) -> str:
+        digest = hashlib.md5()
+        with file.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+
+    if path.is_file():
+        return md5(path)
+    if not path.is_dir():
+        return None
+    files = sorted((p.relative_to(path).as_posix(), p) for p in path.rglob("*") if p.is_file())
+    listing = [{"md5": md5(p), "relpath": rel} for rel, p in files]
+    return hashlib.md5(json.dumps(listing, sort_keys=True).encode()).hexdigest() + ".dir"
 
 
 @functools.cache
