@@ -56,6 +56,7 @@ def test_infinity_in_a_feature_fails_the_built_in_contract(store, prepared_dir) 
     assert tracking.registered_models() == []
 
 
+@pytest.mark.slow  # GX over the fraud splits several times; the fast suite keeps the ±inf case
 def test_a_source_appended_to_itself_fails(store, prepared_dir) -> None:
     def appended(frame):  # a fifth of the rows copied, as a re-run export appends them (new ids)
         copies = frame.head(len(frame) // 5).assign(TRANSACTION_ID=lambda f: f["TRANSACTION_ID"] + 10**9)
@@ -68,6 +69,7 @@ def test_a_source_appended_to_itself_fails(store, prepared_dir) -> None:
     assert steps.validate_data("fraud", [f"prepared_dir={prepared_dir}", "contract.max_duplicate_share=0.5"])
 
 
+@pytest.mark.slow  # GX over the fraud splits several times; the fast suite keeps the ±inf case
 def test_rows_far_from_the_champions_data_fail(store, locks, prepared_dir) -> None:
     overrides = [f"prepared_dir={prepared_dir}"]
     rows = steps.validate_data("fraud", overrides)["rows"]
