@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
@@ -113,6 +114,18 @@ def stop(proc: subprocess.Popen) -> None:
     proc.wait(timeout=30)
 
 
+def prepared(tmp_path: Path) -> str:
+    """The entry's splits prepared under ``tmp_path`` (a fresh clone has no ``data/prepared``), as an override."""
+    from deepflow.usecases.fraud import paysim
+
+    out = tmp_path / "prepared"
+    out.mkdir()
+    raw = pd.read_csv(settings.PROJECT_ROOT / "data/external/paysim/paysim_sample.csv")
+    for name, frame in paysim.prepare(raw).items():
+        frame.to_parquet(out / f"{name}.parquet", index=False)
+    return f"prepared_dir={out}"
+
+
 def runs(uri: str) -> list:
     c = MlflowClient(uri)
     return c.search_runs([e.experiment_id for e in c.search_experiments()])
@@ -126,7 +139,8 @@ def runs(uri: str) -> list:
 def test_kill_9_mid_training_leaves_no_server_and_the_next_run_fails_its_runs(tmp_path, monkeypatch) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = command_env(tmp_path, uri)
-    proc, out, _ = deepflow(tmp_path, env, "run", ENTRY, "--set", "train.epochs=50")
+    data = prepared(tmp_path)
+    proc, out, _ = deepflow(tmp_path, env, "run", ENTRY, "--set", "train.epochs=50", "--set", data)
     try:
         wait_for("training to start", lambda: "train shallow" in out.read_text(), 90)
         wait_for("the member's MLflow run", lambda: len([r for r in runs(uri) if r.info.status == "RUNNING"]) >= 2, 30)
@@ -149,7 +163,7 @@ def test_kill_9_mid_training_leaves_no_server_and_the_next_run_fails_its_runs(tm
 
     # The next run marks them FAILED with the reason, and their Prefect flow run Crashed, then goes on
     # (here it fails by design, at its first training step).
-    nxt, _, err = deepflow(tmp_path, env, "train", ENTRY, "train.batch_size=0")
+    nxt, _, err = deepflow(tmp_path, env, "train", ENTRY, "train.batch_size=0", data)
     try:
         assert nxt.wait(timeout=100) == 1, err.read_text()
     finally:
@@ -306,7 +320,8 @@ def test_mlflow_server_killed_mid_run_fails_in_bounded_time_naming_it(tmp_path) 
     server = mlflow_server(db, tmp_path / "artifacts", port, tmp_path / "mlflow-server.log")
     url = f"http://127.0.0.1:{port}"
     try:
-        proc, out, err = deepflow(tmp_path, command_env(tmp_path, url), "run", ENTRY, "--set", "train.epochs=50")
+        proc, out, err = deepflow(tmp_path, command_env(tmp_path, url), "run", ENTRY, "--set", "train.epochs=50",
+                                  "--set", prepared(tmp_path))
         try:
             wait_for("training to start", lambda: "train shallow" in out.read_text(), 100)
             os.killpg(server.pid, signal.SIGKILL)
@@ -330,6 +345,44 @@ def test_mlflow_server_killed_mid_run_fails_in_bounded_time_naming_it(tmp_path) 
     assert [str(v.version) for v in after.search_model_versions(f"name='{ENTRY}'")] == ["1"]
     with sqlite3.connect(tmp_path / "prefect" / "prefect.db") as prefect_db:  # Prefect's history has it failed too
         assert prefect_db.execute("select state_type from flow_run").fetchall() == [("FAILED",)]
+
+
+# --- two runs of one entry at once --------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_two_concurrent_runs_of_one_entry_leave_registry_and_ledger_consistent(tmp_path, monkeypatch) -> None:
+    """Two `deepflow run paysim` processes on one store at the same time: each registers a challenger
+    and tries to promote it. Whatever the interleaving, each ends with exit 0 or one `error:` line,
+    and afterwards the ledger and the registry agree, no run is left RUNNING, and every version
+    has its decision recorded."""
+    from deepflow import ledger
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = command_env(tmp_path, uri)
+    data = prepared(tmp_path)
+    procs = [deepflow(tmp_path, env, "run", ENTRY, "--set", "train.epochs=1", "--set", data) for _ in range(2)]
+    try:
+        codes = [proc.wait(timeout=280) for proc, _, _ in procs]
+    finally:
+        for proc, _, _ in procs:
+            stop(proc)
+    for code, (_, _, err) in zip(codes, procs, strict=True):
+        text = err.read_text()
+        assert code == 0 or (code == 1 and "Traceback" not in text and text.strip().splitlines()[-1].startswith(
+            "error: ")), text[-3000:]
+    assert 0 in codes, [err.read_text()[-2000:] for _, _, err in procs]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    versions = tracking.client().search_model_versions(f"name='{ENTRY}'")
+    assert len(versions) == 2
+    assert ledger.consistent(ENTRY) and ledger.consistent(ENTRY, tracking.CHALLENGER)
+    champions = ledger.moves(ENTRY, tracking.CHAMPION)
+    assert champions and all(m.from_version != m.to_version for m in champions)
+    assert all(b.from_version == a.to_version for a, b in zip(champions, champions[1:], strict=False))
+    assert not [r for r in runs(uri) if r.info.status == "RUNNING"]
+    decided = [v for v in versions if (v.tags or {}).get("deepflow.decision")]
+    assert decided, "no promotion decision was recorded"
 
 
 # --- the error a failing run prints --------------------------------------------------------------

@@ -74,10 +74,12 @@ class Failure:
 
 def _short(value: Any) -> Any:
     """A long list (a category set) cut to its first items, a long string (a 5 MB text) to its
-    first characters, for the one-line summary."""
+    first characters, a mapping's values alike, for the one-line summary."""
     if isinstance(value, list | tuple):
         head = [_short(v) for v in value[:SHOWN]]
         return head + [f"... (+{len(value) - SHOWN} more)"] if len(value) > SHOWN else head
+    if isinstance(value, dict):  # a column-set check's {"missing": [...], "unexpected": [...]}
+        return {k: _short(v) for k, v in value.items()}
     return clip(value, CHARS) if isinstance(value, str) else value
 
 
