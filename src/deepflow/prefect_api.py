@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import fcntl
 import os
 import socket
 import subprocess
@@ -40,7 +41,13 @@ def ensure(log_dir: Path) -> str | None:
     if "prefect" in sys.modules:
         return None
     if _owned is None:
-        _owned = start(log_dir / "prefect-api.log")
+        # One start at a time per Prefect home: a server migrates its SQLite database when it starts, and two
+        # commands starting together (two `deepflow run`s of one entry) failed with "database is locked".
+        home = Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser()
+        home.mkdir(parents=True, exist_ok=True)
+        with (home / "deepflow-api-start.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            _owned = start(log_dir / "prefect-api.log")
         # Registered before Prefect is imported, so it runs after Prefect's own exit handlers (atexit runs
         # them in reverse), which still send to the server.
         atexit.register(_owned.stop)
