@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from filelock import FileLock
 
 from deepflow import settings, tracking
+from deepflow.problems import clip
 
 EXPERIMENT = "deepflow-ledger"
 LOCK_TIMEOUT_S = 600
@@ -190,7 +191,7 @@ def gates_refusal(use_case: str, version: str) -> str:
         return ""
     if decision:
         why = tags.get("deepflow.decision_reasons") or "no reasons recorded"
-        return f"v{version} failed its promotion gates (decision {decision!r}: {_short(why)})"
+        return f"v{version} failed its promotion gates (decision {decision!r}: {clip(why, 300)})"
     if any(m.to_version == str(version) and not m.forced for m in moves(use_case, tracking.CHAMPION)):
         return ""
     return f"v{version} never passed the promotion gates (no recorded decision, never @champion)"
@@ -227,10 +228,6 @@ def rollback(use_case: str, reason: str, to_version: str | None = None, actor: s
 
 def _v(version: str | None) -> str:
     return f"v{version}" if version else "no version"
-
-
-def _short(text: str, limit: int = 300) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _alias_now(use_case: str, alias: str) -> str | None:
@@ -302,7 +299,7 @@ def _append(move: Move) -> str:
 def _mark(entry_id: str, status: str, error: str = "") -> None:
     client = tracking.client()
     if error:
-        client.set_tag(entry_id, "ledger.error", _short(error, 1000))
+        client.set_tag(entry_id, "ledger.error", clip(error, 1000))
     client.set_tag(entry_id, "ledger.status", status)
 
 

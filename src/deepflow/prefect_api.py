@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import fcntl
 import os
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from filelock import FileLock
 
 from deepflow import dashboards, processes
 
@@ -45,8 +46,7 @@ def ensure(log_dir: Path) -> str | None:
         # commands starting together (two `deepflow run`s of one entry) failed with "database is locked".
         home = Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser()
         home.mkdir(parents=True, exist_ok=True)
-        with (home / "deepflow-api-start.lock").open("w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with FileLock(home / "deepflow-api-start.lock"):
             _owned = start(log_dir / "prefect-api.log")
         # Registered before Prefect is imported, so it runs after Prefect's own exit handlers (atexit runs
         # them in reverse), which still send to the server.
