@@ -362,7 +362,9 @@ def test_two_concurrent_runs_of_one_entry_leave_registry_and_ledger_consistent(t
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = command_env(tmp_path, uri)
     data = prepared(tmp_path)
-    procs = [deepflow(tmp_path, env, "run", ENTRY, "--set", "train.epochs=1", "--set", data) for _ in range(2)]
+    quick = ["--set", "train.epochs=1", "--set", "candidates=[shallow]", "--set", "baselines=[]",
+             "--set", "promotion.floor=0.0", "--set", data]  # one quick member, promotable
+    procs = [deepflow(tmp_path, env, "run", ENTRY, *quick) for _ in range(2)]
     try:
         codes = [proc.wait(timeout=280) for proc, _, _ in procs]
     finally:
@@ -381,7 +383,8 @@ def test_two_concurrent_runs_of_one_entry_leave_registry_and_ledger_consistent(t
     assert champions and all(m.from_version != m.to_version for m in champions)
     assert all(b.from_version == a.to_version for a, b in zip(champions, champions[1:], strict=False))
     assert not [r for r in runs(uri) if r.info.status == "RUNNING"]
-    decided = [v for v in versions if (v.tags or {}).get("deepflow.decision")]
+    decided = [v.version for v in versions
+               if tracking.client().get_model_version(ENTRY, v.version).tags.get("deepflow.decision")]
     assert decided, "no promotion decision was recorded"
 
 
