@@ -347,6 +347,25 @@ def test_mlflow_server_killed_mid_run_fails_in_bounded_time_naming_it(tmp_path) 
         assert prefect_db.execute("select state_type from flow_run").fetchall() == [("FAILED",)]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("command", [["score", ENTRY, "in.csv", "out.parquet"], ["monitor", ENTRY]])
+def test_score_and_monitor_own_their_prefect_server_too(tmp_path, command) -> None:
+    """`deepflow score` and `monitor` run flows too: their Prefect server is theirs, and gone when they end."""
+    (tmp_path / "in.csv").write_text("amount\n1.0\n")
+    env = command_env(tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}")
+    proc, out, err = deepflow(tmp_path, env, *command)
+    try:
+        code = proc.wait(timeout=100)
+    finally:
+        stop(proc)
+    log = (tmp_path / "reports" / "logs" / "prefect-api.log").read_text()
+    started = [line for line in log.splitlines() if line.endswith(f" for pid {proc.pid}")]
+    assert started, (code, log[-2000:], err.read_text()[-2000:])
+    port = int(started[0].split(" Prefect API ")[1].split()[0].rsplit(":", 1)[1])
+    wait_for("the command's Prefect server to stop", lambda: refused(port), 15)
+
+
 # --- two runs of one entry at once --------------------------------------------------------------
 
 

@@ -531,9 +531,11 @@ def score(use_case: UseCaseArg,
     """Score a file with USE_CASE@ALIAS (loaded once); failed rows go to OUTPUT's .rejects file."""
     from deepflow import tracking
     from deepflow.batch import BatchError
-    from flows.score import score_batch
 
     _check(use_case, [])
+    _prefect_api()  # before Prefect is imported: a server that dies with this command
+    from flows.score import score_batch
+
     try:
         result = score_batch(use_case, str(input_path), str(output_path), chunk_size=chunk_size,
                              alias=alias or tracking.CHAMPION, version=version, explain_top=top if explain else None)
@@ -611,6 +613,7 @@ def monitor(use_case: Annotated[str | None, typer.Argument(help="default: every 
     _ops(override)  # a bad key fails here, before any Prefect start-up
     if use_case:
         _check(use_case, [])
+    _prefect_api()  # before Prefect is imported: a server that dies with this command
     from flows.monitor import monitor as monitor_flow
 
     try:
