@@ -84,5 +84,13 @@ def datasets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
+def places(tmp_path: Path, datasets: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """Where a bad-input test's entry, data and reports go (tests/faults.py), all under tmp_path."""
+    monkeypatch.setenv("DEEPFLOW_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DEEPFLOW_REPORTS_DIR", str(tmp_path / "reports"))
+    return {"datasets": datasets, "data": tmp_path / "data", "reports": tmp_path / "reports", "in": tmp_path / "in"}
+
+
+@pytest.fixture
 def fast_overrides(prepared_dir: Path) -> list[str]:
     return [f"prepared_dir={prepared_dir}", *FAST]

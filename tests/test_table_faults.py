@@ -19,8 +19,6 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
-from typer.testing import CliRunner
 
 from deepflow import batch, tracking, usecase
 from deepflow.cli import app
@@ -28,10 +26,9 @@ from deepflow.kinds.table.prepare import main as prepare_main
 from deepflow.kinds.table.prepare import prepare
 from deepflow.kinds.table.read import TableError, read_table
 from deepflow.problems import clip, listing, quote
-from tests.entries import private_datasets
+from tests.faults import crashed_not, csv_text, make_entry, new, next_version, nothing_written, runner, write
 from tests.tables import customers
 
-runner = CliRunner()
 COLUMNS = ["customer_id", "tenure_months", "monthly_charges", "region", "senior", "churned"]
 HUGE = 5_000_000  # characters of the one huge cell (a 5 MB message pasted into a field)
 SHORT = 1_000  # an error line quoting it stays under this
@@ -41,55 +38,13 @@ def table(n: int = 300) -> pd.DataFrame:
     return customers(n)[COLUMNS]
 
 
-def csv_text(frame: pd.DataFrame) -> str:
-    return frame.to_csv(index=False, lineterminator="\n")
-
-
-def crashed_not(result) -> bool:
-    """The command ended by its own exit (a one-line error, or success), not by an uncaught exception.
-    (Its output may hold another test's library log noise, so it is not searched for a traceback.)"""
-    return result.exception is None or isinstance(result.exception, SystemExit)
-
-
-def write(path: Path, data: str | bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data.encode() if isinstance(data, str) else data)
-    return path
-
-
-def new(name: str, path: Path, *args: str, code: int = 2) -> str:
-    """``deepflow new`` as a user types it; its output as one line."""
-    result = runner.invoke(app, ["new", name, "--data", str(path), "--no-dvc", *args])
-    assert result.exit_code == code, result.output
-    assert crashed_not(result)
-    return " ".join(result.output.split())
-
-
-@pytest.fixture
-def places(tmp_path: Path, datasets: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
-    monkeypatch.setenv("DEEPFLOW_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("DEEPFLOW_REPORTS_DIR", str(tmp_path / "reports"))
-    return {"datasets": datasets, "data": tmp_path / "data", "reports": tmp_path / "reports", "in": tmp_path / "in"}
-
-
-def nothing_written(places: dict[str, Path], name: str) -> bool:
-    return not (places["datasets"] / f"{name}.yaml").exists() and not places["data"].exists()
-
-
 @pytest.fixture(scope="module")
 def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The entry file of ``churn``, made once by ``deepflow new`` from good data (the cases point
     its ``source`` at a new version of the data)."""
     from deepflow.kinds.table.new import create
 
-    root = tmp_path_factory.mktemp("churn-entry")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DEEPFLOW_DATASETS_DIR", str(private_datasets(root / "datasets")))
-        mp.setenv("DEEPFLOW_DATA_DIR", str(root / "data"))
-        mp.setenv("DEEPFLOW_REPORTS_DIR", str(root / "reports"))
-        made = create("churn", write(root / "in" / "churn.csv", csv_text(table())), target="churned", dvc=False,
-                      echo=lambda line: None)
-    return made.entry
+    return make_entry(tmp_path_factory, "churn", create, csv_text(table()), target="churned")
 
 
 @pytest.fixture
@@ -97,16 +52,6 @@ def entry(made: Path):
     cfg = usecase.resolve_config(usecase.read_entry(made))
     assert cfg.columns["monthly_charges"].role == "numeric" and cfg.columns["senior"].role == "boolean"
     return cfg
-
-
-def next_version(made: Path, places: dict[str, Path], data: pd.DataFrame | str) -> Path:
-    """Entry ``churn`` (as ``deepflow new`` made it) in this test's datasets folder, its source the
-    next version of the data, ``data``; returns that source file."""
-    source = write(places["in"] / "churn-v2.csv", data if isinstance(data, str) else csv_text(data))
-    mapping = yaml.safe_load(made.read_text())
-    mapping["config"] |= {"source": str(source), "prepared_dir": str(places["data"] / "prepared" / "churn")}
-    (places["datasets"] / "churn.yaml").write_text(yaml.safe_dump(mapping, sort_keys=False))
-    return source
 
 
 # --- the quoting helpers every message uses ----------------------------------------------------

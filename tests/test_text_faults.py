@@ -16,8 +16,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
-from typer.testing import CliRunner
 
 from deepflow import batch, tracking, usecase
 from deepflow.cli import app
@@ -26,10 +24,10 @@ from deepflow.kinds.text import prepare as stage
 from deepflow.kinds.text.new import read_source
 from deepflow.kinds.text.prepare import PrepareParams, prepare, prepare_entry
 from deepflow.problems import quote
-from tests.entries import private_datasets
+from tests import faults
+from tests.faults import crashed_not, csv_text, make_entry, next_version, nothing_written, runner, write
 from tests.nlp_toy import toy_frame
 
-runner = CliRunner()
 HUGE = 5_000_000  # characters of the one huge cell (a 5 MB message)
 SHORT = 1_000  # an error line quoting it stays under this
 TSV = PrepareParams()  # the nlp entry's layout: label<TAB>text, no header
@@ -40,39 +38,9 @@ def texts(n_per_class: int = 40) -> pd.DataFrame:
     return toy_frame(n_per_class=n_per_class)
 
 
-def csv_text(frame: pd.DataFrame) -> str:
-    return frame.to_csv(index=False, lineterminator="\n")
-
-
-def crashed_not(result) -> bool:
-    """The command ended by its own exit (a one-line error, or success), not by an uncaught exception.
-    (Its output may hold another test's library log noise, so it is not searched for a traceback.)"""
-    return result.exception is None or isinstance(result.exception, SystemExit)
-
-
-def write(path: Path, data: str | bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data.encode() if isinstance(data, str) else data)
-    return path
-
-
 def new(name: str, path: Path, *args: str, code: int = 2) -> str:
     """``deepflow new --kind text`` as a user types it; its output as one line."""
-    result = runner.invoke(app, ["new", name, "--data", str(path), "--kind", "text", "--no-dvc", *args])
-    assert result.exit_code == code, result.output
-    assert crashed_not(result)
-    return " ".join(result.output.split())
-
-
-@pytest.fixture
-def places(tmp_path: Path, datasets: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
-    monkeypatch.setenv("DEEPFLOW_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("DEEPFLOW_REPORTS_DIR", str(tmp_path / "reports"))
-    return {"datasets": datasets, "data": tmp_path / "data", "reports": tmp_path / "reports", "in": tmp_path / "in"}
-
-
-def nothing_written(places: dict[str, Path], name: str) -> bool:
-    return not (places["datasets"] / f"{name}.yaml").exists() and not places["data"].exists()
+    return faults.new(name, path, "--kind", "text", *args, code=code)
 
 
 @pytest.fixture(scope="module")
@@ -81,24 +49,7 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
     its ``source`` at a new version of the data)."""
     from deepflow.kinds.text.new import create
 
-    root = tmp_path_factory.mktemp("topics-entry")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DEEPFLOW_DATASETS_DIR", str(private_datasets(root / "datasets")))
-        mp.setenv("DEEPFLOW_DATA_DIR", str(root / "data"))
-        mp.setenv("DEEPFLOW_REPORTS_DIR", str(root / "reports"))
-        made = create("topics", write(root / "in" / "topics.csv", csv_text(texts())), dvc=False,
-                      echo=lambda line: None)
-    return made.entry
-
-
-def next_version(made: Path, places: dict[str, Path], data: pd.DataFrame | str) -> Path:
-    """Entry ``topics`` (as ``deepflow new`` made it) in this test's datasets folder, its source the
-    next version of the data, ``data``; returns that source file."""
-    source = write(places["in"] / "topics-v2.csv", data if isinstance(data, str) else csv_text(data))
-    mapping = yaml.safe_load(made.read_text())
-    mapping["config"] |= {"source": str(source), "prepared_dir": str(places["data"] / "prepared" / "topics")}
-    (places["datasets"] / "topics.yaml").write_text(yaml.safe_dump(mapping, sort_keys=False))
-    return source
+    return make_entry(tmp_path_factory, "topics", create, csv_text(texts()))
 
 
 # --- reading the file --------------------------------------------------------------------------
