@@ -332,22 +332,24 @@ def data_lineage(data_path: Path, fingerprint: Callable[[], str]) -> dict[str, s
     return {"data_version": version, "dvc_stage": stage, "data_source": str(data_path)}
 
 
-def dvc_md5(path: Path) -> str | None:
-    """The md5 DVC 3 gives ``path`` as it is on disk now: a file's content md5; a folder's is the
-    md5 of its sorted ``[{"md5", "relpath"}]`` listing, suffixed ``.dir`` (as in ``dvc.lock``)."""
-    def md5(file: Path) -> str:
-        digest = hashlib.md5()
-        with file.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
+def file_md5(path: Path) -> str:
+    """The md5 of a file's bytes (DVC 3's hash of a file, and of each file of a folder)."""
+    digest = hashlib.md5()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
+
+def dvc_md5(path: Path) -> str | None:
+    """The md5 DVC 3 gives ``path`` as it is on disk now: a file's :func:`file_md5`; a folder's is the
+    md5 of its sorted ``[{"md5", "relpath"}]`` listing, suffixed ``.dir`` (as in ``dvc.lock``)."""
     if path.is_file():
-        return md5(path)
+        return file_md5(path)
     if not path.is_dir():
         return None
     files = sorted((p.relative_to(path).as_posix(), p) for p in path.rglob("*") if p.is_file())
-    listing = [{"md5": md5(p), "relpath": rel} for rel, p in files]
+    listing = [{"md5": file_md5(p), "relpath": rel} for rel, p in files]
     return hashlib.md5(json.dumps(listing, sort_keys=True).encode()).hexdigest() + ".dir"
 
 

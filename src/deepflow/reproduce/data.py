@@ -15,7 +15,6 @@ A birth certificate records the DVC md5 of the prepared folder and a fingerprint
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -110,7 +109,7 @@ def from_cache(md5: str, cache: Path, dest: Path) -> None:
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
-        if (got := _md5(target)) != want:
+        if (got := tracking.file_md5(target)) != want:
             raise ReproduceError(f"the DVC cache object of {rel} does not match its md5 (recorded {want}, "
                                  f"its bytes hash to {got}): the cache is corrupted")
 
@@ -157,14 +156,6 @@ def rerun(stage: str, worktree: Path, env: dict[str, str]) -> None:
     done = _dvc(["repro", "--no-run-cache", "--no-commit", "--force", stage], worktree, env, 3600)
     if done.returncode != 0:
         raise ReproduceError(f"re-running stage {stage} failed: {dvc_error(done, 300)}")
-
-
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _rel(path: Path, root: Path) -> str:
