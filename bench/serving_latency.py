@@ -56,6 +56,33 @@ def start(cmd: list[str], url: str, request: dict, timeout: float = 180.0) -> tu
     raise TimeoutError(f"{url} did not answer 200 within {timeout} s")
 
 
+def settled(ready_url: str | None, timeout: float = 120.0) -> None:
+    """Wait until a deepflow server's background warm-up (the explainer's imports) is over, so
+    the measurements below do not share the CPU with it."""
+    if ready_url is None:
+        return
+    began = time.perf_counter()
+    while time.perf_counter() - began < timeout:
+        try:
+            if httpx.get(ready_url, timeout=5).json().get("explainer", "ready") == "ready":
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{ready_url}: the explainer still warming after {timeout} s")
+
+
+def floor(url: str, n: int = 400) -> float:
+    """p50 ms of a GET that does no work (the server's health probe): HTTP + client alone."""
+    with httpx.Client(timeout=30) as client:
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            client.get(url).raise_for_status()
+            times.append(time.perf_counter() - t)
+    return float(np.percentile(np.array(times) * 1000, 50))
+
+
 def load(url: str, requests: list[dict], concurrency: int) -> dict[str, float]:
     """Each request's kwargs (``json=`` or ``files=``) once, ``concurrency`` at a time; bounded, then stops."""
     with httpx.Client(timeout=30) as client:
@@ -98,6 +125,25 @@ def requests_for(use_case: str, n: int) -> tuple[pd.DataFrame, list, list, str]:
     return rows, ours, theirs, "/v1/traffic/predict"
 
 
+def compiled_predict(name: str, scorer, rows: pd.DataFrame) -> dict | None:
+    """What the fast path runs for one item (a tabular torch scorer's compiled form), timed like
+    ``predict``, and its largest difference from ``predict`` on the same rows."""
+    from deepflow import fastpath
+
+    if usecase.entry(name).kind != "tabular" or not hasattr(scorer, "net"):
+        return None
+    compiled = fastpath.compile_torch(scorer.net, len(scorer.features), scorer.output)
+    x = rows[scorer.features].to_numpy(np.float32)
+    times = []
+    for i in range(len(x)):
+        t = time.perf_counter()
+        compiled.run(x[i:i + 1])
+        times.append(time.perf_counter() - t)
+    p50, p99 = np.percentile(np.array(times) * 1000, [50, 99])
+    diff = float(np.abs(compiled.run(x) - scorer.predict(rows)).max())
+    return {"runtime": compiled.runtime, "p50_ms": float(p50), "p99_ms": float(p99), "max_diff": diff}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=400)
@@ -120,19 +166,28 @@ def main() -> None:
     raw_p50, raw_p99 = np.percentile(np.array(raw) * 1000, [50, 99])
     results: dict = {"use_case": name, "version": str(champion.version), "requests": len(rows),
                      "raw_predict": {"p50_ms": float(raw_p50), "p99_ms": float(raw_p99)}}
+    compiled = compiled_predict(name, scorer, rows)
+    if compiled:
+        results["compiled_predict"] = compiled
 
     ours_port, mlflow_port = free_port(), free_port()
+    ours_root, mlflow_root = f"http://127.0.0.1:{ours_port}", f"http://127.0.0.1:{mlflow_port}"
     servers = {
         "deepflow serve": ([str(BIN / "deepflow"), "serve", "--port", str(ours_port)],
-                           f"http://127.0.0.1:{ours_port}{path}", ours),
+                           f"{ours_root}{path}", ours, f"{ours_root}/readyz", f"{ours_root}/healthz"),
         "mlflow models serve": ([str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{name}/{champion.version}",
                                  "--env-manager", "local", "--host", "127.0.0.1", "--port", str(mlflow_port)],
-                                f"http://127.0.0.1:{mlflow_port}/invocations", [{"json": b} for b in theirs]),
+                                f"{mlflow_root}/invocations", [{"json": b} for b in theirs], None,
+                                f"{mlflow_root}/ping"),
     }
-    for label, (cmd, url, kwargs) in servers.items():
+    for label, (cmd, url, kwargs, ready, probe) in servers.items():
         proc, cold = start(cmd, url, kwargs[0])
         try:
-            results[label] = {"cold_start_s": cold, **{f"c{c}": load(url, kwargs, c) for c in (1, 8)}}
+            settled(ready)
+            results[label] = {"cold_start_s": cold, "probe_p50_ms": floor(probe),
+                              **{f"c{c}": load(url, kwargs, c) for c in (1, 8)}}
+            if ready:
+                results[label]["runtime"] = httpx.get(f"{ours_root}/v1/models").json()["models"][name].get("runtime")
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -145,6 +200,11 @@ def main() -> None:
         print(f"{label:22} {r['cold_start_s']:7.1f} {r['c1']['p50_ms']:8.2f} {r['c1']['p99_ms']:8.2f} "
               f"{r['c1']['rps']:8.0f} {r['c8']['p50_ms']:8.2f} {r['c8']['p99_ms']:8.2f} {r['c8']['rps']:8.0f}")
     print(f"{'raw predict (1 item)':22} {'':7} {raw_p50:8.3f} {raw_p99:8.3f}")
+    if compiled:
+        print(f"{'compiled (1 item)':22} {'':7} {compiled['p50_ms']:8.3f} {compiled['p99_ms']:8.3f}   "
+              f"({compiled['runtime']}, largest difference from predict on these rows {compiled['max_diff']:.2g})")
+    for label in servers:
+        print(f"{label}: a GET that does no work (health probe), c1 p50 {results[label]['probe_p50_ms']:.2f} ms")
     a, b = results["deepflow serve"], results["mlflow models serve"]
     for c in ("c1", "c8"):
         print(f"requests/s ratio at {c}: {a[c]['rps'] / b[c]['rps']:.1f}x (goal >= 3x)")

@@ -15,6 +15,7 @@ provides
   per-version state its routes need (kept in :attr:`Loaded.prepared`); raising refuses the version,
   so the previous one keeps serving;
 * ``body_limit(cfg) -> int``: the largest request body, in bytes, on the kind's routes;
+* ``runtime(prepared) -> dict``: what scores a version's requests (``/v1/models`` shows it);
 * ``add_routes(app, store, cfg, name)``: ``POST /v1/<name>/predict`` (and any other route under
   ``/v1/<name>/``); a handler takes the served version with :meth:`ModelStore.serving`.
 
@@ -60,6 +61,7 @@ class ServeConfig:
     max_image_bytes: int = 10_000_000  # an uploaded image -> 413 above
     max_rows: int = 1000  # items (rows, texts) per JSON request -> 422 above
     max_text_chars: int = 10_000
+    max_batch: int = 64  # items (texts, images) one grouped call of a batched route scores (fastpath.batcher)
     max_explain_rows: int = 20  # rows (texts) per request with ?explain=true -> 422 above (see docs/explain.md)
     warm_explain: bool = True  # import shap and compile its kernels in the background at start-up
     api_key: str | None = field(default=None, repr=False)  # required on every route but the probes (guards.py)
@@ -246,6 +248,28 @@ class Problem(BaseModel):
 ERRORS = {404: {"model": Problem}, 409: {"model": Problem}, 413: {"model": Problem}, 503: {"model": Problem}}
 
 
+def json_body(app: FastAPI, model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` declaring ``model`` as the JSON body of a route that reads its body itself
+    (the fast paths parse the raw bytes with the served version's model); the model's schema joins
+    the spec's components when the spec is built."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    app.state.schemas.update(schema.pop("$defs", {}))
+    app.state.schemas[model.__name__] = schema
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
+
+
+def _with_schemas(app: FastAPI) -> None:
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        spec = build()  # FastAPI caches the spec; the update below is the same every call
+        spec.setdefault("components", {}).setdefault("schemas", {}).update(app.state.schemas)
+        return spec
+
+    app.openapi = openapi
+
+
 # --- the app -------------------------------------------------------------------------------
 
 
@@ -264,10 +288,12 @@ def create_app(cfg: ServeConfig | None = None, store: ModelStore | None = None) 
     torch.set_num_threads(max(1, cfg.torch_threads))
     store = store or ModelStore(cfg.use_cases)
     store.refresh()
+    warming = None
     if cfg.warm_explain:
         from deepflow.explaining import warm
 
-        threading.Thread(target=warm, name="deepflow-explain-warm", daemon=True).start()
+        warming = threading.Thread(target=warm, name="deepflow-explain-warm", daemon=True)
+        warming.start()
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -279,7 +305,7 @@ def create_app(cfg: ServeConfig | None = None, store: ModelStore | None = None) 
 
     app = FastAPI(title="deepflow serving", version="1",
                   description="The @champion of every registered deepflow dataset entry.", lifespan=lifespan)
-    app.state.store, app.state.config = store, cfg
+    app.state.store, app.state.config, app.state.schemas = store, cfg, {}
     limits = {name: serving_part(slot.kind).body_limit(cfg) for name, slot in store.slots.items()}
 
     def limit_for(path: str) -> int:
@@ -288,6 +314,7 @@ def create_app(cfg: ServeConfig | None = None, store: ModelStore | None = None) 
         return limits.get(served, cfg.max_json_bytes)
 
     app.add_middleware(guards.BodyLimit, limit_for=limit_for)
+    _with_schemas(app)
     if cfg.api_key:  # added last, so it runs first: a request without the key is not even read
         app.add_middleware(guards.ApiKey, key=cfg.api_key)
         guards.declare_security(app)
@@ -309,7 +336,10 @@ def create_app(cfg: ServeConfig | None = None, store: ModelStore | None = None) 
             for name, s in store.slots.items()
         }
         ready = any(s.loaded is not None for s in store.slots.values())
-        return JSONResponse({"ready": ready, "use_cases": body}, status_code=200 if ready else 503)
+        # "warming": the explainer still imports in the background (it takes the GIL from requests meanwhile)
+        explainer = "warming" if warming is not None and warming.is_alive() else "ready"
+        return JSONResponse({"ready": ready, "explainer": explainer, "use_cases": body},
+                            status_code=200 if ready else 503)
 
     @app.get("/v1/models", tags=["ops"])
     def models() -> dict[str, Any]:
@@ -325,6 +355,7 @@ def create_app(cfg: ServeConfig | None = None, store: ModelStore | None = None) 
                 "threshold": loaded.threshold, "loaded_at": loaded.loaded_at, "run_id": loaded.run_id,
                 "data_version": tags.get("deepflow.data_version"), "member": tags.get("deepflow.member"),
                 "metrics": {k: _number(v) for k, v in sorted(tags.items()) if k.startswith("test/")},
+                "runtime": serving_part(slot.kind).runtime(loaded.prepared),
             }
         return {"models": out}
 

@@ -11,11 +11,14 @@ from __future__ import annotations
 import inspect
 from typing import Annotated, Any
 
-from fastapi import FastAPI, File, HTTPException, UploadFile
+import orjson
+from fastapi import FastAPI, File, HTTPException, Response, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
+from deepflow import fastpath
 from deepflow.explaining import EXPLAIN
-from deepflow.serving import ERRORS, ModelRef, ModelStore, Problem, ServeConfig
+from deepflow.serving import ERRORS, Loaded, ModelRef, ModelStore, Problem, ServeConfig
 
 DEFAULT_THRESHOLD = 0.25
 MULTIPART_MARGIN = 64 * 1024  # form boundaries and headers around the image bytes
@@ -50,6 +53,10 @@ def prepare(name: str, scorer: Any) -> None:
     return None
 
 
+def runtime(prepared: Any) -> dict[str, Any]:
+    return {"runtime": "the scorer, concurrent requests grouped (micro-batching)"}
+
+
 def body_limit(cfg: ServeConfig) -> int:
     return cfg.max_image_bytes + MULTIPART_MARGIN
 
@@ -76,33 +83,54 @@ def image_size(data: bytes, filename: str | None = None) -> tuple[int, int]:
 def add_routes(app: FastAPI, store: ModelStore, cfg: ServeConfig, name: str) -> None:
     """``POST /v1/<name>/predict``: detect objects in one uploaded image with the served version."""
 
-    def predict(image: Annotated[UploadFile, File(description="a JPEG or PNG image")], explain: bool = EXPLAIN,
-                ) -> DetectionResponse:
+    def detect(served: Loaded, images: list[bytes]) -> list[Any]:
+        """One detector call for the images of several requests -> each image's detections frame."""
         import pandas as pd
 
-        data = image.file.read(cfg.max_image_bytes + 1)  # the client's errors first, then availability
-        if len(data) > cfg.max_image_bytes:
-            raise HTTPException(413, f"image over the {cfg.max_image_bytes}-byte limit")
-        width, height = image_size(data, image.filename)
-        served = store.serving(name)
-        frame = pd.DataFrame({"image": [data]})
-        if explain and "explain" not in inspect.signature(served.scorer.predict).parameters:
+        found = served.scorer.predict(pd.DataFrame({"image": images}))
+        if "image" not in found:  # a scorer that does not say which image a box is from: one at a time
+            return [served.scorer.predict(pd.DataFrame({"image": [one]})) for one in images]
+        return [found[found["image"] == i] for i in range(len(images))]
+
+    batcher = fastpath.batcher(cfg.max_batch, name, detect)  # concurrent requests share one forward
+
+    def explained(served: Loaded, data: bytes) -> Any:
+        import pandas as pd
+
+        if "explain" not in inspect.signature(served.scorer.predict).parameters:
             raise HTTPException(409, f"{name} v{served.version}: its scorer ({type(served.scorer).__name__}) cannot "
                                      "report per-class scores; serve a DetectorScorer version")
-        found = served.scorer.predict(frame, explain=True) if explain else served.scorer.predict(frame)
+        return served.scorer.predict(pd.DataFrame({"image": [data]}), explain=True)
+
+    async def predict(image: Annotated[UploadFile, File(description="a JPEG or PNG image")], explain: bool = EXPLAIN,
+                      ) -> Any:
+        data = await image.read(cfg.max_image_bytes + 1)  # the client's errors first, then availability
+        if len(data) > cfg.max_image_bytes:
+            raise HTTPException(413, f"image over the {cfg.max_image_bytes}-byte limit")
+        width, height = await run_in_threadpool(image_size, data, image.filename)
+        served = store.serving(name)
+        if explain:
+            found = await run_in_threadpool(explained, served, data)
+        else:
+            (found,) = await batcher.submit([(served, data)])
         found = found[found["score"] >= served.threshold]
-        detections = [Detection(x1=x1, y1=y1, x2=x2, y2=y2, class_=str(c), score=s) for x1, y1, x2, y2, c, s in
-                      zip(found["x1"], found["y1"], found["x2"], found["y2"], found["class"], found["score"],
-                          strict=True)]
+        detections = [{"x1": x1, "y1": y1, "x2": x2, "y2": y2, "class": str(c), "score": s}
+                      for x1, y1, x2, y2, c, s in zip(found["x1"].tolist(), found["y1"].tolist(),
+                                                      found["x2"].tolist(), found["y2"].tolist(), found["class"],
+                                                      found["score"].tolist(), strict=True)]
         if explain:  # the boxes are the explanation: add how sure each is, and of which class
             for d, objectness, scores in zip(detections, found["objectness"], found["class_scores"], strict=True):
-                d.objectness, d.class_scores = float(objectness), scores
+                d["objectness"], d["class_scores"] = float(objectness), scores
         counts: dict[str, int] = {}
         for d in detections:
-            counts[d.class_] = counts.get(d.class_, 0) + 1
-        return DetectionResponse(model=ModelRef(**served.ref), threshold=served.threshold, width=width,
-                                 height=height, detections=detections, counts=counts)
+            counts[d["class"]] = counts.get(d["class"], 0) + 1
+        out = {"model": served.ref, "threshold": served.threshold, "width": width, "height": height,
+               "detections": detections, "counts": counts}
+        if explain:  # checked and written by the response model
+            return out
+        return Response(orjson.dumps(out), media_type="application/json")
 
     app.post(f"/v1/{name}/predict", tags=["predict"], responses={**ERRORS, 400: {"model": Problem}},
+             response_model=DetectionResponse,
              response_model_exclude_unset=True,  # no explanation fields unless asked for
              summary=f"Detect objects in an image ({name})", response_model_by_alias=True)(predict)

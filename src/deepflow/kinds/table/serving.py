@@ -248,6 +248,10 @@ def prepare(name: str, scorer: Any) -> Schema:
     return Schema(task, classes, features, {f: columns[f].get("role", "numeric") for f in features}, row)
 
 
+def runtime(prepared: Any) -> dict[str, Any]:
+    return {"runtime": "the scorer on a DataFrame"}
+
+
 def body_limit(cfg: ServeConfig) -> int:
     return cfg.max_json_bytes
 

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import FastAPI
+import numpy as np
+import orjson
+from fastapi import FastAPI, Response
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, BeforeValidator, Field, StringConstraints, create_model
 from pydantic_core import PydanticCustomError
 
+from deepflow import fastpath
 from deepflow.explaining import EXPLAIN, TOP, TokenExplanation, explaining
-from deepflow.serving import ERRORS, ModelRef, ModelStore, ServeConfig, model_title
+from deepflow.serving import ERRORS, Loaded, ModelRef, ModelStore, ServeConfig, model_title
 
 DEFAULT_THRESHOLD = 0.5  # reported in /v1/models; the answer is the arg-max class, not a cut
 
@@ -37,6 +41,10 @@ def prepare(name: str, scorer: Any) -> None:
     """A text scorer must name its classes (``labels``), in the order of its probability columns."""
     if not getattr(scorer, "labels", None):
         raise TypeError(f"{name}: the scorer has no class labels")
+
+
+def runtime(prepared: Any) -> dict[str, Any]:
+    return {"runtime": "the scorer, concurrent requests grouped (micro-batching)"}
 
 
 def body_limit(cfg: ServeConfig) -> int:
@@ -64,27 +72,40 @@ def add_routes(app: FastAPI, store: ModelStore, cfg: ServeConfig, name: str) -> 
     body_model = create_model(model_title(name, "Request"), texts=(
         list[text], Field(min_length=1, max_length=cfg.max_rows, description="the texts to classify")))
 
-    def predict(body, explain: bool = EXPLAIN, top: int = TOP) -> TextResponse:
+    def classify(served: Loaded, texts: list[str]) -> list[list[float]]:
         import pandas as pd
 
+        return np.asarray(served.scorer.predict(pd.DataFrame({"text": texts})), dtype=np.float64).tolist()
+
+    batcher = fastpath.batcher(cfg.max_batch, name, classify)  # concurrent requests share one forward
+
+    def explained(served: Loaded, texts: list[str], top: int) -> list[Any]:
+        import pandas as pd
+
+        from deepflow import explain as explanations
+
+        labels = [str(x) for x in served.scorer.labels]
+        return explaining(cfg, len(texts), "texts", lambda: explanations.tokens(
+            lambda batch: served.scorer.predict(pd.DataFrame({"text": batch})), texts, labels, top=top), served)
+
+    async def predict(body, explain: bool = EXPLAIN, top: int = TOP) -> Any:
         served = store.serving(name)
-        probs = served.scorer.predict(pd.DataFrame({"text": body.texts}))
         labels = [str(x) for x in served.scorer.labels]
         why: list[Any] = [None] * len(body.texts)
-        if explain:
-            from deepflow import explain as explanations
-
-            why = explaining(cfg, len(body.texts), "texts", lambda: explanations.tokens(
-                lambda texts: served.scorer.predict(pd.DataFrame({"text": texts})), body.texts, labels, top=top),
-                served)
+        if explain:  # seconds per text: on a worker thread, never grouped with plain requests
+            why = await run_in_threadpool(explained, served, body.texts, top)
+        probs = await batcher.submit([(served, text) for text in body.texts])
         out = []
         for row, explanation in zip(probs, why, strict=True):
-            best = int(row.argmax())
-            extra = {"explanation": explanation} if explanation is not None else {}
-            out.append(TextPrediction(label=labels[best], probability=float(row[best]),
-                                      probabilities={lab: float(p) for lab, p in zip(labels, row, strict=True)},
-                                      **extra))
-        return TextResponse(model=ModelRef(**served.ref), predictions=out)
+            best = max(range(len(row)), key=row.__getitem__)
+            prediction = {"label": labels[best], "probability": row[best],
+                          "probabilities": dict(zip(labels, row, strict=True))}
+            if explanation is not None:
+                prediction["explanation"] = explanation
+            out.append(prediction)
+        if explain:  # checked and written by the response model, as the explanation's fields vary
+            return {"model": served.ref, "predictions": out}
+        return Response(orjson.dumps({"model": served.ref, "predictions": out}), media_type="application/json")
 
     predict.__annotations__["body"] = body_model  # a class made here: resolve it here, not by name
     app.post(f"/v1/{name}/predict", tags=["predict"], responses=ERRORS, response_model=TextResponse,
