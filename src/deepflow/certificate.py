@@ -21,7 +21,8 @@ from deepflow import config, settings, tracking
 
 # Variables that change a CPU's float results (threads; the vector ISA of torch's own kernels,
 # oneDNN and MKL): recorded when set, and set again by `deepflow reproduce`.
-NUMERICS_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR")
+NUMERICS_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "DEEPFLOW_THREADS", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
+                "MKL_CBWR")
 PACKAGES = ("deepflow", "torch", "lightning", "mlflow", "prefect", "great_expectations", "dvc", "scikit-learn",
             "xgboost", "pandas", "numpy")
 
@@ -85,7 +86,9 @@ def build(*, use_case: str, kind: str, version: str, member: dict, cfg: Any, val
         "seed": cfg.train.seed,
         "versions": {"python": platform.python_version(),
                      **{p: package_version(p) for p in PACKAGES}},
-        "hardware": hardware(),
+        # torch_threads: the member's own fit's count (chosen per fit: deepflow/threads.py), which
+        # `deepflow reproduce` replays; "threads" under training says how it was chosen
+        "hardware": hardware() | ({"torch_threads": member["threads"]["threads"]} if member.get("threads") else {}),
         "training_seconds": round(member["timings"].get("training", 0.0), 3),
         # what `deepflow reproduce` needs to train it again the same way (a time limit lets the
         # clock shape a model: such a version is compared within tolerance, not bit for bit)
@@ -93,6 +96,7 @@ def build(*, use_case: str, kind: str, version: str, member: dict, cfg: Any, val
                      "accelerator": os.environ.get("DEEPFLOW_ACCELERATOR", "auto"),
                      "precision": os.environ.get("DEEPFLOW_PRECISION", "32-true"),
                      "numerics_env": {k: os.environ[k] for k in NUMERICS_ENV if k in os.environ},
+                     "threads": member.get("threads"),
                      **{k: member.get("fit_info", {}).get(k) for k in ("epochs_run", "best_epoch", "steps")}},
         "metrics": {"val": member["val"], "test": member["test"]},
         "latency_ms": member["latency_ms"],

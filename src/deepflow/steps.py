@@ -28,6 +28,7 @@ from deepflow import (
     usecase,
     validation,
 )
+from deepflow import threads as cpu_threads
 from deepflow.explain import attach_background
 from deepflow.importance import RELIES_ON
 
@@ -126,6 +127,7 @@ def train_member(use_case: str, overrides: Sequence[str], member: str, kind: str
 
         with sw("training"):
             scorer, info = uc.fit(member, kind, splits, log=log_epoch, time_limit_s=time_limit_s)
+            threads = cpu_threads.in_use()  # chosen at the fit's start (training.seed_everything)
             attach_background(scorer, uc.explanation_background(scorer, splits["train"]))
         progress.step(use_case, "evaluate", member)
         with sw("evaluation"):
@@ -149,7 +151,7 @@ def train_member(use_case: str, overrides: Sequence[str], member: str, kind: str
                         f"test/{primary}_high": interval.high, **{f"info/{k}": v for k, v in info.items()
                                                                  if isinstance(v, int | float)}}
             tracking.log_metrics(run_id, metrics, step=int(info.get("epochs_run", 0)))
-            tracking.log_params(run_id, {"member": member, "kind": kind, "threshold": threshold,
+            tracking.log_params(run_id, {"member": member, "kind": kind, "threshold": threshold, **threads.params(),
                                          **{f"info.{k}": v for k, v in info.items() if not isinstance(v, int | float)}})
             for path, fig in figures.items():
                 tracking.log_figure(run_id, fig, path)
@@ -177,6 +179,7 @@ def train_member(use_case: str, overrides: Sequence[str], member: str, kind: str
         "time_limit_s": time_limit_s,
         "stopped_by": info.get("stopped_by"),
         "fit_info": {k: v for k, v in info.items() if isinstance(v, int | float | str)},
+        "threads": asdict(threads),
         "card": "".join(t for p, t in texts.items() if p.startswith("card/") and isinstance(t, str)),
         "relies_on": texts.get(RELIES_ON) if isinstance(texts.get(RELIES_ON), str) else None,
         "primary": primary,

@@ -26,16 +26,16 @@ from torch.utils.data import (
 )
 
 from deepflow import progress
+from deepflow import threads as cpu_threads
 
-_DEFAULT_THREADS = torch.get_num_threads()
 
-
-def seed_everything(seed: int, threads: int = 0) -> None:
-    """Same seed, same CPU results: seeds torch/numpy/random and pins the thread count
-    (0 = torch's default, restored even if an earlier use case in this process changed it)."""
+def seed_everything(seed: int, threads: int = 0) -> cpu_threads.Choice:
+    """Same seed and thread count, same CPU results: seeds torch/numpy/random and sets torch's
+    intra-op threads: ``threads`` > 0 exactly, 0 chosen from the machine now (``deepflow.threads``,
+    whose ``in_use()`` gives the choice back until the next call)."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     L.seed_everything(seed, workers=True, verbose=False)
-    torch.set_num_threads(threads or _DEFAULT_THREADS)
+    return cpu_threads.use(threads)
 
 
 def batches(*tensors: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:

@@ -109,7 +109,8 @@ def _rebuild(cert: dict, name: str, version: str, kind: str, uc_class: type, qui
                     "version": version, "prepared_dir": str(dest), "time_limit_s": training.get("time_limit_s"),
                     "score_original": True}
             child_env = _child_env(env, cert)
-            here = certificate.hardware() | {"torch_threads": int(child_env.get("OMP_NUM_THREADS") or 0) or None}
+            set_threads = child_env.get("DEEPFLOW_THREADS") or child_env.get("OMP_NUM_THREADS")
+            here = certificate.hardware() | {"torch_threads": int(set_threads or 0) or None}
             versions = {k: certificate.package_version(k) for k in (cert.get("versions") or {})}
             env_check = environment.check(cert, wt / "requirements" / "lock.txt", here,
                                           versions | {"python": sys.version.split()[0]})
@@ -136,12 +137,17 @@ def _rebuild(cert: dict, name: str, version: str, kind: str, uc_class: type, qui
 
 def _child_env(env: dict[str, str], cert: dict) -> dict[str, str]:
     """The rebuild's environment: the recorded thread count, the recorded device (CPU when the
-    version was trained without a GPU), nothing from this shell's DEEPFLOW_* overrides."""
+    version was trained without a GPU), nothing from this shell's DEEPFLOW_* overrides. The count
+    reaches the member's fit as ``DEEPFLOW_THREADS`` (it replaces an auto choice, ``train.threads``
+    0; a configured count is the same number) and as the OpenMP/MKL defaults older code read."""
     env = {k: v for k, v in env.items() if k not in certificate.NUMERICS_ENV}
     hardware = cert.get("hardware") or {}
-    if threads := hardware.get("torch_threads"):
+    threads = hardware.get("torch_threads")
+    if threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     env.update((cert.get("training") or {}).get("numerics_env") or {})
+    if threads:
+        env["DEEPFLOW_THREADS"] = str(threads)
     if hardware.get("gpu") is None:
         env["DEEPFLOW_ACCELERATOR"] = "cpu"
     env["MLFLOW_TRACKING_URI"] = settings.tracking_uri()

@@ -37,7 +37,7 @@ class TrainConfig:
     box_weight: float = 5.0
     iou_loss: str = "ciou"  # iou, giou, diou or ciou
     seed: int = 42
-    threads: int = 0  # torch intra-op threads; 0 = torch's default
+    threads: int = 0  # torch intra-op threads; 0 = one per free CPU, chosen per fit (deepflow/threads.py)
 
 
 @dataclass

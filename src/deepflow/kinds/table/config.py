@@ -71,7 +71,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     patience: int = 8  # epochs without a better validation metric before stopping
     seed: int = 42
-    threads: int = 0  # torch intra-op threads and the BLAS/OpenMP pool of sklearn; 0 = every core
+    threads: int = 0  # torch intra-op threads and the BLAS/OpenMP pool of sklearn; 0 = one per free CPU (threads.py)
 
 
 @dataclass

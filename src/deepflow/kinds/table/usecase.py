@@ -10,7 +10,6 @@ and ships it inside its :class:`~deepflow.kinds.table.scorer.TableScorer`.
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
@@ -26,11 +25,6 @@ from deepflow.kinds.table.scorer import TableScorer
 SPLITS = ("train", "val", "test")
 CLASSICAL = ("linear", "hgb")
 FIT_MARGIN_S = 0.5  # of a network's time limit, kept for restoring the best weights and the scorer
-
-
-def cores() -> int:
-    """The cores this process may run on (a container's CPU set, not the host's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def batch_size(configured: int, rows: int) -> int:
@@ -121,8 +115,7 @@ class TableUseCase(usecase.UseCase):
         started = time.perf_counter()
         deadline = None if time_limit_s is None else started + time_limit_s
         cfg, m = self.cfg, self.cfg.model
-        threads = cfg.train.threads or cores()
-        training.seed_everything(cfg.train.seed, threads)
+        threads = training.seed_everything(cfg.train.seed, cfg.train.threads).threads  # 0: from the machine
         pre = Preprocessor.create(cfg.columns, cfg.features()).fit(splits["train"])
         train, val = ((*pre.transform(splits[s], clip=name != "hgb"), self.y(splits[s])) for s in ("train", "val"))
         common = {"task": cfg.task, "classes": list(cfg.classes) if cfg.task != "regression" else []}

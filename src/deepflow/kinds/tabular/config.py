@@ -21,7 +21,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     patience: int = 4  # epochs without a better val/auprc before stopping
     seed: int = 42
-    threads: int = 0  # torch intra-op threads; 0 = torch's default
+    threads: int = 0  # torch intra-op threads; 0 = one per free CPU, chosen per fit (deepflow/threads.py)
 
 
 @dataclass
