@@ -115,7 +115,7 @@ def test_a_lone_request_is_not_held_back_and_concurrent_ones_share_calls() -> No
         gate.wait(5)  # the first call blocks until every request is queued behind it
         return [2 * i for i in items]
 
-    batcher = fastpath.Batcher(double, max_items=64, name="test")
+    batcher = fastpath.Batcher(double, max_items=64, name="test", workers=1)
 
     async def lone() -> list[int]:
         gate.set()
@@ -167,11 +167,34 @@ def test_a_batch_is_capped_at_max_items() -> None:
         time.sleep(0.05)
         return items
 
-    batcher = fastpath.Batcher(slow, max_items=4, name="test")
+    batcher = fastpath.Batcher(slow, max_items=4, name="test", workers=1)
 
     async def go() -> list:
         return await asyncio.gather(*[batcher.submit([i, i]) for i in range(6)])
 
     assert asyncio.run(go()) == [[i, i] for i in range(6)]
     assert max(sizes) <= 4 and sum(sizes) == 12
+    batcher.stop()
+
+
+def test_two_workers_call_side_by_side() -> None:
+    inside, most = [0], [0]
+    lock = threading.Lock()
+
+    def slow(items: list[int]) -> list[int]:
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.1)
+        with lock:
+            inside[0] -= 1
+        return items
+
+    batcher = fastpath.Batcher(slow, max_items=1, name="test", workers=2)
+
+    async def go() -> list:
+        return await asyncio.gather(*[batcher.submit([i]) for i in range(4)])
+
+    assert asyncio.run(go()) == [[i] for i in range(4)]
+    assert most[0] == 2 and batcher.calls == 4
     batcher.stop()

@@ -26,6 +26,7 @@ import asyncio
 import io
 import itertools
 import logging
+import os
 import threading
 import time
 import warnings
@@ -155,15 +156,18 @@ class Batcher:
     """Group concurrent requests' items into one call of ``fn`` on a worker thread.
 
     ``fn(items) -> results`` takes a list and returns one result per item, in order. ``await
-    batcher.submit(items)`` returns the results of that request's items. While a call runs, new
-    requests wait in a queue; the next call takes everything queued (up to ``max_items``), so a
-    lone request starts at once and concurrent ones share a call. A failure of a call is raised in
-    every request of that group. One worker thread: calls never overlap, so a scorer that is not
-    thread-safe is safe here.
+    batcher.submit(items)`` returns the results of that request's items. While calls run, new
+    requests wait in a queue; the next free worker takes everything queued (up to ``max_items``),
+    so a lone request starts at once and concurrent ones share a call. ``workers`` threads (default
+    one per CPU this process may use) call ``fn`` side by side: with one intra-op thread per call,
+    a second worker keeps the second core busy. A failure of a call is raised in every request of
+    its group.
     """
 
-    def __init__(self, fn: Callable[[list[Any]], Sequence[Any]], max_items: int = 64, name: str = "batcher") -> None:
+    def __init__(self, fn: Callable[[list[Any]], Sequence[Any]], max_items: int = 64, name: str = "batcher",
+                 workers: int = 0) -> None:
         self.fn, self.max_items = fn, max(1, max_items)
+        self.workers = workers if workers > 0 else max(1, len(os.sched_getaffinity(0)))
         self._queue: list[tuple[list[Any], asyncio.Future, asyncio.AbstractEventLoop]] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -171,7 +175,7 @@ class Batcher:
         self.calls = 0  # calls of fn made (a group of one or more requests each)
         self.requests = 0
         self._name = f"deepflow-{name}"
-        self._thread: threading.Thread | None = None  # started by the first request
+        self._threads: list[threading.Thread] = []  # started by the first request
 
     async def submit(self, items: list[Any]) -> list[Any]:
         loop = asyncio.get_running_loop()
@@ -179,9 +183,11 @@ class Batcher:
         with self._lock:
             if self._stopped:
                 raise RuntimeError("batcher stopped")
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
-                self._thread.start()
+            if not self._threads:
+                self._threads = [threading.Thread(target=self._loop, name=f"{self._name}-{i}", daemon=True)
+                                 for i in range(self.workers)]
+                for thread in self._threads:
+                    thread.start()
             self._queue.append((items, future, loop))
         self._wake.set()
         return await future
@@ -189,29 +195,35 @@ class Batcher:
     def stop(self) -> None:
         with self._lock:
             self._stopped = True
-            thread = self._thread
+            threads = list(self._threads)
         self._wake.set()
-        if thread is not None:
+        for thread in threads:
             thread.join(timeout=10)
 
-    def _take(self) -> list[tuple[list[Any], asyncio.Future, asyncio.AbstractEventLoop]]:
+    def _take(self) -> list[tuple[list[Any], asyncio.Future, asyncio.AbstractEventLoop]] | None:
+        """The next group (possibly empty); None when stopped and nothing is left."""
         with self._lock:
             group, count = [], 0
             while self._queue and (not group or count + len(self._queue[0][0]) <= self.max_items):
                 entry = self._queue.pop(0)
                 group.append(entry)
                 count += len(entry[0])
-            if not self._queue:
+            if not self._queue and not self._stopped:
                 self._wake.clear()
+            if not group and self._stopped:
+                return None
+            if group:
+                self.calls += 1
+                self.requests += len(group)
             return group
 
     def _loop(self) -> None:
         while True:
             self._wake.wait()
             group = self._take()
+            if group is None:
+                return
             if not group:
-                if self._stopped:
-                    return
                 continue
             items = [item for entry in group for item in entry[0]]
             try:
@@ -220,8 +232,6 @@ class Batcher:
                     raise RuntimeError(f"batched call returned {len(results)} results for {len(items)} items")
             except BaseException as exc:  # handed to every waiting request
                 results, error = [], exc
-            self.calls += 1
-            self.requests += len(group)
             start = 0
             for entry_items, future, loop in group:
                 part = results[start:start + len(entry_items)]
