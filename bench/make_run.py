@@ -58,6 +58,10 @@ def main() -> None:
                 datasets[found["name"]] = int(found["m"] or 0) * 60 + int(found["s"])
         code = proc.wait()
     total = time.perf_counter() - began
+    # `make run` leaves the shared Prefect server running for later commands (it stops itself when
+    # idle); this bench stops it now, by the pid it recorded, before the clone goes
+    subprocess.run([str(clone / ".venv" / "bin" / "deepflow"), "prefect", "stop", "--force"], cwd=clone, env=env,
+                   check=False)
     if code != 0:
         sys.exit(f"make run failed (exit {code}); log: {log}")
     install = marks.get("install", 0.0)

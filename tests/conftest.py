@@ -11,6 +11,9 @@ import pytest
 from deepflow import settings
 
 settings.apply_env_defaults()
+# Commands started by tests get a Prefect server of their own that dies with them, never the shared
+# background one (tests/test_prefect_server.py asks for that one explicitly and stops it by pid).
+os.environ["DEEPFLOW_PREFECT_SERVER"] = "command"
 
 from deepflow.usecases.fraud.prepare import SplitParams, add_features, split  # noqa: E402
 from deepflow.usecases.fraud.simulate import SimulationParams, simulate  # noqa: E402

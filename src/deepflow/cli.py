@@ -1,6 +1,6 @@
 """``deepflow`` command line: new | run | validate | train | promote | entries | status | show | reproduce |
 history |
-rollback | ui | serve | score | schedule | deploy | monitor | incoming.
+rollback | ui | serve | score | schedule | deploy | monitor | incoming (+ ``prefect``: deepflow/cli_prefect.py).
 
 Long because: one Typer app of seventeen thin commands, each a few lines that parse options and call
 ``steps``, the flows or a core module; one file is where a user and a newcomer read the whole CLI.
@@ -21,10 +21,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from deepflow import settings
+from deepflow.cli_prefect import prefect_app
 from deepflow.problems import clip
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="deepflow: validated, tracked, promoted bake-offs of shallow, deep and classical models.")
+app.add_typer(prefect_app, name="prefect")  # `deepflow prefect start|stop|status`: the shared Prefect server
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
@@ -76,15 +78,16 @@ def _pipelines(names: list[str], overrides: list[str], promote: bool, started: f
         return summaries
 
 
-def _prefect_api() -> None:
-    """In the `deepflow` process, a Prefect API server that dies with it when none is configured
-    (deepflow.prefect_api); an in-process caller (a test, a notebook) keeps Prefect's own."""
+def _prefect_api(wait: bool = False) -> None:
+    """In the `deepflow` process, the Prefect API (deepflow.prefect_api): set, recorded, or started now
+    without waiting; ``wait``: until it answers (before the first flow call). An in-process caller (a test,
+    a notebook) keeps Prefect's own."""
     if not _OWNS_SERVERS:
         return
     from deepflow import dashboards, prefect_api
 
     try:
-        prefect_api.ensure(settings.reports_dir() / "logs")
+        prefect_api.ready() if wait else prefect_api.ensure(settings.reports_dir() / "logs")
     except dashboards.ServerError as exc:
         _fail(str(exc), 1)
 
@@ -96,6 +99,7 @@ def _pipeline(train_pipeline, use_case: str, overrides: list[str], promote: bool
 
     progress.step(use_case, "start: Prefect flow run, MLflow run")
     start = time.perf_counter()
+    _prefect_api(wait=True)  # inside the clock: the wait for Prefect's server is orchestration
     failure = None
     try:
         summary = train_pipeline(use_case, overrides, promote_challenger=promote, started_at=started_at)
@@ -533,8 +537,10 @@ def score(use_case: UseCaseArg,
     from deepflow.batch import BatchError
 
     _check(use_case, [])
-    _prefect_api()  # before Prefect is imported: a server that dies with this command
+    _prefect_api()  # before Prefect is imported: the shared server, or one that dies with this command
     from flows.score import score_batch
+
+    _prefect_api(wait=True)
 
     try:
         result = score_batch(use_case, str(input_path), str(output_path), chunk_size=chunk_size,
@@ -613,8 +619,10 @@ def monitor(use_case: Annotated[str | None, typer.Argument(help="default: every 
     _ops(override)  # a bad key fails here, before any Prefect start-up
     if use_case:
         _check(use_case, [])
-    _prefect_api()  # before Prefect is imported: a server that dies with this command
+    _prefect_api()  # before Prefect is imported: the shared server, or one that dies with this command
     from flows.monitor import monitor as monitor_flow
+
+    _prefect_api(wait=True)
 
     try:
         results = monitor_flow(use_case, str(batch) if batch else None, list(override or []))

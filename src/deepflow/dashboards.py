@@ -1,8 +1,9 @@
 """Local server processes: the MLflow UI and a Prefect server (API + UI), on 127.0.0.1.
 
 Used by ``deepflow ui`` and ``deepflow schedule`` (and by the tests that need real servers). A
-Prefect server started here writes its URL to ``$PREFECT_HOME/deepflow-server.json`` so other
-``deepflow`` commands on this machine use it instead of a temporary in-process one.
+Prefect server started here writes its URL to ``$PREFECT_HOME/deepflow-server.json`` (as the shared
+server of :mod:`deepflow.prefect_server` does) so other ``deepflow`` commands on this machine use it
+instead of starting one.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from deepflow import settings
+from deepflow import processes, settings
 
 HOST = "127.0.0.1"
+discovered: str | None = None  # the PREFECT_API_URL discover_prefect set (not the user's own)
 
 
 class ServerError(RuntimeError):
@@ -107,11 +109,11 @@ def start_prefect_server(port: int = 4200, timeout: float = 180, ui: bool = True
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(port)]
     server = _start("Prefect server", cmd, f"{url}/api/health", url, env,
                     settings.reports_dir() / "logs" / "prefect-server.log", timeout)
-    _record(server, _record_path(env))  # beside the server's own database: its clients look there
+    _record(server, record_path(env))  # beside the server's own database: its clients look there
     return server
 
 
-def _record_path(env: Mapping[str, str] = os.environ) -> Path:
+def record_path(env: Mapping[str, str] = os.environ) -> Path:
     return Path(env.get("PREFECT_HOME", settings.PROJECT_ROOT / ".prefect")) / "deepflow-server.json"
 
 
@@ -121,15 +123,20 @@ def _record(server: Server, path: Path) -> None:
 
 
 def discover_prefect() -> str | None:
-    """Point this process at the local Prefect server ``deepflow schedule``/``ui`` started, if one
-    is up and ``PREFECT_API_URL`` is not set; returns the API URL in use (None: in-process)."""
+    """Point this process at the recorded local Prefect server (the shared one, or one ``deepflow
+    schedule``/``ui`` started), if it answers and ``PREFECT_API_URL`` is not set; returns the API URL
+    in use (None: none yet)."""
+    global discovered
     if url := os.environ.get("PREFECT_API_URL"):
         return url
-    path = _record_path()
-    if not path.exists():
+    try:
+        record = json.loads(record_path().read_text())
+    except (OSError, ValueError):
         return None
-    url = json.loads(path.read_text()).get("url", "")
+    if not isinstance(record, dict) or "owner" in record and processes.gone(record["owner"]):
+        return None  # a shared server's process is gone: no need to wait for an answer
+    url = record.get("url", "")
     if url and healthy(f"{url}/api/health", timeout=0.5):
-        os.environ["PREFECT_API_URL"] = f"{url}/api"
+        os.environ["PREFECT_API_URL"] = discovered = f"{url}/api"
         return os.environ["PREFECT_API_URL"]
     return None

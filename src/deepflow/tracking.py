@@ -42,10 +42,24 @@ log = logging.getLogger(__name__)
 MODEL_REQUIREMENTS = ("torch", "scikit-learn", "xgboost", "pandas", "numpy", "cloudpickle")
 
 
+_made: set[str] = set()  # SQLite stores this process has made sure exist
+
+
 def client() -> MlflowClient:
     settings.apply_env_defaults()
-    mlflow.set_tracking_uri(settings.tracking_uri())
-    return MlflowClient(settings.tracking_uri())
+    uri = settings.tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    if uri.startswith("sqlite:///") and uri not in _made:
+        # Two processes opening a fresh SQLite store at once both run MLflow's schema migrations, and the second
+        # fails ("Online migration expected to match one row"): the first open of each process is locked.
+        from filelock import FileLock
+
+        db = Path(uri.removeprefix("sqlite:///"))
+        db.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(f"{db}.lock"):
+            MlflowClient(uri).search_experiments(max_results=1)  # opens the store: creates or migrates it
+        _made.add(uri)
+    return MlflowClient(uri)
 
 
 def experiment_id(name: str) -> str:
