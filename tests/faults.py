@@ -4,6 +4,8 @@ an entry made once from good data and pointed at a next version of it."""
 
 from __future__ import annotations
 
+import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -67,3 +69,20 @@ def next_version(made: Path, places: dict[str, Path], data: pd.DataFrame | str) 
     mapping["config"] |= {"source": str(source), "prepared_dir": str(places["data"] / "prepared" / name)}
     (places["datasets"] / f"{name}.yaml").write_text(yaml.safe_dump(mapping, sort_keys=False))
     return source
+
+
+def wait_for(what: str, check, timeout: float, interval: float = 0.2):
+    """``check()``'s first truthy result, polled every ``interval`` s; the test fails after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := check():
+            return found
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def refused(port: int) -> bool:
+    """Nothing listens on 127.0.0.1:``port`` (a connection is refused within 2 s)."""
+    with socket.socket() as s:
+        s.settimeout(2)
+        return s.connect_ex(("127.0.0.1", port)) != 0

@@ -22,22 +22,7 @@ import pytest
 
 from deepflow import dashboards, prefect_server, processes
 from tests.conftest import free_port
-
-
-def wait_for(what: str, check, timeout: float, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := check():
-            return found
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def refused(url: str) -> bool:
-    port = int(url.rsplit(":", 1)[1])
-    with socket.socket() as s:
-        s.settimeout(2)
-        return s.connect_ex(("127.0.0.1", port)) != 0
+from tests.faults import refused, wait_for
 
 
 @pytest.fixture
@@ -199,7 +184,7 @@ def test_commands_start_the_shared_server_once_and_reuse_it(home, tmp_path) -> N
     stop = deepflow(tmp_path, "shared", "prefect", "stop")
     assert stop.returncode == 0 and f"stopped the shared Prefect server at {record['url']}" in stop.stdout
     wait_for("the server to exit", lambda: processes.gone(record["owner"]), 10)
-    assert refused(record["url"]) and prefect_server.read() is None
+    assert refused(int(record["url"].rsplit(":", 1)[1])) and prefect_server.read() is None
     assert deepflow(tmp_path, "shared", "prefect", "status").returncode == 1
 
 
@@ -224,7 +209,7 @@ def test_the_shared_server_stops_when_idle_but_not_while_leased(home, tmp_path) 
     finally:
         user.kill()
         user.wait()
-    assert prefect_server.read() is None and refused(record["url"])
+    assert prefect_server.read() is None and refused(int(record["url"].rsplit(":", 1)[1]))
     assert "idle for 2 s: stopping" in Path(record["log"]).read_text()
 
 
@@ -255,7 +240,7 @@ print("ENSURE", took, url)
     assert lines.get("UP") == "True", ok.stdout + ok.stderr[-2000:]
     took, url = lines["ENSURE"].split()
     assert float(took) < 1.0, f"ensure() took {took} s: it waited for the server"
-    assert refused(url.removesuffix("/api"))  # stopped with its command
+    assert refused(int(url.removesuffix("/api").rsplit(":", 1)[1]))  # stopped with its command
     assert not (tmp_path / "prefect" / "deepflow-server.json").exists()  # a command's own server is not recorded
 
     bad = {**base, "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}"}

@@ -23,20 +23,12 @@ from typer.testing import CliRunner
 
 from deepflow import processes, settings, tracking
 from tests.conftest import free_port
+from tests.faults import refused, wait_for
 
 ENTRY = "paysim"  # the cheapest shipped entry: three members on a 3 MB sample
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-def wait_for(what: str, check, timeout: float, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := check():
-            return found
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def alive(pid: int) -> bool:
@@ -80,12 +72,6 @@ def listening_ports(pid: int) -> set[int]:
             if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
                 ports.add(int(fields[1].rsplit(":", 1)[1], 16))
     return ports
-
-
-def refused(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(2)
-        return s.connect_ex(("127.0.0.1", port)) != 0
 
 
 def command_env(tmp_path: Path, tracking_uri: str) -> dict[str, str]:
