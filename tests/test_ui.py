@@ -62,8 +62,12 @@ def test_mlflow_dashboard_shows_experiments_models_and_champion(store, datasets,
 
     shots = settings.PROJECT_ROOT / "reports" / "screenshots"  # kept after the run (the store is in tmp)
     shots.mkdir(parents=True, exist_ok=True)
-    server = dashboards.start_mlflow_ui(free_port())
-    driver = _browser()
+    driver = _browser()  # first: a skip for a missing browser must not leave a server running
+    try:
+        server = dashboards.start_mlflow_ui(free_port())
+    except BaseException:
+        driver.quit()
+        raise
     try:
         driver.get(f"{server.url}/#/experiments")
         body = _wait_for_text(driver, "fraud")
