@@ -14,6 +14,15 @@ settings.apply_env_defaults()
 # Commands started by tests get a Prefect server of their own that dies with them, never the shared
 # background one (tests/test_prefect_server.py asks for that one explicitly and stops it by pid).
 os.environ["DEEPFLOW_PREFECT_SERVER"] = "command"
+# Per-epoch checkpoints of the commands tests start (a killed one leaves its folder) go to a temporary
+# folder of this session, never into the project's .checkpoints/ (tests/test_resume.py sets its own).
+if "DEEPFLOW_CHECKPOINT_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["DEEPFLOW_CHECKPOINT_DIR"] = tempfile.mkdtemp(prefix="deepflow-checkpoints-")
+    atexit.register(shutil.rmtree, os.environ["DEEPFLOW_CHECKPOINT_DIR"], ignore_errors=True)
 
 from deepflow.usecases.fraud.prepare import SplitParams, add_features, split  # noqa: E402
 from deepflow.usecases.fraud.simulate import SimulationParams, simulate  # noqa: E402

@@ -1,6 +1,6 @@
 """``deepflow`` command line: new | run | validate | train | promote | entries | status | show | reproduce |
-history |
-rollback | ui | serve | score | schedule | deploy | monitor | incoming (+ ``prefect``: deepflow/cli_prefect.py).
+history | rollback | ui | serve | score | schedule | deploy | monitor | incoming (+ ``prefect``:
+deepflow/cli_prefect.py, ``search``: deepflow/cli_search.py).
 
 Long because: one Typer app of seventeen thin commands, each a few lines that parse options and call
 ``steps``, the flows or a core module; one file is where a user and a newcomer read the whole CLI.
@@ -22,11 +22,13 @@ from rich.table import Table
 
 from deepflow import settings
 from deepflow.cli_prefect import prefect_app
+from deepflow.cli_search import search as search_command
 from deepflow.problems import clip
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="deepflow: validated, tracked, promoted bake-offs of shallow, deep and classical models.")
 app.add_typer(prefect_app, name="prefect")  # `deepflow prefect start|stop|status`: the shared Prefect server
+app.command("search")(search_command)  # `deepflow search ENTRY MODEL`: one more worker on a shared Optuna study
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 

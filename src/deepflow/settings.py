@@ -105,6 +105,16 @@ def cache_dir() -> Path:
     return Path(os.environ.get("DEEPFLOW_CACHE_DIR", PROJECT_ROOT / ".cache"))
 
 
+def checkpoint_dir() -> Path | None:
+    """Per-epoch checkpoints of the pipeline's member fits, so that a killed run resumes where it was
+    (``deepflow.checkpoints``): ``DEEPFLOW_CHECKPOINT_DIR``, default ``<project root>/.checkpoints``;
+    ``off``: none are written."""
+    value = os.environ.get("DEEPFLOW_CHECKPOINT_DIR", "").strip()
+    if value.lower() == "off":
+        return None
+    return Path(value) if value else PROJECT_ROOT / ".checkpoints"
+
+
 def reports_dir() -> Path:
     """Human-readable reports (validation, summaries); also logged to MLflow."""
     return Path(os.environ.get("DEEPFLOW_REPORTS_DIR", PROJECT_ROOT / "reports"))
@@ -113,3 +123,14 @@ def reports_dir() -> Path:
 def lock_dir() -> Path:
     """Where alias-move locks live; every process that promotes must share it."""
     return Path(os.environ.get("DEEPFLOW_LOCK_DIR", PROJECT_ROOT / ".locks"))
+
+
+def optuna_storage() -> str:
+    """Where hyperparameter studies live unless ``DEEPFLOW_OPTUNA_STORAGE`` (an SQLAlchemy URL, e.g.
+    the team's PostgreSQL) says otherwise: ``optuna.db`` beside an SQLite MLflow store, else
+    ``mlflow/optuna.db`` (deepflow/studies.py)."""
+    if env := os.environ.get("DEEPFLOW_OPTUNA_STORAGE", "").strip():
+        return env
+    uri = tracking_uri()
+    folder = Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else PROJECT_ROOT / "mlflow"
+    return f"sqlite:///{folder / 'optuna.db'}"

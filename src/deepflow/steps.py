@@ -18,6 +18,7 @@ from typing import Any
 from deepflow import (
     bakeoff,
     certificate,
+    checkpoints,
     config,
     latency,
     ledger,
@@ -125,7 +126,9 @@ def train_member(use_case: str, overrides: Sequence[str], member: str, kind: str
             with sw("tracking"):
                 tracking.log_metrics(run_id, metrics, step=epoch)
 
-        with sw("training"):
+        with sw("training"), checkpoints.member(checkpoints.key_parts(  # per-epoch: a killed run resumes
+                entry=use_case, member=member, kind=kind, data_version=data_version, fingerprint=data_fingerprint(uc),
+                cfg=uc.cfg), on_resume=lambda epochs: tracking.set_tags(run_id, {checkpoints.RESUMED_TAG: epochs})):
             scorer, info = uc.fit(member, kind, splits, log=log_epoch, time_limit_s=time_limit_s)
             threads = cpu_threads.in_use()  # chosen at the fit's start (training.seed_everything)
             attach_background(scorer, uc.explanation_background(scorer, splits["train"]))
@@ -164,13 +167,10 @@ def train_member(use_case: str, overrides: Sequence[str], member: str, kind: str
         tracking.end_run(run_id, ok=False)
         raise
     return {
-        "member": member,
-        "kind": kind,
-        "run_id": run_id,
+        "member": member, "kind": kind, "run_id": run_id,
         "model_uri": model_uri,
         "threshold": threshold,
-        "val": val_metrics,
-        "test": test_metrics,
+        "val": val_metrics, "test": test_metrics,
         "extra": extra,
         "latency_ms": latency_ms,
         "size_mb": size_mb,

@@ -72,6 +72,8 @@ class TrainConfig:
     patience: int = 8  # epochs without a better validation metric before stopping
     seed: int = 42
     threads: int = 0  # torch intra-op threads and the BLAS/OpenMP pool of sklearn; 0 = one per free CPU (threads.py)
+    devices: int = 1  # processes (CPU) or GPUs per node; > 1 trains with DDP in its own job (deepflow/distributed.py)
+    nodes: int = 1  # hosts of a multi-node DDP job (torchrun on each; docs/team.md)
 
 
 @dataclass

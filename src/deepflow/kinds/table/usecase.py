@@ -171,6 +171,7 @@ class TableUseCase(usecase.UseCase):
             max_epochs=cfg.train.epochs, monitor=f"val/{self.primary_metric}", mode="max",
             patience=cfg.train.patience, log=log, fast_dev_run=fast_dev_run,
             time_limit_s=None if time_limit_s is None else max(time_limit_s, 0.1),
+            devices=cfg.train.devices, nodes=cfg.train.nodes,
         )
         info = {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "steps": result.steps,
                 "train_seconds": result.seconds, "stopped_by": result.stopped_by, "batch_size": size,

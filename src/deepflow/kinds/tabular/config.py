@@ -22,6 +22,8 @@ class TrainConfig:
     patience: int = 4  # epochs without a better val/auprc before stopping
     seed: int = 42
     threads: int = 0  # torch intra-op threads; 0 = one per free CPU, chosen per fit (deepflow/threads.py)
+    devices: int = 1  # processes (CPU) or GPUs per node; > 1 trains with DDP in its own job (deepflow/distributed.py)
+    nodes: int = 1  # hosts of a multi-node DDP job (torchrun on each; docs/team.md)
 
 
 @dataclass
@@ -49,10 +51,13 @@ class SearchConfig:
     """Optuna search of the Lightning candidates on the validation folds."""
 
     budget_s: dict[str, float] = field(default_factory=lambda: {"ffn": 180.0, "sequence": 480.0})
-    max_trials: int = 50  # per model; the time budget usually ends the search first
+    max_trials: int = 50  # finished trials per model's study, all workers together; the budget usually ends it first
     max_epochs: int = 30  # upper end of the epochs searched
     seed: int = 42  # TPE sampler
     pruning: bool = True  # median pruner on the running mean AP over the folds
+    # The Optuna study's database (SQLAlchemy URL; docs/team.md): "" = $DEEPFLOW_OPTUNA_STORAGE, else
+    # optuna.db beside the embedded MLflow store; "memory" = a private study nobody joins or resumes.
+    storage: str = ""
 
 
 @dataclass

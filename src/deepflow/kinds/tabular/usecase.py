@@ -112,6 +112,7 @@ class TabularUseCase(usecase.UseCase):
             log=log,
             fast_dev_run=fast_dev_run,
             time_limit_s=time_limit_s,
+            devices=cfg.train.devices, nodes=cfg.train.nodes,
         )
         output = "score" if objective == "reconstruction" else "logit"
         info = {

@@ -30,6 +30,8 @@ class TrainConfig:
     # thread, and with other busy processes on the cores two threads stall each other badly.
     threads: int = 1
     max_len: int = 64  # tokens kept per message (short messages: most are shorter)
+    devices: int = 1  # processes (CPU) or GPUs per node; > 1 trains with DDP in its own job (deepflow/distributed.py)
+    nodes: int = 1  # hosts of a multi-node DDP job (torchrun on each; docs/team.md)
 
 
 @dataclass

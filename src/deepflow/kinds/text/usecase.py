@@ -167,6 +167,7 @@ class TextUseCase(usecase.UseCase):
             training.batches(x_val, y_val, batch_size=512, shuffle=False),
             max_epochs=cfg.train.epochs, monitor="val/f1", patience=cfg.train.patience, log=log,
             fast_dev_run=fast_dev_run, time_limit_s=time_limit_s,
+            devices=cfg.train.devices, nodes=cfg.train.nodes,
         )
         info = {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "steps": result.steps,
                 "train_rows": len(train), "time_limit_s": time_limit_s or 0.0,
