@@ -69,10 +69,10 @@ def aligned_iou(a: torch.Tensor, b: torch.Tensor, kind: str = "iou") -> torch.Te
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     """Greedy NMS: indices of kept boxes, by decreasing score (torchvision's semantics)."""
     if boxes.numel() == 0:
-        return torch.empty(0, dtype=torch.long)
+        return torch.empty(0, dtype=torch.long, device=boxes.device)
     order = scores.argsort(descending=True, stable=True)
     iou = box_iou(boxes[order], boxes[order])  # (N, N), in score order
-    keep = torch.ones(len(order), dtype=torch.bool)
+    keep = torch.ones(len(order), dtype=torch.bool, device=boxes.device)
     # Row i suppresses later boxes only if i itself survives: one pass over an (N, N) matrix.
     overlaps = (iou > iou_threshold).triu(1)
     for i in range(len(order)):
@@ -85,7 +85,7 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor
                 iou_threshold: float) -> torch.Tensor:
     """Per-class NMS in one call: boxes of different classes are shifted apart first."""
     if boxes.numel() == 0:
-        return torch.empty(0, dtype=torch.long)
+        return torch.empty(0, dtype=torch.long, device=boxes.device)
     offset = classes.to(boxes.dtype)[:, None] * (boxes.max() - boxes.min() + 1)
     return nms(boxes + offset, scores, iou_threshold)
 
@@ -107,8 +107,8 @@ def agreement(registered, rebuilt, iou: float = 0.5) -> dict:
         theirs = groups.get(key)
         if theirs is None:
             continue
-        m = box_iou(torch.tensor(mine[XYXY].to_numpy(dtype=np.float64)),
-                    torch.tensor(theirs[XYXY].to_numpy(dtype=np.float64))).numpy()
+        m = box_iou(torch.tensor(mine[XYXY].to_numpy(dtype=np.float64)),  # device: cpu on purpose — numpy in, out
+                    torch.tensor(theirs[XYXY].to_numpy(dtype=np.float64))).numpy()  # device: cpu on purpose — same
         free = np.ones(len(theirs), dtype=bool)
         for i in np.argsort(-mine["score"].to_numpy(), kind="stable"):
             j = int(np.argmax(np.where(free, m[i], -1.0)))

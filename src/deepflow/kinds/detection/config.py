@@ -38,6 +38,8 @@ class TrainConfig:
     iou_loss: str = "ciou"  # iou, giou, diou or ciou
     seed: int = 42
     threads: int = 0  # torch intra-op threads; 0 = one per free CPU, chosen per fit (deepflow/threads.py)
+    devices: int = 1  # processes (CPU) or GPUs per node; > 1 trains with DDP in its own job (deepflow/distributed.py)
+    nodes: int = 1  # hosts of a multi-node DDP job (torchrun on each; docs/team.md)
 
 
 @dataclass

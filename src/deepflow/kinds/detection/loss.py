@@ -7,6 +7,7 @@ cell holds the box centre. A cell claimed by two boxes takes the smaller one.
 
 Loss: ``box * (1 - CIoU)`` on positives, objectness BCE against the IoU of the predicted box
 (quality-aware, as YOLOv5) on all cells, class BCE on positives; each divided by the positives.
+Computed in float32 on the maps' device whatever the network's precision (bf16 autocast included).
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ def assign(targets: torch.Tensor, points: torch.Tensor, cell_strides: torch.Tens
 
 def detection_loss(maps: list[torch.Tensor], targets: torch.Tensor, strides: tuple[int, ...], *,
                    box_weight: float = 5.0, iou_kind: str = "ciou") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    points, cell_strides = grid(maps, strides)
-    out = flatten(maps)  # (B, A, 5+K)
+    points, cell_strides = grid(maps, strides)  # on the maps' device
+    out = flatten(maps).float()  # (B, A, 5+K); the loss in float32 under bf16 autocast too
     positive, index = assign(targets, points, cell_strides, strides)
     matched = torch.gather(targets, 1, index[..., None].expand(-1, -1, 5))  # (B, A, 5)
     n_pos = positive.sum().clamp(min=1)

@@ -133,13 +133,14 @@ def build_net(name: str, n_classes: int, m) -> nn.Module:
 
 
 def grid(maps: list[torch.Tensor], strides: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cell centres (A, 2) in input pixels and the stride of each cell (A,), levels concatenated."""
+    """Cell centres (A, 2) in input pixels and the stride of each cell (A,), levels concatenated;
+    float32 on the maps' device (pixel coordinates stay float32 under bf16 autocast)."""
     points, cell_strides = [], []
     for m, s in zip(maps, strides, strict=True):
         h, w = m.shape[-2:]
-        ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        ys, xs = torch.meshgrid(torch.arange(h, device=m.device), torch.arange(w, device=m.device), indexing="ij")
         points.append((torch.stack([xs, ys], -1).reshape(-1, 2).float() + 0.5) * s)
-        cell_strides.append(torch.full((h * w,), float(s)))
+        cell_strides.append(torch.full((h * w,), float(s), device=m.device))
     return torch.cat(points), torch.cat(cell_strides)
 
 
@@ -154,23 +155,42 @@ def decode_boxes(raw: torch.Tensor, points: torch.Tensor, strides: torch.Tensor)
     return torch.cat([points - ltrb[..., :2], points + ltrb[..., 2:]], -1)
 
 
-def detect(net: nn.Module, x: torch.Tensor, *, min_score: float = 0.01, iou: float = 0.6,
-           max_det: int = 100, pre_nms: int = 500, explain: bool = False) -> list[tuple[torch.Tensor, ...]]:
-    """Images -> per image (boxes (D, 4) xyxy in input pixels, scores (D,), class ids (D,)); with
-    ``explain`` a fourth (D, 1 + K): each box's objectness, then its score under every class
-    (objectness x class probability; a box's ``score`` is the largest of these)."""
-    maps = net(x)
-    points, strides = grid(maps, net.strides)
-    out = flatten(maps)  # (B, A, 5+K)
-    boxes = decode_boxes(out[..., :4], points, strides)
+def dense(maps: list[torch.Tensor], strides: tuple[int, ...]) -> torch.Tensor:
+    """Maps -> (B, A, 4 + 1 + K) float32: boxes (xyxy input pixels), objectness, and every class's
+    score (objectness x class probability), on the maps' device. Float32 under bf16 autocast too:
+    scores and pixel boxes are compared, sorted and handed to numpy."""
+    points, cell_strides = grid(maps, strides)
+    out = flatten(maps).float()  # (B, A, 5+K)
+    boxes = decode_boxes(out[..., :4], points, cell_strides)
     objectness = out[..., 4:5].sigmoid()
-    per_class = objectness * out[..., 5:].sigmoid()  # (B, A, K)
-    scores, classes = per_class.max(-1)  # (B, A)
+    return torch.cat([boxes, objectness, objectness * out[..., 5:].sigmoid()], -1)
+
+
+def select(found: torch.Tensor, *, min_score: float = 0.01, iou: float = 0.6, max_det: int = 100,
+           pre_nms: int = 500, explain: bool = False) -> list[tuple[torch.Tensor, ...]]:
+    """:func:`dense` output (B, A, 5 + K) -> per image (boxes, scores, class ids[, objectness and class
+    scores]) after the score floor and per-class NMS, on ``found``'s device (the CPU is quickest:
+    NMS is a short loop per image)."""
+    boxes, explained = found[..., :4], found[..., 4:]
+    scores, classes = found[..., 5:].max(-1)  # (B, A)
     results = []
     for i, (b, s, c) in enumerate(zip(boxes, scores, classes, strict=True)):
         keep = torch.nonzero(s > min_score).squeeze(1)
         keep = keep[s[keep].argsort(descending=True)[:pre_nms]]
         kept = keep[batched_nms(b[keep], s[keep], c[keep], iou)[:max_det]]
-        found = (b[kept], s[kept], c[kept])
-        results.append((*found, torch.cat([objectness[i, kept], per_class[i, kept]], 1)) if explain else found)
+        out = (b[kept], s[kept], c[kept])
+        results.append((*out, explained[i, kept]) if explain else out)
     return results
+
+
+def detect(net: nn.Module, x: torch.Tensor, *, min_score: float = 0.01, iou: float = 0.6,
+           max_det: int = 100, pre_nms: int = 500, explain: bool = False,
+           to_cpu: bool = False) -> list[tuple[torch.Tensor, ...]]:
+    """Images -> per image (boxes (D, 4) xyxy in input pixels, scores (D,), class ids (D,)); with
+    ``explain`` a fourth (D, 1 + K): each box's objectness, then its score under every class
+    (objectness x class probability; a box's ``score`` is the largest of these). ``to_cpu``: the
+    network's dense output moves to the CPU in one copy and the selection runs there (validation
+    on a GPU); otherwise everything stays on ``x``'s device."""
+    found = dense(net(x), net.strides)
+    return select(found.cpu() if to_cpu else found, min_score=min_score, iou=iou, max_det=max_det,
+                  pre_nms=pre_nms, explain=explain)

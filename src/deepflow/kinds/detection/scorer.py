@@ -39,14 +39,15 @@ def to_tensors(frame: pd.DataFrame, size: int) -> tuple[torch.Tensor, torch.Tens
     images, targets = [], []
     for data, text, w, h in zip(frame["image"], frame["labels"], frame["width"], frame["height"], strict=True):
         pixels, scale, _ = letterbox(data, size)
-        images.append(torch.from_numpy(pixels).permute(2, 0, 1))
+        images.append(torch.from_numpy(pixels).permute(2, 0, 1))  # device: cpu on purpose — the loader's
         cls, boxes = pixel_boxes(text, w, h)
         targets.append(np.concatenate([cls[:, None], boxes * scale], 1))
     m = max([len(t) for t in targets] + [1])
-    padded = torch.full((len(frame), m, 5), -1.0)
+    padded = torch.full((len(frame), m, 5), -1.0)  # device: cpu on purpose — the loader's tensors
     for i, t in enumerate(targets):
-        padded[i, : len(t)] = torch.from_numpy(t).float()
-    return torch.stack(images) if images else torch.zeros(0, 3, size, size, dtype=torch.uint8), padded
+        padded[i, : len(t)] = torch.from_numpy(t).float()  # device: cpu on purpose — the loader's
+    empty = torch.zeros(0, 3, size, size, dtype=torch.uint8)  # device: cpu on purpose — the loader's tensors
+    return torch.stack(images) if images else empty, padded
 
 
 class DetectorScorer:
@@ -67,12 +68,14 @@ class DetectorScorer:
 
         parts, extra = [], []
         images = list(frame["image"])
+        device = next(self.net.parameters()).device  # the CPU, unless a caller moved the network
         for start in range(0, len(images), self.batch_size):
             chunk = [letterbox(bytes(d), self.size) for d in images[start : start + self.batch_size]]
-            x = torch.from_numpy(np.stack([c[0] for c in chunk])).permute(0, 3, 1, 2).float() / 255
-            with torch.inference_mode():
+            pixels = torch.from_numpy(np.stack([c[0] for c in chunk]))  # device: cpu on purpose — decoded here
+            x = pixels.to(device).permute(0, 3, 1, 2).float() / 255
+            with torch.inference_mode():  # boxes back on the CPU in one copy per chunk
                 found = detect(self.net, x, min_score=self.min_score, iou=self.iou, max_det=self.max_det,
-                               explain=explain)
+                               explain=explain, to_cpu=True)
             for i, (result, (_, scale, (w, h))) in enumerate(zip(found, chunk, strict=True)):
                 boxes, scores, cls = result[:3]
                 # back to the input's pixels, clipped to its frame (the letterbox pads right/bottom)

@@ -27,7 +27,9 @@ from deepflow.kinds.detection.scorer import detections_frame
 
 class DetectorSystem(L.LightningModule):
     """Batches are (images (B, 3, S, S) uint8, targets (B, M, 5)); validation scores the val
-    split through the serving scorer's own decode + NMS and logs its mAP@0.5 and mAP@0.5:0.95."""
+    split through the serving scorer's own decode + NMS and logs its mAP@0.5 and mAP@0.5:0.95.
+    Trains on any device and precision: augmentation numbers are drawn on the CPU generator and
+    moved to the batch, the loss runs in float32, validation outputs reach the CPU once per batch."""
 
     def __init__(self, net: nn.Module, val: pd.DataFrame, size: int, classes: list[str], *, lr: float,
                  weight_decay: float, total_steps: int, augment_cfg: AugmentConfig, box_weight: float,
@@ -37,7 +39,8 @@ class DetectorSystem(L.LightningModule):
         self.net, self.val_frame, self.size, self.classes = net, val, size, list(classes)
         self.lr, self.weight_decay, self.total_steps = lr, weight_decay, total_steps
         self.augment_cfg, self.box_weight, self.iou_kind = augment_cfg, box_weight, iou_kind
-        self.generator = torch.Generator().manual_seed(seed)
+        # drawn on the CPU, moved to each batch's device (augment.draw): one seed, one augmentation anywhere
+        self.generator = torch.Generator().manual_seed(seed)  # device: cpu on purpose — see the line above
         self._val: list[tuple] = []
         # the clock-following schedule (None: sized by epochs only, exactly as OneCycleLR)
         self.steps_per_epoch, self.time_limit_s = steps_per_epoch, time_limit_s
@@ -73,8 +76,8 @@ class DetectorSystem(L.LightningModule):
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
-        images, _ = batch
-        self._val.extend(detect(self.net, images.float() / 255))
+        images, _ = batch  # the dense outputs come to the CPU in one copy per batch; NMS runs there
+        self._val.extend(detect(self.net, images.float() / 255, to_cpu=True))
 
     def on_validation_epoch_end(self) -> None:
         frame = self.val_frame.head(len(self._val))  # fast_dev_run validates a single batch

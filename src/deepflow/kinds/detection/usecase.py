@@ -129,6 +129,7 @@ class DetectionUseCase(usecase.UseCase):
             log=log,
             fast_dev_run=fast_dev_run,
             time_limit_s=limit,
+            devices=t.devices, nodes=t.nodes,
         )
         info = {
             "best_epoch": result.best_epoch,

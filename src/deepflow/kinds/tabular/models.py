@@ -18,8 +18,10 @@ class Standardize(nn.Module):
 
     def __init__(self, mean: np.ndarray, std: np.ndarray) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
-        self.register_buffer("std", torch.as_tensor(np.where(std > 0, std, 1.0), dtype=torch.float32))
+        # built from numpy on the CPU as buffers, which move with the module (``.to(device)``)
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))  # device: cpu on purpose — buffer
+        std = np.where(std > 0, std, 1.0)
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))  # device: cpu on purpose — buffer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
@@ -210,13 +212,13 @@ class TabularSystem(L.LightningModule):
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
-        x, y = batch
-        self._val_scores.append(self.net(x).detach())
-        self._val_labels.append(y)
+        x, y = batch  # to the CPU once per batch, as float32 (bf16 has no numpy twin)
+        self._val_scores.append(self.net(x).detach().float().cpu())
+        self._val_labels.append(y.cpu())
 
     def on_validation_epoch_end(self) -> None:
-        scores = torch.cat(self._val_scores).float().cpu().numpy()
-        labels = torch.cat(self._val_labels).cpu().numpy()
+        scores = torch.cat(self._val_scores).numpy()
+        labels = torch.cat(self._val_labels).numpy()
         self._val_scores.clear()
         self._val_labels.clear()
         auprc = average_precision_score(labels, scores) if labels.min() != labels.max() else 0.0

@@ -87,12 +87,12 @@ class TextSystem(L.LightningModule):
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
-        x, y = batch
-        self._preds.append(self.net(x).argmax(1).detach())
-        self._labels.append(y)
+        x, y = batch  # to the CPU once per batch: the epoch's end is numpy
+        self._preds.append(self.net(x).argmax(1).detach().cpu())
+        self._labels.append(y.cpu())
 
     def on_validation_epoch_end(self) -> None:
-        preds, labels = (torch.cat(t).cpu().numpy() for t in (self._preds, self._labels))
+        preds, labels = (torch.cat(t).numpy() for t in (self._preds, self._labels))
         self._preds.clear()
         self._labels.clear()
         self.log("val/f1", float(f1(labels, preds, self.positive, int(max(labels.max(), preds.max())) + 1)))
@@ -102,4 +102,4 @@ class TextSystem(L.LightningModule):
 
 
 def softmax(logits: torch.Tensor) -> np.ndarray:
-    return torch.softmax(logits, dim=1).numpy().astype(np.float64)
+    return torch.softmax(logits.float(), dim=1).cpu().numpy().astype(np.float64)
