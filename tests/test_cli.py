@@ -34,6 +34,7 @@ def test_validate_reports_missing_data(tmp_path, store) -> None:
     assert result.exit_code == 1 and "make data" in result.output
 
 
+@pytest.mark.slow  # several seconds: in the slow layer (CI runs it), the default run stays fast
 def test_validate_failure_exits_1_and_names_the_report(prepared_dir, store) -> None:
     import pandas as pd
 
@@ -95,6 +96,7 @@ def test_train_shows_progress_lines_and_a_failing_step_in_one_line(monkeypatch, 
     assert "Traceback" not in result.output
 
 
+@pytest.mark.slow  # several seconds: in the slow layer (CI runs it), the default run stays fast
 def test_importing_the_cli_and_flows_changes_no_environment_and_works_from_anywhere(tmp_path) -> None:
     import subprocess
     import sys

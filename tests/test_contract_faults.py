@@ -44,6 +44,7 @@ def test_any_float_column_of_any_frame_must_be_finite() -> None:
     assert clean.success and clean.evaluated == 1  # the rule ran and passed
 
 
+@pytest.mark.slow  # several seconds: in the slow layer (CI runs it), the default run stays fast
 def test_infinity_in_a_feature_fails_the_built_in_contract(store, prepared_dir) -> None:
     def infinite(frame):
         frame.loc[[3, 7], "TX_AMOUNT"] = [np.inf, -np.inf]

@@ -65,6 +65,7 @@ def test_without_a_time_limit_the_schedule_is_plain_one_cycle(shapes) -> None:  
     assert type(sys_.configure_optimizers()["lr_scheduler"]["scheduler"]) is torch.optim.lr_scheduler.OneCycleLR
 
 
+@pytest.mark.slow  # several seconds: in the slow layer (CI runs it), the default run stays fast
 def test_a_time_limited_fit_sizes_its_schedule_to_the_epochs_that_fit(shapes, monkeypatch) -> None:  # noqa: F811
     from deepflow import usecase
 

@@ -33,6 +33,7 @@ def test_moves_are_recorded_in_order(store, locks) -> None:
     assert ledger.history("paysim") == []
 
 
+@pytest.mark.slow  # several seconds: in the slow layer (CI runs it), the default run stays fast
 def test_ledger_survives_a_restart(store, locks) -> None:
     (v1,) = make_versions(1)
     ledger.move_alias("fraud", "champion", v1, reason="first", evidence="e", actor="cli:test")
@@ -102,6 +103,7 @@ def test_concurrent_moves_leave_alias_and_ledger_agreeing(store, locks) -> None:
     assert ledger.consistent("fraud")
 
 
+@pytest.mark.slow  # several seconds: in the slow layer (CI runs it), the default run stays fast
 def test_no_registration_without_validation_of_the_exact_data(store, locks, prepared_dir) -> None:
     import pandas as pd
 

@@ -52,7 +52,8 @@ def test_fast_dev_run(small_splits, name: str) -> None:
 
 
 def test_training_is_reproducible_on_cpu(small_splits) -> None:
-    uc = usecase.get("fraud", ["train.epochs=2", "model.deep_width=16"])
+    # Same seed and thread count, same results: pinned threads (auto picks per fit from the load of the moment).
+    uc = usecase.get("fraud", ["train.epochs=2", "model.deep_width=16", "train.threads=1"])
     a, _ = uc.fit("deep", "candidate", small_splits)
     b, _ = uc.fit("deep", "candidate", small_splits)
     x = small_splits["test"].head(50)

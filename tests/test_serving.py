@@ -238,6 +238,7 @@ def test_an_entry_with_default_class_names_answers_positive(store, datasets, tmp
         assert missing.status_code == 422 and missing.json()["detail"][0]["loc"][-1] == "monthly_spend"
 
 
+@pytest.mark.slow  # several seconds: in the slow layer (CI runs it), the default run stays fast
 def test_serving_imports_neither_great_expectations_nor_prefect(served) -> None:
     _, _, root = served
     code = ("import sys\nfrom deepflow import serving\n"
@@ -250,6 +251,7 @@ def test_serving_imports_neither_great_expectations_nor_prefect(served) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
 
 
+@pytest.mark.slow  # several seconds: in the slow layer (CI runs it), the default run stays fast
 def test_openapi_fuzzing_finds_no_server_error(served) -> None:
     import schemathesis
     from hypothesis import HealthCheck, given, settings
@@ -275,6 +277,7 @@ def test_openapi_fuzzing_finds_no_server_error(served) -> None:
     assert len(calls) > 150 and any(c == 200 for c in calls) and any(400 <= c < 500 for c in calls), calls
 
 
+@pytest.mark.slow  # several seconds: in the slow layer (CI runs it), the default run stays fast
 def test_hot_reload_swaps_without_failures_and_survives_a_broken_version(store, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("DEEPFLOW_LOCK_DIR", str(tmp_path / "locks"))
     v1 = register_fraud(seed=0)
