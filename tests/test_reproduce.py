@@ -238,13 +238,14 @@ def test_reproduce_exact_then_changed_code_then_lost_data(tmp_path: Path) -> Non
 
     # changed code: the C grid of the linear model (the winner here) and the seed of the networks
     for path, old, new in (("kinds/table/classical.py", "LogisticRegression(C=c,", "LogisticRegression(C=c * 0.5,"),
-                           ("training.py", "L.seed_everything(seed,", "L.seed_everything(seed + 1,")):
+                           ("trainer_setup.py", "L.seed_everything(seed,", "L.seed_everything(seed + 1,")):
         source = project / "src/deepflow" / path
+        assert old in source.read_text(), f"{path} no longer has {old!r}: point this test at where it moved"
         source.write_text(source.read_text().replace(old, new))
     _commit(project, env, "another C grid, another seed")
     changed = _deepflow(env, project, "reproduce", "churn:1", "--code", "HEAD", "--no-record", code=1)
     assert "differs from the recorded" in changed and "src/deepflow/kinds/table/classical.py" in changed
-    assert "mismatch" in changed and "src/deepflow/training.py" in changed.split("error:")[1]
+    assert "mismatch" in changed and "src/deepflow/trainer_setup.py" in changed.split("error:")[1]
 
     # the prepared data edited in place and its cache objects gone: fetched from the DVC remote
     remote = tmp_path / "remote"
