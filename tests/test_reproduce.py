@@ -181,7 +181,9 @@ def _project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     (project / ".gitignore").write_text("mlflow/\nreports/\n.prefect/\n.locks/\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DEEPFLOW_", "MLFLOW_"))}
     env.update(GIT_ENV, DEEPFLOW_ROOT=str(project), PYTHONPATH=str(project / "src"),
-               MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow' / 'mlflow.db'}")
+               MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow' / 'mlflow.db'}",
+               # each command's own Prefect server, as conftest asks: the shared one would outlive the test
+               DEEPFLOW_PREFECT_SERVER="command")
     bin_dir = Path(sys.executable).parent
     for cmd in (["git", "init", "-q"], [str(bin_dir / "dvc"), "init", "-q"]):
         subprocess.run(cmd, cwd=project, env=env, check=True)
