@@ -56,6 +56,16 @@ def postgres_up() -> bool:
         return False
 
 
+def need_postgres(what: str) -> None:
+    """Skip without PostgreSQL; under CI=true fail instead, so a green CI means ``what`` ran."""
+    if postgres_up():
+        return
+    missing = "no PostgreSQL on 127.0.0.1:5432 (trust auth, user postgres)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{missing}: CI runs {what}; .ci/run starts or installs it")
+    pytest.skip(missing)
+
+
 @pytest.fixture(scope="session")
 def small_splits() -> dict[str, pd.DataFrame]:
     """~13k transactions over 60 days, split with the handbook's protocol."""

@@ -21,7 +21,7 @@ import pytest
 from deepflow import processes, settings, studies, usecase
 from deepflow.usecases.fraud import protocol, search
 from deepflow.usecases.fraud.simulate import simulate
-from tests.conftest import SMALL, postgres_up
+from tests.conftest import SMALL, need_postgres
 
 TINY = [  # small simulated data (2018-04-01 + 60 days), 2 validation folds, 1 epoch per trial
     "prequential.n_folds=2", "prequential.val_start=2018-04-24", "prequential.test_start=2018-05-08",
@@ -192,16 +192,6 @@ PG = dict(host="127.0.0.1", port=5432, user="postgres")
 WORKER_BUDGET_S = 10
 
 
-def need_postgres() -> None:
-    """Skip without PostgreSQL; under CI=true fail instead, so a green CI means this test ran."""
-    if postgres_up():
-        return
-    missing = "no PostgreSQL on 127.0.0.1:5432 (trust auth, user postgres)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{missing}: CI runs the shared-search test; .ci/run starts or installs it")
-    pytest.skip(missing)
-
-
 def finish(proc: subprocess.Popen, log: Path, timeout: float) -> str:
     """Wait for ``proc`` (its whole process group is killed past ``timeout``); its output."""
     try:
@@ -217,7 +207,7 @@ def finish(proc: subprocess.Popen, log: Path, timeout: float) -> str:
 
 @pytest.mark.slow
 def test_two_processes_share_one_study_on_postgres(tmp_path, transactions, monkeypatch) -> None:
-    need_postgres()
+    need_postgres("the shared-search test")
     import optuna
     import psycopg2
     from mlflow import MlflowClient

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import free_port, postgres_up
+from tests.conftest import free_port, need_postgres
 
 psycopg2 = pytest.importorskip("psycopg2")
 
@@ -51,16 +51,6 @@ def start_server(db: str, artifacts, port: int, log: Path | None = None) -> subp
                 + (f"; log {log}:\n{tail(log)}" if log else ""))
 
 
-def need_postgres() -> None:
-    """Skip without PostgreSQL; under CI=true fail instead, so a green CI means these tests ran."""
-    if postgres_up():
-        return
-    missing = "no PostgreSQL on 127.0.0.1:5432 (trust auth, user postgres)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{missing}: CI runs the team set-up tests; .ci/run starts or installs it")
-    pytest.skip(missing)
-
-
 def stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -73,7 +63,7 @@ def tail(path: Path, chars: int = 4000) -> str:
 
 @pytest.mark.slow
 def test_ledger_on_a_postgres_backed_mlflow_server(tmp_path, monkeypatch) -> None:
-    need_postgres()
+    need_postgres("the team set-up tests")
     from deepflow import ledger, steps, tracking
 
     db = f"deepflow_test_{uuid.uuid4().hex[:8]}"
@@ -187,7 +177,7 @@ def flow_run(api: str, flow_run_id: str) -> dict:
 def test_worker_runs_the_pipeline_deployment_against_postgres(tmp_path, monkeypatch, fast_overrides) -> None:
     """docs/team.md end to end: `deepflow deploy --pool`, a process worker runs train-pipeline/fraud,
     and the registry state lands in PostgreSQL with the Prefect flow run it came from."""
-    need_postgres()
+    need_postgres("the team set-up tests")
     from deepflow import dashboards
 
     suffix = uuid.uuid4().hex[:8]
