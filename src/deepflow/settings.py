@@ -126,11 +126,9 @@ def lock_dir() -> Path:
 
 
 def optuna_storage() -> str:
-    """Where hyperparameter studies live unless ``DEEPFLOW_OPTUNA_STORAGE`` (an SQLAlchemy URL, e.g.
-    the team's PostgreSQL) says otherwise: ``optuna.db`` beside an SQLite MLflow store, else
-    ``mlflow/optuna.db`` (deepflow/studies.py)."""
-    if env := os.environ.get("DEEPFLOW_OPTUNA_STORAGE", "").strip():
-        return env
+    """The embedded default of the hyperparameter studies' storage: ``optuna.db`` beside an SQLite
+    MLflow store, else ``mlflow/optuna.db``. ``studies.resolve`` puts an entry's config key and
+    ``DEEPFLOW_OPTUNA_STORAGE`` (e.g. the team's PostgreSQL) before it."""
     uri = tracking_uri()
     folder = Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else PROJECT_ROOT / "mlflow"
     return f"sqlite:///{folder / 'optuna.db'}"
