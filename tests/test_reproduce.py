@@ -139,6 +139,28 @@ def test_restore_takes_the_live_folder_only_when_its_fingerprint_matches(tmp_pat
 # --- environment and code -----------------------------------------------------------------------
 
 
+def test_the_default_remote_comes_whole_however_long_or_relative_its_path(tmp_path: Path) -> None:
+    """``dvc remote list`` wraps a long path onto another line on a narrow (or no) terminal; the
+    remote's url must still come whole, and a relative one as the absolute path it means."""
+    project = tmp_path / "project"
+    project.mkdir()
+    env = {**os.environ, "COLUMNS": "40"}
+    subprocess.run(["git", "init", "-q"], cwd=project, env=env, check=True)
+    dvc = [sys.executable, "-m", "dvc"]
+    subprocess.run([*dvc, "init", "-q"], cwd=project, env=env, check=True)
+    assert data.default_remote(project, env) is None
+    far = tmp_path / ("a-folder-name-long-enough-to-wrap-" * 3) / "remote"
+    subprocess.run([*dvc, "remote", "add", "--local", "-d", "store", str(far)], cwd=project, env=env, check=True,
+                   capture_output=True)
+    assert data.default_remote(project, env) == f"store {far}"
+    subprocess.run([*dvc, "remote", "add", "-f", "-d", "near", "../near"], cwd=project, env=env, check=True,
+                   capture_output=True)  # given relative to the project, stored relative to its .dvc/config
+    subprocess.run([*dvc, "remote", "default", "--local", "near"], cwd=project, env=env, check=True,
+                   capture_output=True)
+    assert "url = ../../near" in (project / ".dvc" / "config").read_text()
+    assert data.default_remote(project, env) == f"near {tmp_path / 'near'}"
+
+
 def test_lock_differences_name_the_package(tmp_path: Path) -> None:
     lock = tmp_path / "lock.txt"
     lock.write_text(f"numpy=={np.__version__}\npandas==0.0.1\nnot-installed-anywhere==1.0\n# comment\n")

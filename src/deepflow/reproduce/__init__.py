@@ -101,6 +101,8 @@ def _rebuild(cert: dict, name: str, version: str, kind: str, uc_class: type, qui
             restored = data.restore(cert["data"], live=live, dest=dest, project=root, worktree=wt, env=env)
             report["data"] = {**restored, "fingerprint": data.fingerprint(dest)}
             echo(f"data      fingerprint {report['data']['fingerprint']} restored from {restored['source']}")
+            for attempt in restored["attempts"]:  # why the sources before it would not do
+                echo(f"          tried first: {attempt}")
             training = cert.get("training") or {}
             if training.get("time_limit_s") is not None:
                 why_not_exact.append(f"trained under a time limit ({training['time_limit_s']:.0f} s): "

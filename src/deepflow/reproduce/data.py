@@ -120,15 +120,17 @@ def _dvc(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 1800)
 
 
 def default_remote(project: Path, env: dict[str, str]) -> str | None:
-    """``name url`` of the project's default DVC remote as configured now (any config level), or None."""
+    """``name url`` of the project's default DVC remote as configured now (any config level), or None.
+
+    The url comes from ``dvc config remote.<name>.url``, which prints it whole and, for a local path
+    written relative to its config file, as an absolute path; ``dvc remote list`` is a table for
+    people that wraps long paths onto another line."""
     name = _dvc(["remote", "default"], project, env, 120).stdout.strip()
     if not name:
         return None
-    for line in _dvc(["remote", "list"], project, env, 120).stdout.splitlines():
-        parts = line.split()
-        if parts and parts[0] == name:
-            return " ".join(parts[:2])
-    return None
+    done = _dvc(["config", f"remote.{name}.url"], project, env, 120)
+    url = done.stdout.strip()
+    return f"{name} {url}" if done.returncode == 0 and url else None
 
 
 def share(worktree: Path, cache: Path, remote: str | None, env: dict[str, str]) -> None:
