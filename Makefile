@@ -13,13 +13,16 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 PYTEST_MARK := $(if $(filter true,$(CI)),-m "",)
+# Test workers (pytest-xdist): one per CPU this process may use, at most 4; each takes whole test
+# files (--dist loadfile), so a module's servers and fixtures start once. PYTEST_WORKERS=0: one process.
+PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
 
 .PHONY: run test bootstrap data lint bench lock ui schedule clean
 run: bootstrap data
 	$(BIN)/deepflow run
 
 test: bootstrap
-	$(BIN)/python -m pytest $(PYTEST_MARK)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_MARK)
 
 bootstrap:
 	@bash scripts/bootstrap.sh $(VENV)

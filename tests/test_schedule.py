@@ -119,15 +119,19 @@ def test_schedule_fires_api_triggers_and_drift_retrains_once(prefect_api, prepar
     proc = subprocess.Popen([sys.executable, "-m", "deepflow.cli", "schedule"], env=env, start_new_session=True,
                             stdout=log.open("wb"), stderr=subprocess.STDOUT)
     try:
-        # 1. The schedule fires a pipeline run on its own, and it completes.
-        scheduled = _wait("a scheduled run to complete",
-                          lambda: _runs("fraud", state_type=StateType.COMPLETED, auto_scheduled=True),
-                          timeout=300, proc=proc, log=log)
+        # 1. The schedule fires a pipeline run on its own, and it completes. The schedule is paused
+        # once the first one starts: every 10 s, more would pile up behind it on 2 cores.
+        _wait("a scheduled run to start", lambda: [r for r in _runs("fraud", auto_scheduled=True)
+                                                   if r.state_type in (StateType.RUNNING, StateType.COMPLETED)],
+              timeout=300, proc=proc, log=log)
         with get_client(sync_client=True) as client:  # quiet the schedule for the rest of the test
             dep = client.read_deployment_by_name("train-pipeline/fraud")
             client.pause_deployment(dep.id)
         _wait("the scheduled runs to settle", lambda: not any(
-            r.state_type in (StateType.PENDING, StateType.RUNNING) for r in _runs("fraud")), timeout=300)
+            r.state_type in (StateType.PENDING, StateType.RUNNING) for r in _runs("fraud")),
+            timeout=300, proc=proc, log=log)
+        assert _runs("fraud", state_type=StateType.COMPLETED, auto_scheduled=True), \
+            [(r.name, r.state_type) for r in _runs("fraud")]
 
         # 2. A run triggered through the API (the Prefect CLI) with typed parameters completes.
         done = subprocess.run([sys.executable, "-m", "prefect", "deployment", "run", "train-pipeline/fraud",
@@ -169,7 +173,6 @@ def test_schedule_fires_api_triggers_and_drift_retrains_once(prefect_api, prepar
         assert len(reports) == 4
     finally:
         _stop(proc)
-    assert scheduled
 
 
 def test_catch_up_runs_only_the_latest_missed_run(prefect_api, tmp_path) -> None:
