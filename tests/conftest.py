@@ -72,6 +72,21 @@ def small_splits() -> dict[str, pd.DataFrame]:
     return split(add_features(simulate(SMALL)), SMALL_SPLIT)
 
 
+@pytest.fixture(scope="module")
+def transactions(tmp_path_factory) -> Path:
+    """The same simulated transactions as a file, for the fraud entry's prequential benchmark
+    (its fold table is cached beside it: :func:`prequential`)."""
+    path = tmp_path_factory.mktemp("transactions") / "transactions.parquet"
+    simulate(SMALL).to_parquet(path, index=False)
+    return path
+
+
+def prequential(transactions: Path, tiny: list[str], *more: str) -> list[str]:
+    """Overrides pointing the prequential benchmark at ``transactions``, then ``tiny``, then ``more``."""
+    return [f"prequential.transactions={transactions}", f"prequential.cache_dir={transactions.parent / 'cache'}",
+            *tiny, *more]
+
+
 @pytest.fixture
 def prepared_dir(tmp_path: Path, small_splits) -> Path:
     out = tmp_path / "prepared"

@@ -9,8 +9,7 @@ import pytest
 from deepflow import usecase
 from deepflow.usecases.fraud import fits, reproduction, search
 from deepflow.usecases.fraud import protocol as pq
-from deepflow.usecases.fraud.simulate import simulate
-from tests.conftest import SMALL
+from tests.conftest import prequential
 
 TINY = [  # small simulated data (2018-04-01 + 60 days), 2 folds, one setting per model, 1 epoch
     "prequential.n_folds=2", "prequential.val_start=2018-04-24", "prequential.test_start=2018-05-08",
@@ -21,16 +20,8 @@ TINY = [  # small simulated data (2018-04-01 + 60 days), 2 folds, one setting pe
 ]
 
 
-@pytest.fixture(scope="module")
-def transactions(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("preq") / "transactions.parquet"
-    simulate(SMALL).to_parquet(path, index=False)
-    return path
-
-
 def tiny(transactions: Path, *more: str) -> list[str]:
-    return [f"prequential.transactions={transactions}", f"prequential.cache_dir={transactions.parent / 'cache'}",
-            *TINY, *more]
+    return prequential(transactions, TINY, *more)
 
 
 def test_default_folds_are_the_handbooks() -> None:

@@ -20,8 +20,7 @@ import pytest
 
 from deepflow import processes, settings, studies, usecase
 from deepflow.usecases.fraud import protocol, search
-from deepflow.usecases.fraud.simulate import simulate
-from tests.conftest import SMALL, need_postgres
+from tests.conftest import need_postgres, prequential
 
 TINY = [  # small simulated data (2018-04-01 + 60 days), 2 validation folds, 1 epoch per trial
     "prequential.n_folds=2", "prequential.val_start=2018-04-24", "prequential.test_start=2018-05-08",
@@ -29,16 +28,8 @@ TINY = [  # small simulated data (2018-04-01 + 60 days), 2 validation folds, 1 e
 ]
 
 
-@pytest.fixture(scope="module")
-def transactions(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("shared") / "transactions.parquet"
-    simulate(SMALL).to_parquet(path, index=False)
-    return path
-
-
 def overrides(transactions: Path, *more: str) -> list[str]:
-    return [f"prequential.transactions={transactions}", f"prequential.cache_dir={transactions.parent / 'cache'}",
-            *TINY, *more]
+    return prequential(transactions, TINY, *more)
 
 
 def fold_table(cfg) -> pd.DataFrame:
@@ -276,4 +267,50 @@ def test_two_processes_share_one_study_on_postgres(tmp_path, transactions, monke
                 proc.wait(timeout=30)
         for db in dbs.values():
             admin.cursor().execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        admin.close()
+
+
+def _open_at_once(url: str, workers: int = 6) -> list:
+    """``workers`` threads open the storage ``url`` at the same moment; what each got (or raised)."""
+    import threading
+
+    barrier, got = threading.Barrier(workers), [None] * workers
+
+    def open_one(i: int) -> None:
+        barrier.wait()
+        try:
+            got[i] = studies.open_storage(url)
+        except Exception as exc:
+            got[i] = exc
+
+    threads = [threading.Thread(target=open_one, args=(i,)) for i in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    return got
+
+
+def test_workers_opening_an_empty_sqlite_storage_at_once_all_get_it(tmp_path) -> None:
+    got = _open_at_once(f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert not [g for g in got if isinstance(g, Exception)], got
+    assert got[0].get_all_studies() == []
+
+
+def test_workers_opening_an_empty_postgres_database_at_once_all_get_it() -> None:
+    """Two brand-new workers on a fresh database race to create Optuna's tables and version row."""
+    need_postgres("the shared-search storage race")
+    import psycopg2
+
+    db = f"deepflow_test_race_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(dbname="postgres", **PG)
+    admin.autocommit = True
+    admin.cursor().execute(f"CREATE DATABASE {db}")
+    try:
+        got = _open_at_once(f"postgresql://postgres@127.0.0.1:5432/{db}")
+        assert not [g for g in got if isinstance(g, Exception)], got
+        for storage in got:
+            storage.engine.dispose()
+    finally:
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
         admin.close()

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 20  # a running trial's worker writes a heartbeat this often
 GRACE_S = 90  # ... and its trial is failed once none came for this long
+CREATE_ATTEMPTS = 5  # opening a storage whose tables another process is creating right now
+CREATE_RACE = ("already exists", "duplicate key", "UniqueViolation", "UNIQUE constraint failed", "database is locked")
 ENV = "DEEPFLOW_OPTUNA_STORAGE"
 MEMORY = "memory"  # a private in-memory study: no sharing, no resuming (the search before issue 16)
 WORKER_HOOK = "deepflow.worker"  # study attribute: the "module:function" an extra worker runs
@@ -79,16 +81,25 @@ def open_storage(configured: str = "", key: str = "", heartbeat_s: int = HEARTBE
         engine = {"connect_args": {"timeout": 60}}  # two local workers wait for each other's writes
     elif url.startswith(("postgresql", "postgres")):
         engine = {"connect_args": {"connect_timeout": 10}}  # a silent host fails within seconds
-    try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.x
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_s,
-                                              grace_period=grace_s, heartbeat_stale_trial_callback=_stale)
-    except Exception as exc:
-        reason = " ".join(str(exc).split())[:300]
-        raise StorageError(f"{setting}={shown(url)!r}: cannot open the study storage ({type(exc).__name__}: "
-                           f"{reason}); expected an SQLAlchemy URL such as sqlite:///PATH/optuna.db or "
-                           f"postgresql://USER@HOST:5432/DB, or {MEMORY!r}") from None
+    for attempt in range(1, CREATE_ATTEMPTS + 1):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.x
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_s,
+                                                  grace_period=grace_s, heartbeat_stale_trial_callback=_stale)
+        except Exception as exc:
+            reason = " ".join(str(exc).split())[:300]
+            # Workers opening an empty database at once race to create Optuna's tables and its
+            # version row; the losers see them exist on the next try.
+            if attempt < CREATE_ATTEMPTS and any(word in reason for word in CREATE_RACE):
+                log.info("study storage %s: another process was creating its tables (%s); again", shown(url),
+                         type(exc).__name__)
+                time.sleep(0.5 * attempt)
+                continue
+            raise StorageError(f"{setting}={shown(url)!r}: cannot open the study storage ({type(exc).__name__}: "
+                               f"{reason}); expected an SQLAlchemy URL such as sqlite:///PATH/optuna.db or "
+                               f"postgresql://USER@HOST:5432/DB, or {MEMORY!r}") from None
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def study_name(identity: dict[str, Any], prefix: str) -> str:
