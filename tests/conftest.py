@@ -24,6 +24,16 @@ if "DEEPFLOW_CHECKPOINT_DIR" not in os.environ:
     os.environ["DEEPFLOW_CHECKPOINT_DIR"] = tempfile.mkdtemp(prefix="deepflow-checkpoints-")
     atexit.register(shutil.rmtree, os.environ["DEEPFLOW_CHECKPOINT_DIR"], ignore_errors=True)
 
+# colorama (DVC's logger calls colorama.init(), its ui deinit()/reinit() around tables) keeps the
+# sys.stdout of its init() and puts it back later. typer's CliRunner swaps sys.stdout for each
+# invoke, so colorama put back an earlier invoke's (closed) stream, the current invoke's stream lost
+# its last reference and was closed mid-test: "ValueError: I/O operation on closed file" (CI, under
+# pytest-xdist's test order). On Linux colorama's stream swapping does nothing else: off in tests.
+import colorama  # noqa: E402
+
+for _swap in ("init", "deinit", "reinit", "just_fix_windows_console"):
+    setattr(colorama, _swap, lambda *args, **kwargs: None)
+
 from deepflow.usecases.fraud.prepare import SplitParams, add_features, split  # noqa: E402
 from deepflow.usecases.fraud.simulate import SimulationParams, simulate  # noqa: E402
 
