@@ -71,14 +71,15 @@ def next_version(made: Path, places: dict[str, Path], data: pd.DataFrame | str) 
     return source
 
 
-def wait_for(what: str, check, timeout: float, interval: float = 0.2):
-    """``check()``'s first truthy result, polled every ``interval`` s; the test fails after ``timeout``."""
+def wait_for(what: str, check, timeout: float, interval: float = 0.2, detail=None):
+    """``check()``'s first truthy result, polled every ``interval`` s; the test fails after ``timeout``
+    (its message ends with ``detail()`` when given: what the machine shows at that moment)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if found := check():
             return found
         time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}" + (f"; {detail()}" if detail else ""))
 
 
 def refused(port: int) -> bool:

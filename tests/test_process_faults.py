@@ -142,13 +142,11 @@ def test_kill_9_mid_training_leaves_no_server_and_the_next_run_fails_its_runs(tm
     # Both are waited for: a killed process's leader shows as a zombie while its other threads are
     # still exiting, and its sockets close only once the last of them is gone.
     wait_for("the child server to die", lambda: not any(alive(pid) for pid in servers), 10)
-    closing = time.monotonic() + 10
-    while not all(refused(port) for port in ports) and time.monotonic() < closing:
-        time.sleep(0.2)
-    if not all(refused(port) for port in ports):
-        holders = {pid: Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:200]
-                   for pid in (int(p.name) for p in Path("/proc").glob("[0-9]*")) if listening_ports(pid) & ports}
-        pytest.fail(f"port(s) {ports} of the killed run's server still accept connections; listeners: {holders}")
+    wait_for(f"port(s) {ports} of the killed run's server to refuse connections",
+             lambda: all(refused(port) for port in ports), 10,
+             detail=lambda: "listeners: " + str({
+                 pid: Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:200]
+                 for pid in (int(p.name) for p in Path("/proc").glob("[0-9]*")) if listening_ports(pid) & ports}))
     left = [r for r in runs(uri) if r.info.status == "RUNNING"]
     assert {r.data.tags["deepflow.owner.pid"] for r in left} == {str(proc.pid)}
 
