@@ -213,6 +213,25 @@ def test_readyz_is_503_when_nothing_is_loaded(store) -> None:
         assert client.post("/v1/fraud/predict", json={"rows": [row()]}).status_code == 503
 
 
+def test_a_stopped_server_leaves_no_warm_up_thread_behind(store, monkeypatch) -> None:
+    """The explainer warms up in a thread while the server runs, and shutdown waits for it. One
+    left importing shap after a test changed the process's global warnings filters under the next
+    test (``catch_warnings`` is not thread-safe): CI lost a ``pytest.warns`` that way."""
+    from deepflow import explaining
+
+    done = threading.Event()
+    monkeypatch.setattr(explaining, "warm", lambda: (time.sleep(1.0), done.set()))
+    app = create_app(ServeConfig(reload_interval=0))
+    assert not done.is_set() and not _warm_threads()  # created, not running: nothing started yet
+    with TestClient(app) as client:
+        assert client.get("/readyz").json()["explainer"] == "warming"
+    assert done.is_set() and not _warm_threads()
+
+
+def _warm_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "deepflow-explain-warm" and t.is_alive()]
+
+
 def test_an_entry_with_default_class_names_answers_positive(store, datasets, tmp_path, monkeypatch) -> None:
     """A new tabular entry serves with no code: its decision field is its positive class
     (``positive`` by default), and OpenAPI lists each of its features as a field."""

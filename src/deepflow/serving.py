@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any
 
+import anyio
 from fastapi import FastAPI, HTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -288,20 +289,24 @@ def create_app(cfg: ServeConfig | None = None, store: ModelStore | None = None) 
     torch.set_num_threads(max(1, cfg.torch_threads))
     store = store or ModelStore(cfg.use_cases)
     store.refresh()
-    warming = None
-    if cfg.warm_explain:
-        from deepflow.explaining import warm
-
-        warming = threading.Thread(target=warm, name="deepflow-explain-warm", daemon=True)
-        warming.start()
+    warming: list[threading.Thread] = []  # the explainer's warm-up while the server runs
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
+        if cfg.warm_explain:
+            from deepflow.explaining import warm
+
+            warming.append(threading.Thread(target=warm, name="deepflow-explain-warm", daemon=True))
+            warming[0].start()
         store.start(cfg.reload_interval)
         try:
             yield
         finally:
             store.stop()
+            # a stopped server leaves no thread behind: one still importing shap would go on
+            # changing the process's global warnings filters under whatever runs next
+            if warming:
+                await anyio.to_thread.run_sync(warming.pop().join, 120)
 
     app = FastAPI(title="deepflow serving", version="1",
                   description="The @champion of every registered deepflow dataset entry.", lifespan=lifespan)
@@ -337,7 +342,7 @@ def create_app(cfg: ServeConfig | None = None, store: ModelStore | None = None) 
         }
         ready = any(s.loaded is not None for s in store.slots.values())
         # "warming": the explainer still imports in the background (it takes the GIL from requests meanwhile)
-        explainer = "warming" if warming is not None and warming.is_alive() else "ready"
+        explainer = "warming" if any(t.is_alive() for t in warming) else "ready"
         return JSONResponse({"ready": ready, "explainer": explainer, "use_cases": body},
                             status_code=200 if ready else 503)
 
