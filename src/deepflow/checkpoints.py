@@ -21,7 +21,9 @@ What is left where:
   was, no sooner than on a fresh start); a fix to the source, config or data is another key, so the
   fixed run starts over and its success removes the old folder;
 * one process at a time per key (a lock file): a second process doing the same work trains without
-  checkpoints rather than write over the first one's.
+  checkpoints rather than write over the first one's;
+* ``deepflow clean`` (deepflow/cli_clean.py) lists the folders (:func:`stored`) and deletes those no
+  running process holds (:func:`in_use`, :func:`remove`: under the folder's lock).
 """
 
 from __future__ import annotations
@@ -225,3 +227,92 @@ def prune(base: Path, keep: str) -> list[Path]:
             removed.append(folder)
             log.info("removed superseded checkpoints %s", folder)
     return removed
+
+
+# --- what is stored, and `deepflow clean` -------------------------------------------------------
+
+
+@dataclass
+class Stored:
+    """One checkpoint folder (``<root>/<entry>/<member>/<key>``) as :func:`stored` found it."""
+
+    folder: Path
+    entry: str
+    member: str
+    fits: int  # fit-*.ckpt files: the fits that have completed epochs to resume from
+    size: int  # bytes in the folder
+    modified: float  # newest file's mtime (epoch seconds)
+    owner: dict[str, str] | None  # None: no readable key file (being created, or not deepflow's)
+    stale: str | None  # why no run of this code can resume from it, or None
+
+
+def stored(root: Path) -> list[Stored]:
+    """Every checkpoint folder under ``root``, oldest first."""
+    found = []
+    for folder in sorted(root.glob("*/*/*")) if root.is_dir() else []:
+        if not folder.is_dir():
+            continue
+        try:
+            stats = {p.name: p.stat() for p in folder.iterdir() if p.is_file()}
+            modified = max((s.st_mtime for s in stats.values()), default=folder.stat().st_mtime)
+        except FileNotFoundError:  # a run that finished meanwhile deleted it
+            continue
+        try:
+            record = json.loads((folder / KEY_FILE).read_text())
+            owner, parts = dict(record["owner"]), dict(record["parts"])
+        except (OSError, ValueError, KeyError, TypeError):
+            owner, parts = None, {}
+        found.append(Stored(folder, folder.parent.parent.name, folder.parent.name,
+                            sum(n.startswith("fit-") and n.endswith(".ckpt") for n in stats),
+                            sum(s.st_size for s in stats.values()), modified,
+                            owner, _stale(parts) if owner is not None else None))
+    return sorted(found, key=lambda s: s.modified)
+
+
+def _stale(parts: dict[str, Any]) -> str | None:
+    for field, now, what in (("source", source_fingerprint(), "deepflow source"),
+                             ("torch", metadata.version("torch"), "torch"),
+                             ("lightning", metadata.version("lightning"), "Lightning")):
+        if parts.get(field) != now:
+            return f"written by another {what} ({parts.get(field)}; now {now})"
+    return None
+
+
+def in_use(item: Stored, me: dict[str, str] | None = None) -> str | None:
+    """Why ``item`` must be left alone now (a process holds its lock, or its owner runs on another
+    host that this one cannot see), or None."""
+    from filelock import FileLock, Timeout
+
+    if item.owner is not None and item.owner.get("host") != (me or processes.identity())["host"]:
+        return (f"written by process {item.owner.get('pid')} on host {item.owner.get('host')}, "
+                "which this host cannot check")
+    lock = FileLock(item.folder / LOCK_FILE)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        pid = (item.owner or {}).get("pid", "?")
+        return f"in use: a run holds its lock (process {pid} wrote it)"
+    lock.release()
+    return None
+
+
+def remove(item: Stored) -> str | None:
+    """Delete ``item``'s folder unless a run takes it meanwhile (checked under its lock); the reason it
+    was kept, or None. Empty member and entry folders above it go too."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(item.folder / LOCK_FILE)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return "in use: a run took its lock"
+    try:
+        shutil.rmtree(item.folder, ignore_errors=True)
+    finally:
+        lock.release()
+    for parent in (item.folder.parent, item.folder.parent.parent):
+        try:
+            parent.rmdir()  # only when empty
+        except OSError:
+            break
+    return None

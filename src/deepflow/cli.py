@@ -1,6 +1,6 @@
 """``deepflow`` command line: new | run | validate | train | promote | entries | status | show | reproduce |
 history | rollback | ui | serve | score | schedule | deploy | monitor | incoming (+ ``prefect``:
-deepflow/cli_prefect.py, ``search``: deepflow/cli_search.py).
+deepflow/cli_prefect.py, ``search``: deepflow/cli_search.py, ``clean``: deepflow/cli_clean.py).
 
 Long because: one Typer app of seventeen thin commands, each a few lines that parse options and call
 ``steps``, the flows or a core module; one file is where a user and a newcomer read the whole CLI.
@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from deepflow import settings
+from deepflow.cli_clean import clean as clean_command
 from deepflow.cli_prefect import prefect_app
 from deepflow.cli_search import search as search_command
 from deepflow.problems import clip
@@ -29,6 +30,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="deepflow: validated, tracked, promoted bake-offs of shallow, deep and classical models.")
 app.add_typer(prefect_app, name="prefect")  # `deepflow prefect start|stop|status`: the shared Prefect server
 app.command("search")(search_command)  # `deepflow search ENTRY MODEL`: one more worker on a shared Optuna study
+app.command("clean")(clean_command)  # `deepflow clean [ENTRY]`: checkpoints that failed or killed runs left
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
