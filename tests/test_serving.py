@@ -219,13 +219,16 @@ def test_a_stopped_server_leaves_no_warm_up_thread_behind(store, monkeypatch) ->
     test (``catch_warnings`` is not thread-safe): CI lost a ``pytest.warns`` that way."""
     from deepflow import explaining
 
-    done = threading.Event()
-    monkeypatch.setattr(explaining, "warm", lambda: (time.sleep(1.0), done.set()))
+    done = []
+    monkeypatch.setattr(explaining, "warm", lambda: (time.sleep(1.0), done.append(1)))
     app = create_app(ServeConfig(reload_interval=0))
-    assert not done.is_set() and not _warm_threads()  # created, not running: nothing started yet
+    assert not done and not _warm_threads()  # created, not running: nothing started yet
     with TestClient(app) as client:
         assert client.get("/readyz").json()["explainer"] == "warming"
-    assert done.is_set() and not _warm_threads()
+        with TestClient(app):  # a second lifespan on the same app (schemathesis runs one), its own warm-up
+            assert len(_warm_threads()) == 2
+        assert done and len(_warm_threads()) <= 1  # the inner one's shutdown waited for its own
+    assert done == [1, 1] and not _warm_threads()
 
 
 def _warm_threads() -> list[threading.Thread]:

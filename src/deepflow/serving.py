@@ -293,11 +293,13 @@ def create_app(cfg: ServeConfig | None = None, store: ModelStore | None = None) 
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
+        mine = None  # this lifespan's (a test harness may run a second one on the same app)
         if cfg.warm_explain:
             from deepflow.explaining import warm
 
-            warming.append(threading.Thread(target=warm, name="deepflow-explain-warm", daemon=True))
-            warming[0].start()
+            mine = threading.Thread(target=warm, name="deepflow-explain-warm", daemon=True)
+            warming.append(mine)
+            mine.start()
         store.start(cfg.reload_interval)
         try:
             yield
@@ -305,8 +307,9 @@ def create_app(cfg: ServeConfig | None = None, store: ModelStore | None = None) 
             store.stop()
             # a stopped server leaves no thread behind: one still importing shap would go on
             # changing the process's global warnings filters under whatever runs next
-            if warming:
-                await anyio.to_thread.run_sync(warming.pop().join, 120)
+            if mine is not None:
+                await anyio.to_thread.run_sync(mine.join, 120)
+                warming.remove(mine)
 
     app = FastAPI(title="deepflow serving", version="1",
                   description="The @champion of every registered deepflow dataset entry.", lifespan=lifespan)
