@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -682,7 +682,34 @@ def main() -> None:
     _OWNS_SERVERS = True
     settings.apply_env_defaults()
     dashboards.discover_prefect()  # use the local Prefect server `deepflow schedule`/`ui` started
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        _exit(exc.code)
+    _exit(0)
+
+
+def _exit(code: int | str | None) -> NoReturn:
+    """End the process as Python's exit does, less the module teardown that follows it (seconds once
+    torch, Lightning, MLflow and Prefect are imported; docs/benchmarks.md): the non-daemon threads
+    are waited for (threading's own exit hooks first, so idle thread pools end), the exit handlers
+    run (logging flushed, owned servers stopped), the standard streams are flushed, then
+    ``os._exit``. An exception other than SystemExit never comes here: it ends the process the usual
+    way, with its traceback."""
+    import atexit
+    import threading
+
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+        code = 1
+    threading._shutdown()  # what the interpreter calls first on exit: joins non-daemon threads
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed, or a broken pipe: nothing more to say
+            pass
+    os._exit(code or 0)
 
 
 if __name__ == "__main__":
