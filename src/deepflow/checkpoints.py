@@ -180,16 +180,12 @@ def member(parts: dict[str, Any], on_resume: Callable[[int], None] | None = None
     if root is None:
         yield None
         return
-    from filelock import FileLock, Timeout
-
     key = key_of(parts)
     base = root / _name(parts["entry"]) / _name(parts["member"])
     folder = base / key
     folder.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(folder / LOCK_FILE)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
+    lock = _try_lock(folder)
+    if lock is None:
         log.warning("%s/%s: another process is doing the same work (%s); this one writes no checkpoints",
                     parts["entry"], parts["member"], folder)
         yield None
@@ -211,6 +207,19 @@ def member(parts: dict[str, Any], on_resume: Callable[[int], None] | None = None
         prune(base, keep=key)
     finally:
         lock.release()
+
+
+def _try_lock(folder: Path) -> Any:
+    """``folder``'s lock, taken now (a ``filelock.FileLock``: release it), or None when another
+    process holds it: one process at a time does a key's work or deletes its folder."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(folder / LOCK_FILE)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return None
+    return lock
 
 
 def prune(base: Path, keep: str) -> list[Path]:
@@ -281,15 +290,11 @@ def _stale(parts: dict[str, Any]) -> str | None:
 def in_use(item: Stored, me: dict[str, str] | None = None) -> str | None:
     """Why ``item`` must be left alone now (a process holds its lock, or its owner runs on another
     host that this one cannot see), or None."""
-    from filelock import FileLock, Timeout
-
     if item.owner is not None and item.owner.get("host") != (me or processes.identity())["host"]:
         return (f"written by process {item.owner.get('pid')} on host {item.owner.get('host')}, "
                 "which this host cannot check")
-    lock = FileLock(item.folder / LOCK_FILE)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
+    lock = _try_lock(item.folder)
+    if lock is None:
         pid = (item.owner or {}).get("pid", "?")
         return f"in use: a run holds its lock (process {pid} wrote it)"
     lock.release()
@@ -299,12 +304,8 @@ def in_use(item: Stored, me: dict[str, str] | None = None) -> str | None:
 def remove(item: Stored) -> str | None:
     """Delete ``item``'s folder unless a run takes it meanwhile (checked under its lock); the reason it
     was kept, or None. Empty member and entry folders above it go too."""
-    from filelock import FileLock, Timeout
-
-    lock = FileLock(item.folder / LOCK_FILE)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
+    lock = _try_lock(item.folder)
+    if lock is None:
         return "in use: a run took its lock"
     try:
         shutil.rmtree(item.folder, ignore_errors=True)
